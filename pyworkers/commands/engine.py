@@ -1,0 +1,1 @@
+"""CLI commands for the engine: `pyworkers python`, `pyworkers runtimes install`."""

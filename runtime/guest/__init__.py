@@ -1,0 +1,1 @@
+"""pyworkers.runtime.guest."""
