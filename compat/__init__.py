@@ -6,11 +6,13 @@ Public API (re-exported here):
 * :class:`RuntimeSelection` (frozen; ``release``, ``flags``, ``package_set_date``,
   ``compatibility_date``, ``enabled(flag)``, ``to_json()``, ``from_json(d)``)
 * :class:`CompatError` (``ValueError``): a user error, one line with the fix
-* the table: :class:`Release`, :class:`Flag`, :func:`releases`, :func:`flags`,
+* the table: :class:`Release`, :class:`Flag`, :func:`flags`,
   :func:`behaviour_flags`, :func:`get_release`, :func:`release_for_flag`,
   :func:`default_release`, :func:`newest_known_date`, :func:`tool`
 
-The data lives in ``releases.toml``; the rules in :mod:`pyworkers.compat.selection`.
+The data lives in ``releases.toml``; the rules in :mod:`pyworkers.compat.selection`. The table
+functions ``releases()`` etc. are in :mod:`pyworkers.compat.releases`; ``pyworkers.compat.releases``
+stays that module (the function is not re-exported here, so it cannot shadow the module).
 """
 from .releases import (
     Flag,
@@ -24,14 +26,14 @@ from .releases import (
     get_release,
     newest_known_date,
     release_for_flag,
-    releases,
     tool,
 )
+from . import releases, selection
 from .selection import CompatError, RuntimeSelection, current_date, parse_compatibility_date, select
 
 __all__ = [
     "CompatError", "Flag", "Release", "RuntimeSelection", "TableError", "Tool",
     "UnknownReleaseError", "behaviour_flags", "current_date", "default_release", "flags",
     "get_release", "newest_known_date", "parse_compatibility_date", "release_for_flag",
-    "releases", "select", "tool",
+    "releases", "select", "selection", "tool",
 ]

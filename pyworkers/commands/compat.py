@@ -24,7 +24,8 @@ from pathlib import Path
 import click
 
 from pyworkers.cli import UserError, runtimes
-from pyworkers.compat import CompatError, behaviour_flags, newest_known_date, releases, select
+from pyworkers.compat import CompatError, behaviour_flags, newest_known_date, select
+from pyworkers.compat.releases import releases
 
 
 def _installed(release) -> bool | None:
