@@ -219,6 +219,8 @@ def select(
     on: set[str] = set()
     off: set[str] = set()
     for name in dict.fromkeys(flags):
+        if not isinstance(name, str):
+            raise TypeError(f"compatibility flags must be strings, got {name!r}")
         if name in table:
             on.add(name)
             continue

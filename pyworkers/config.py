@@ -203,7 +203,8 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
     source, where, raw = None, None, {}
     tool_table = None
     if pyproject.is_file():
-        tool_table = _read_toml(pyproject).get("tool", {}).get("pyworkers")
+        tool = _read_toml(pyproject).get("tool", {})
+        tool_table = tool.get("pyworkers") if isinstance(tool, dict) else None
     if own.is_file():
         if tool_table is not None:
             raise ConfigError(f"{own}: the worker is also configured in {pyproject} "
