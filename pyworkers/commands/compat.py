@@ -70,7 +70,7 @@ def _table(rows: list[list[str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-@runtimes.command("list")
+@runtimes.command("list", short_help="Runtime releases, behaviour flags, what is installed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (shape in the README).")
 def list_cmd(as_json: bool) -> None:
     """Every runtime release and behaviour flag, and whether each release is installed locally."""
@@ -96,7 +96,7 @@ def list_cmd(as_json: bool) -> None:
     click.echo(f"This pyworkers knows compatibility dates up to {data['newest_compatibility_date']}.")
 
 
-@runtimes.command("select")
+@runtimes.command("select", short_help="What a compatibility date and flags select.")
 @click.option("--compatibility-date", "date", metavar="YYYY-MM-DD",
               help="Compatibility date (required unless --app-dir's config sets one).")
 @click.option("--flag", "flags", multiple=True, metavar="FLAG",
