@@ -78,7 +78,8 @@ class InstalledRelease:
     ``package``: the unpacked npm package directory (``pyodide.asm.wasm``, ``python_stdlib.zip``,
     ``pyodide-lock.json``, the JS glue kept only as reference); ``wasm``: the exnref-translated
     module; ``cwasm``: the serialized compiled module for this wasmtime and engine configuration;
-    ``wasm_sha256``: hash of the translated module (identifies the exact build in snapshots).
+    ``wasm_sha256``: hash of the prepared module (identifies the exact build in snapshots);
+    ``layout``: the glue constants of :func:`read_glue_layout` (memory base etc.).
     """
 
     release: Release
@@ -87,6 +88,7 @@ class InstalledRelease:
     wasm: Path
     cwasm: Path
     wasm_sha256: str
+    layout: dict = dataclasses.field(default_factory=dict)
 
     @property
     def stdlib_zip(self) -> Path:
@@ -285,6 +287,85 @@ def _ensure_translated(package: Path, rdir: Path, root: Path, progress: Progress
     return out, json.loads(manifest.read_text())["wasm"]["sha256"]
 
 
+GLUE_PATTERNS = {
+    # name -> regex over the release's Emscripten glue (pyodide.asm.js / .mjs)
+    "memory_base": r'___memory_base=new WebAssembly\.Global\(\{value:"i32",mutable:false\},(\d+)\)',
+    "table_base": r'___table_base=new WebAssembly\.Global\(\{value:"i32",mutable:false\},(\d+)\)',
+    "stack_pointer": r'___stack_pointer=new WebAssembly\.Global\(\{value:"i32",mutable:true\},(\d+)\)',
+    "heap_base": r"var ___heap_base=(\d+)",
+    "stack_low": r"var ___stack_low=(\d+)",
+    "stack_high": r"var ___stack_high=(\d+)",
+    "table_initial": r'new WebAssembly\.Table\(\{initial:(\d+),element:"anyfunc"\}\)',
+}
+
+
+def read_glue_layout(package: Path) -> dict[str, int]:
+    """Constants the Emscripten glue supplies to a build that imports its memory/table/globals.
+
+    Returns ``{memory_base, table_base, stack_pointer, heap_base, stack_low, stack_high,
+    table_initial}`` for builds like 0.29.3 (keys absent when the build defines them itself,
+    as 314 does). Read from ``pyodide.asm.js``/``.mjs`` of the same release, so no per-release
+    number is written in pyworkers.
+    """
+    import re
+
+    glue = next((package / n for n in ("pyodide.asm.mjs", "pyodide.asm.js") if (package / n).exists()), None)
+    if glue is None:
+        return {}
+    text = glue.read_text(errors="replace")
+    out = {}
+    for k, rx in GLUE_PATTERNS.items():
+        m = re.search(rx, text)
+        if m:
+            out[k] = int(m.group(1))
+    return out
+
+
+def prepare_main_module(src: Path, dst: Path, layout: dict[str, int]) -> None:
+    """Turn the main module's non-function imports into definitions (see
+    :mod:`pyworkers.runtime.wasmbin`) with the glue's values: ``env.__memory_base``,
+    ``env.__table_base``, ``env.__stack_pointer``, ``GOT.mem.__heap_base``/``__stack_low``/
+    ``__stack_high``; ``GOT.func`` entries become 0 (all are emscripten_gl*/console helpers
+    that Python never calls). The imported table gets ``table_initial`` entries as in the glue.
+    Raises :class:`RuntimeInstallError` for an import it cannot give a value to.
+    """
+    from pyworkers.runtime import wasmbin
+
+    data = src.read_bytes()
+    env_values = {"__memory_base": "memory_base", "__table_base": "table_base",
+                  "__stack_pointer": "stack_pointer"}
+    got_mem = {"__heap_base": "heap_base", "__stack_low": "stack_low", "__stack_high": "stack_high"}
+
+    def value(imp) -> int:
+        if imp.module == "GOT.func":
+            return 0
+        key = (env_values if imp.module == "env" else got_mem if imp.module == "GOT.mem" else {}).get(imp.name)
+        if key is None or key not in layout:
+            raise RuntimeInstallError(f"{src.name}: no value known for imported global {imp.module}.{imp.name}")
+        return layout[key]
+
+    out = wasmbin.internalize_imports(data, value, table_min=layout.get("table_initial"))
+    tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(out)
+    os.replace(tmp, dst)
+
+
+def _ensure_prepared(package: Path, translated: Path, rdir: Path, progress: Progress | None,
+                     deep: bool) -> tuple[Path, str, dict]:
+    out = rdir / "pyodide.host.wasm"
+    manifest = rdir / "host.manifest.json"
+    layout_file = rdir / "layout.json"
+    if not _manifest_ok(manifest, {"wasm": out}, deep=deep) or not layout_file.exists():
+        with _lock(out):
+            if not _manifest_ok(manifest, {"wasm": out}, deep=True) or not layout_file.exists():
+                _say(progress, "preparing the module for a shared linker (imported globals -> definitions)")
+                layout = read_glue_layout(package)
+                prepare_main_module(translated, out, layout)
+                layout_file.write_text(json.dumps(layout, indent=1, sort_keys=True))
+                _write_manifest(manifest, {"wasm": out})
+    return out, json.loads(manifest.read_text())["wasm"]["sha256"], json.loads(layout_file.read_text())
+
+
 def compiled_path(root: Path, key: str, name: str) -> Path:
     """Where a serialized module for ``key`` lives: ``<root>/compiled/<engine fingerprint>/``."""
     from pyworkers.runtime.engine import config_fingerprint
@@ -335,14 +416,15 @@ def ensure_release(release: Release | str, *, cache_dir: str | os.PathLike | Non
     root = cache_root(cache_dir)
     rdir = root / "releases" / release.pyodide_version
     package = _ensure_package(release, root, progress, verify)
-    wasm, sha = _ensure_translated(package, rdir, root, progress, verify)
+    translated, _ = _ensure_translated(package, rdir, root, progress, verify)
+    wasm, sha, layout = _ensure_prepared(package, translated, rdir, progress, verify)
     cwasm = ensure_compiled(wasm, sha, f"pyodide-{release.pyodide_version}", root=root, progress=progress)
     if verify:
         from pyworkers.runtime.engine import verify_cwasm
 
         verify_cwasm(cwasm, rebuild=lambda: ensure_compiled(wasm, sha, f"pyodide-{release.pyodide_version}",
                                                             root=root, progress=progress))
-    return InstalledRelease(release, rdir, package, wasm, cwasm, sha)
+    return InstalledRelease(release, rdir, package, wasm, cwasm, sha, layout)
 
 
 def is_installed(release: Release | str, *, cache_dir: str | os.PathLike | None = None) -> bool:
@@ -353,8 +435,8 @@ def is_installed(release: Release | str, *, cache_dir: str | os.PathLike | None 
     rdir = root / "releases" / release.pyodide_version
     pkg_ok = _manifest_ok(rdir / "package.manifest.json",
                           {n: rdir / "package" / n for n in PACKAGE_FILES}, deep=False)
-    tr = rdir / "exnref.manifest.json"
-    if not (pkg_ok and _manifest_ok(tr, {"wasm": rdir / "pyodide.exnref.wasm"}, deep=False)):
+    tr = rdir / "host.manifest.json"
+    if not (pkg_ok and _manifest_ok(tr, {"wasm": rdir / "pyodide.host.wasm"}, deep=False)):
         return False
     sha = json.loads(tr.read_text())["wasm"]["sha256"]
     out = compiled_path(root, sha, f"pyodide-{release.pyodide_version}")

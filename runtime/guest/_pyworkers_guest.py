@@ -1,0 +1,148 @@
+"""Guest side of pyworkers: runs *inside* the sandbox (Pyodide's CPython), imported at boot.
+
+The host calls :func:`dispatch` through the C API with one request (``marshal`` bytes: the guest
+trusts its host) and gets one reply (the ``repr`` of a dict of literals, which the host parses
+with ``ast.literal_eval``: safe even if guest code tampered with it). Nothing here imports more
+than ``marshal``/``sys`` at boot, so the helper costs nothing on a cold start. Every guest
+exception is caught and returned as data (type, message, traceback text), so a failing user
+program never leaves a pending C-level error behind.
+
+Requests (``op``):
+- ``run``: ``{"code", "filename"}`` -> exec in ``__main__``; reply ``{"ok": true}``.
+- ``eval``: ``{"code"}`` -> ``{"ok": true, "value": repr(result)}``.
+- ``import``: ``{"name"}`` -> import a module.
+- ``call``: ``{"target": "module:function", "args": [...], "kwargs": {...}}`` -> the result
+  (literals only: str, bytes, int, float, bool, None, list, tuple, dict).
+Errors: ``{"ok": false, "type", "message", "traceback"}``; ``SystemExit``: ``{"exit": code}``.
+"""
+import marshal
+import sys
+
+_JS_MESSAGE = (
+    "the {name!r} module is not available in pyworkers: there is no JavaScript engine in the "
+    "sandbox (use the Python standard library and Python packages instead)"
+)
+
+
+class _NoJavaScript:
+    """Meta path finder that refuses the JavaScript-bridge modules with a clear message."""
+
+    NAMES = {"js", "pyodide_js", "pyodide.ffi", "pyodide.http", "pyodide.webloop", "pyodide.console"}
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.NAMES:
+            raise ImportError(_JS_MESSAGE.format(name=name), name=name)
+        return None
+
+
+class _PostImportPatches:
+    """Meta path finder that patches stdlib modules right after they are first imported.
+
+    ``asyncio.selector_events``: the selector event loop wakes itself through a self-pipe made
+    with ``socket.socketpair()``, which needs sockets the sandbox does not have. pyworkers
+    drives one loop per isolate from the host, so the self-pipe is not needed: creating,
+    closing and writing to it become no-ops (the role Pyodide's WebLoop plays in a browser).
+    """
+
+    PATCHES = {}
+
+    def find_spec(self, name, path=None, target=None):
+        patch = self.PATCHES.get(name)
+        if patch is None:
+            return None
+        from importlib.machinery import PathFinder
+
+        spec = PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader_exec = spec.loader.exec_module
+
+        def exec_module(module):
+            loader_exec(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _patch_selector_events(mod):
+    cls = mod.BaseSelectorEventLoop
+    cls._make_self_pipe = lambda self: None
+    cls._close_self_pipe = lambda self: None
+    cls._write_to_self = lambda self: None
+
+
+_PostImportPatches.PATCHES["asyncio.selector_events"] = _patch_selector_events
+
+sys.meta_path.insert(0, _NoJavaScript())
+sys.meta_path.insert(1, _PostImportPatches())
+
+
+def _flush():
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except Exception:
+            pass
+
+
+def _error(exc):
+    import traceback
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"ok": False, "type": type(exc).__qualname__, "module": type(exc).__module__,
+            "message": str(exc), "traceback": tb}
+
+
+def _exit_code(exc):
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _resolve(target):
+    import importlib
+
+    mod, _, attr = target.partition(":")
+    obj = importlib.import_module(mod)
+    for part in attr.split(".") if attr else ():
+        obj = getattr(obj, part)
+    return obj
+
+
+def _handle(req):
+    op = req["op"]
+    if op == "run":
+        main = sys.modules["__main__"].__dict__
+        code = compile(req["code"], req.get("filename", "<string>"), "exec")
+        exec(code, main)
+        return {"ok": True}
+    if op == "eval":
+        main = sys.modules["__main__"].__dict__
+        return {"ok": True, "value": repr(eval(compile(req["code"], "<eval>", "eval"), main))}
+    if op == "import":
+        __import__(req["name"])
+        return {"ok": True}
+    if op == "call":
+        fn = _resolve(req["target"])
+        return {"ok": True, "value": fn(*req.get("args", ()), **req.get("kwargs", {}))}
+    raise ValueError(f"unknown request {op!r}")
+
+
+def dispatch(raw):
+    """Handle one request (marshal bytes) and return the reply (repr bytes). Never raises."""
+    try:
+        reply = _handle(marshal.loads(raw))
+    except SystemExit as exc:
+        reply = {"exit": _exit_code(exc)}
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the host as data
+        reply = _error(exc)
+    _flush()
+    try:
+        return repr(reply).encode("utf-8", "surrogatepass")
+    except BaseException as exc:  # noqa: BLE001 - e.g. a value whose repr fails
+        return repr(_error(exc)).encode("utf-8", "surrogatepass")

@@ -1,0 +1,897 @@
+"""Host functions: the part of Emscripten's JavaScript glue that Pyodide's CPython imports.
+
+Each import of ``pyodide.asm.wasm`` that pyworkers implements is a method registered with
+:func:`imp` under the import's name; semantics mirror the release's glue (``pyodide.asm.mjs``,
+Emscripten's ``library_syscall.js``, ``library_wasi.js``, ``library_fs.js``) over the sandboxed
+:class:`~pyworkers.runtime.vfs.VFS` instead of Emscripten's FS. Syscalls return ``-errno``,
+WASI functions return ``errno`` (WASI numbering), like the glue.
+
+The functions are defined **once per compiled module** on a store-independent
+``wasmtime.Linker`` and dispatch to the isolate running on the current thread
+(:data:`current`): per-store closures that reference the host leak in wasmtime-py (its function
+registry keeps them alive), see ``shared/ENGINE-FACTS.md``.
+
+Imports of the JavaScript bridge (``Jsv*``, ``JsProxy*``, ``hiwire*``, ``python2js*``...) are stubs
+that raise :class:`JsBridgeUnavailable` if ever called: nothing JavaScript runs in pyworkers.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import struct
+import threading
+import time
+from typing import Any, Callable
+
+import wasmtime
+
+from pyworkers.runtime import vfs as V
+from pyworkers.runtime.engine import get_engine
+from pyworkers.runtime.vfs import FSError
+
+_IMPLS: dict[str, Callable[..., Any]] = {}
+
+
+def imp(*names: str):
+    """Register the decorated method as the implementation of import(s) ``names``."""
+
+    def deco(fn):
+        for n in names:
+            _IMPLS[n] = fn
+        return fn
+
+    return deco
+
+
+class JsBridgeUnavailable(RuntimeError):
+    """A JavaScript-bridge import was called: there is no JavaScript engine in pyworkers."""
+
+
+class GuestExit(Exception):
+    """Raised inside a host function when the guest calls ``exit``/``proc_exit``."""
+
+    def __init__(self, code: int):
+        super().__init__(f"guest exited with status {code}")
+        self.code = code
+
+
+class GuestAbort(Exception):
+    """The guest called ``abort()`` (or failed an assertion)."""
+
+
+class _Current(threading.local):
+    host: "Host | None" = None
+
+
+#: The host of the isolate executing on this thread (set by Isolate around every guest call).
+current = _Current()
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_REMOVEDIR = 0x200
+AT_EMPTY_PATH = 0x1000
+HEAP_MAX = 4294901760  # the glue's getHeapMax(): 4 GiB - 64 KiB
+WASM_PAGE = 65536
+
+
+class Mem:
+    """Typed access to an instance's linear memory through a ctypes view of its base address.
+
+    wasmtime reserves the full 4 GiB range for a 32-bit memory, so the base does not move on
+    growth; the view is rebuilt when the size changes. Out-of-range guest pointers raise
+    :class:`FSError` (``EFAULT``) instead of touching host memory.
+    """
+
+    def __init__(self, memory: wasmtime.Memory, store: wasmtime.Store):
+        self.memory = memory
+        self.store = store
+        self.size = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        size = self.memory.data_len(self.store)
+        ptr = self.memory.data_ptr(self.store)
+        self.base = ctypes.cast(ptr, ctypes.c_void_p).value or 0
+        self.size = size
+        self.buf = (ctypes.c_ubyte * size).from_address(self.base)
+
+    def check(self, addr: int, n: int) -> None:
+        if addr < 0 or addr + n > self.size:
+            self.refresh()
+            if addr < 0 or addr + n > self.size:
+                raise FSError(V.EFAULT, f"bad guest pointer {addr:#x}+{n}")
+
+    def read(self, addr: int, n: int) -> bytes:
+        self.check(addr, n)
+        return ctypes.string_at(self.base + addr, n)
+
+    def write(self, addr: int, data: bytes) -> None:
+        self.check(addr, len(data))
+        ctypes.memmove(self.base + addr, data, len(data))
+
+    def cstr(self, addr: int, limit: int = 1 << 20) -> str:
+        self.check(addr, 1)
+        end = min(self.size, addr + limit)
+        raw = ctypes.string_at(self.base + addr, end - addr)
+        return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+    def write_cstr(self, addr: int, s: str | bytes, maxlen: int) -> int:
+        """Write NUL-terminated ``s`` truncated to ``maxlen`` bytes (incl. NUL); returns bytes
+        written excluding the NUL (``stringToUTF8`` semantics)."""
+        b = s.encode("utf-8", "surrogateescape") if isinstance(s, str) else s
+        if maxlen <= 0:
+            return 0
+        b = b[: maxlen - 1]
+        self.write(addr, b + b"\0")
+        return len(b)
+
+    def u32(self, addr: int) -> int:
+        self.check(addr, 4)
+        return struct.unpack_from("<I", self.buf, addr)[0]
+
+    def i32(self, addr: int) -> int:
+        self.check(addr, 4)
+        return struct.unpack_from("<i", self.buf, addr)[0]
+
+    def set_u32(self, addr: int, v: int) -> None:
+        self.check(addr, 4)
+        struct.pack_into("<I", self.buf, addr, v & 0xFFFFFFFF)
+
+    def set_i32(self, addr: int, v: int) -> None:
+        self.check(addr, 4)
+        struct.pack_into("<i", self.buf, addr, v)
+
+    def set_u64(self, addr: int, v: int) -> None:
+        self.check(addr, 8)
+        struct.pack_into("<Q", self.buf, addr, v & 0xFFFFFFFFFFFFFFFF)
+
+    def pack(self, fmt: str, addr: int, *vals) -> None:
+        self.check(addr, struct.calcsize(fmt))
+        struct.pack_into(fmt, self.buf, addr, *vals)
+
+    def unpack(self, fmt: str, addr: int) -> tuple:
+        self.check(addr, struct.calcsize(fmt))
+        return struct.unpack_from(fmt, self.buf, addr)
+
+
+def _errno_of(e: BaseException) -> int:
+    if isinstance(e, FSError):
+        return e.errno
+    if isinstance(e, OSError):
+        return V._HOST_TO_WASI.get(e.errno or 0, V.EIO)
+    raise e
+
+
+def syscall(fn):
+    """Wrap a syscall body: :class:`FSError` -> ``-errno``."""
+
+    def wrapper(self, *args):
+        try:
+            r = fn(self, *args)
+            return 0 if r is None else r
+        except (FSError, OSError) as e:
+            return -_errno_of(e)
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def wasi(fn):
+    """Wrap a WASI call body: :class:`FSError` -> ``errno``."""
+
+    def wrapper(self, *args):
+        try:
+            r = fn(self, *args)
+            return 0 if r is None else r
+        except (FSError, OSError) as e:
+            return _errno_of(e)
+
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+class Host:
+    """Per-isolate host state: the VFS, the fd table, environment, stdio sinks, clocks.
+
+    ``stdout``/``stderr`` are callables receiving ``bytes`` (fd 1 and 2); ``environ`` is the
+    guest's environment (``dict[str, str]``); ``stdin`` is bytes read by fd 0.
+    """
+
+    def __init__(self, fs: V.VFS, environ: dict[str, str], stdout: Callable[[bytes], None],
+                 stderr: Callable[[bytes], None], stdin: bytes = b"", argv0: str = "python"):
+        self.fs = fs
+        self.environ = environ
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdin = bytearray(stdin)
+        self.argv0 = argv0
+        self.fds: dict[int, V.OpenFile | str] = {0: "stdin", 1: "stdout", 2: "stderr"}
+        self.mem: Mem = None  # type: ignore[assignment]  # set by the isolate
+        self.isolate: Any = None
+        self.exit_code: int | None = None
+        self.abort_message: str | None = None
+        self.t0 = time.perf_counter()
+        self.entropy_calls = 0
+        self.entropy_bytes = 0
+        self.host_calls = 0
+
+    # ----------------------------------------------------------------- helpers
+    def _of(self, fd: int) -> V.OpenFile:
+        of = self.fds.get(fd)
+        if of is None:
+            raise FSError(V.EBADF)
+        if isinstance(of, str):
+            raise FSError(V.ESPIPE)
+        return of
+
+    def _path_at(self, dirfd: int, ptr: int, allow_empty: bool = False) -> str:
+        path = self.mem.cstr(ptr)
+        if path.startswith("/"):
+            return path
+        if dirfd == AT_FDCWD:
+            base = self.fs.cwd
+        else:
+            of = self._of(dirfd)
+            base = of.path
+        if not path:
+            if allow_empty:
+                return base
+            raise FSError(V.ENOENT)
+        return base.rstrip("/") + "/" + path
+
+    def _new_fd(self, of: V.OpenFile | str, lowest: int = 3) -> int:
+        fd = lowest
+        while fd in self.fds:
+            fd += 1
+        if fd >= 4096:
+            raise FSError(V.EMFILE)
+        self.fds[fd] = of
+        return fd
+
+    def _write_stat(self, buf: int, s: dict) -> int:
+        mtime = s.get("mtime", 0.0)
+        sec = int(mtime)
+        nsec = int((mtime - sec) * 1e9)
+        size = s.get("size", 0)
+        self.mem.pack("<IIIIIIqii qI4x qI4x qI4x Q", buf,
+                      s.get("dev", 1), s["mode"], s.get("nlink", 1), 0, 0, s.get("rdev", 0),
+                      size, 4096, (size + 511) // 512,
+                      sec, nsec, sec, nsec, sec, nsec, s["ino"])
+        return 0
+
+    def _stdio_stat(self, fd: int) -> dict:
+        return dict(mode=V.S_IFCHR | 0o666, size=0, ino=fd + 1, mtime=0.0, nlink=1, rdev=0x500 + fd)
+
+    # ----------------------------------------------------------------- WASI
+    @imp("fd_write")
+    @wasi
+    def fd_write(self, fd, iov, iovcnt, pnum):
+        total = 0
+        chunks = []
+        for i in range(iovcnt):
+            ptr, ln = self.mem.unpack("<II", iov + 8 * i)
+            if ln:
+                chunks.append(self.mem.read(ptr, ln))
+        data = b"".join(chunks)
+        of = self.fds.get(fd)
+        if of == "stdout":
+            self.stdout(data)
+            total = len(data)
+        elif of == "stderr":
+            self.stderr(data)
+            total = len(data)
+        elif of is None or of == "stdin":
+            raise FSError(V.EBADF)
+        else:
+            total = self.fs.write(of, data)  # type: ignore[arg-type]
+        self.mem.set_u32(pnum, total)
+
+    def _readv(self, of, iov, iovcnt, offset=None):
+        total = 0
+        for i in range(iovcnt):
+            ptr, ln = self.mem.unpack("<II", iov + 8 * i)
+            if of == "stdin":
+                data = bytes(self.stdin[:ln])
+                del self.stdin[:ln]
+            elif isinstance(of, str):
+                raise FSError(V.EBADF)
+            else:
+                data = self.fs.read(of, ln, None if offset is None else offset + total)
+            self.mem.write(ptr, data)
+            total += len(data)
+            if len(data) < ln:
+                break
+        return total
+
+    @imp("fd_read")
+    @wasi
+    def fd_read(self, fd, iov, iovcnt, pnum):
+        of = self.fds.get(fd)
+        if of is None:
+            raise FSError(V.EBADF)
+        self.mem.set_u32(pnum, self._readv(of, iov, iovcnt))
+
+    @imp("fd_pread")
+    @wasi
+    def fd_pread(self, fd, iov, iovcnt, offset, pnum):
+        self.mem.set_u32(pnum, self._readv(self._of(fd), iov, iovcnt, offset))
+
+    @imp("fd_pwrite")
+    @wasi
+    def fd_pwrite(self, fd, iov, iovcnt, offset, pnum):
+        of = self._of(fd)
+        total = 0
+        for i in range(iovcnt):
+            ptr, ln = self.mem.unpack("<II", iov + 8 * i)
+            total += self.fs.write(of, self.mem.read(ptr, ln), offset + total)
+        self.mem.set_u32(pnum, total)
+
+    @imp("fd_close")
+    @wasi
+    def fd_close(self, fd):
+        of = self.fds.pop(fd, None)
+        if of is None:
+            raise FSError(V.EBADF)
+        if isinstance(of, V.OpenFile):
+            self.fs.close(of)
+
+    @imp("fd_seek")
+    @wasi
+    def fd_seek(self, fd, offset, whence, pnew):
+        of = self._of(fd)
+        if of.node.is_dir:
+            if offset == 0 and whence == 0:
+                of.entries = None
+            base = {0: 0, 1: of.pos}.get(whence)
+            if base is None:
+                raise FSError(V.EINVAL)
+        else:
+            base = {0: 0, 1: of.pos, 2: self.fs.size_of(of.node)}.get(whence)
+            if base is None:
+                raise FSError(V.EINVAL)
+        pos = base + offset
+        if pos < 0:
+            raise FSError(V.EINVAL)
+        of.pos = pos
+        self.mem.set_u64(pnew, pos)
+
+    @imp("fd_fdstat_get")
+    @wasi
+    def fd_fdstat_get(self, fd, buf):
+        of = self.fds.get(fd)
+        if of is None:
+            raise FSError(V.EBADF)
+        if isinstance(of, str):
+            ftype = 2  # character device (tty-like)
+        elif of.node.is_dir:
+            ftype = 3
+        else:
+            ftype = 4
+        self.mem.pack("<BxHxxxxQQ", buf, ftype, 0, 0, 0)
+
+    @imp("fd_sync")
+    @wasi
+    def fd_sync(self, fd):
+        if fd not in self.fds:
+            raise FSError(V.EBADF)
+
+    @imp("environ_sizes_get")
+    @wasi
+    def environ_sizes_get(self, pcount, psize):
+        strings = self._env_strings()
+        self.mem.set_u32(pcount, len(strings))
+        self.mem.set_u32(psize, sum(len(s) + 1 for s in strings))
+
+    def _env_strings(self) -> list[bytes]:
+        return [f"{k}={v}".encode("utf-8", "surrogateescape") for k, v in self.environ.items()]
+
+    @imp("environ_get")
+    @wasi
+    def environ_get(self, penv, pbuf):
+        off = 0
+        for i, s in enumerate(self._env_strings()):
+            self.mem.set_u32(penv + 4 * i, pbuf + off)
+            self.mem.write(pbuf + off, s + b"\0")
+            off += len(s) + 1
+
+    @imp("clock_time_get")
+    @wasi
+    def clock_time_get(self, clk, precision, ptime):
+        if clk == 0:
+            ns = time.time_ns()
+        elif clk in (1, 2, 3):
+            ns = time.monotonic_ns()
+        else:
+            raise FSError(V.EINVAL)
+        self.mem.set_u64(ptime, ns)
+
+    @imp("clock_res_get")
+    @wasi
+    def clock_res_get(self, clk, pres):
+        self.mem.set_u64(pres, 1000)
+
+    @imp("random_get")
+    @wasi
+    def random_get(self, buf, size):
+        self.entropy_calls += 1
+        self.entropy_bytes += size
+        self.mem.write(buf, secrets.token_bytes(size))
+
+    @imp("proc_exit", "exit")
+    def proc_exit(self, code):
+        self.exit_code = code
+        raise GuestExit(code)
+
+    # ----------------------------------------------------------------- time
+    @imp("emscripten_date_now")
+    def emscripten_date_now(self):
+        return time.time() * 1000.0
+
+    @imp("emscripten_get_now")
+    def emscripten_get_now(self):
+        return (time.perf_counter() - self.t0) * 1000.0
+
+    def _write_tm(self, ptr, t: time.struct_time, gmtoff: int):
+        self.mem.pack("<iiiiiiiiii", ptr, t.tm_sec, t.tm_min, t.tm_hour, t.tm_mday, t.tm_mon - 1,
+                      t.tm_year - 1900, (t.tm_wday + 1) % 7, t.tm_yday - 1, max(t.tm_isdst, 0), gmtoff)
+
+    @imp("_localtime_js")
+    def _localtime_js(self, t, ptr):
+        lt = time.localtime(t)
+        self._write_tm(ptr, lt, lt.tm_gmtoff or 0)
+
+    @imp("_gmtime_js")
+    def _gmtime_js(self, t, ptr):
+        self._write_tm(ptr, time.gmtime(t), 0)
+
+    def _read_tm(self, ptr):
+        sec, mn, hour, mday, mon, year, _, _, isdst = self.mem.unpack("<iiiiiiiii", ptr)
+        return (year + 1900, mon + 1, mday, hour, mn, sec, 0, 0, isdst)
+
+    @imp("_mktime_js")
+    def _mktime_js(self, ptr):
+        try:
+            t = time.mktime(self._read_tm(ptr))
+        except (OverflowError, ValueError):
+            return -1
+        self._write_tm(ptr, time.localtime(t), time.localtime(t).tm_gmtoff or 0)
+        return int(t)
+
+    @imp("_timegm_js")
+    def _timegm_js(self, ptr):
+        import calendar
+
+        try:
+            t = calendar.timegm(self._read_tm(ptr))
+        except (OverflowError, ValueError):
+            return -1
+        self._write_tm(ptr, time.gmtime(t), 0)
+        return int(t)
+
+    @imp("_tzset_js")
+    def _tzset_js(self, ptimezone, pdaylight, std_name, dst_name):
+        # Isolates run in UTC unless TZ says otherwise; like the glue, names are "UTC+hhmm".
+        self.mem.set_u32(ptimezone, 0)
+        self.mem.set_i32(pdaylight, 0)
+        self.mem.write_cstr(std_name, "UTC", 17)
+        self.mem.write_cstr(dst_name, "UTC", 17)
+
+    # ----------------------------------------------------------------- heap, process
+    @imp("emscripten_get_heap_max")
+    def emscripten_get_heap_max(self):
+        return HEAP_MAX
+
+    @imp("emscripten_resize_heap")
+    def emscripten_resize_heap(self, requested):
+        """The glue's growth policy: over-grow by 20% (capped at +96 MiB), 64 KiB aligned."""
+        old = self.mem.memory.data_len(self.mem.store)
+        if requested > HEAP_MAX:
+            return 0
+        cut = 1
+        while cut <= 4:
+            over = min(old * (1 + 0.2 / cut), requested + 100663296)
+            new = min(HEAP_MAX, _align(max(requested, int(over)), WASM_PAGE))
+            try:
+                self.mem.memory.grow(self.mem.store, (new - old + WASM_PAGE - 1) // WASM_PAGE)
+                self.mem.refresh()
+                return 1
+            except wasmtime.WasmtimeError:
+                cut *= 2
+        return 0
+
+    @imp("_abort_js")
+    def _abort_js(self):
+        self.abort_message = "abort() called"
+        raise GuestAbort("guest called abort()")
+
+    @imp("__assert_fail")
+    def __assert_fail(self, cond, file, line, func):
+        msg = f"Assertion failed: {self.mem.cstr(cond)}, at: {self.mem.cstr(file)}:{line} {self.mem.cstr(func)}"
+        self.abort_message = msg
+        raise GuestAbort(msg)
+
+    @imp("_emscripten_get_progname")
+    def _emscripten_get_progname(self, buf, ln):
+        self.mem.write_cstr(buf, self.argv0, ln)
+
+    @imp("emscripten_runtime_keepalive_push", "emscripten_runtime_keepalive_pop",
+         "_emscripten_runtime_keepalive_clear", "emscripten_debugger")
+    def _noop(self, *args):
+        return None
+
+    @imp("_Py_CheckEmscriptenSignals_Helper")
+    def _py_signals(self):
+        return 0
+
+    @imp("__call_sighandler")
+    def __call_sighandler(self, fp, sig):
+        self.isolate._call_table(fp, sig)
+
+    @imp("_setitimer_js")
+    def _setitimer_js(self, which, timeout_ms):
+        return -V.ENOSYS if timeout_ms else 0
+
+    @imp("_emscripten_system")
+    def _emscripten_system(self, cmd):
+        return 0 if not cmd else -V.ENOSYS
+
+    @imp("__syscall_getuid32_js")
+    def _getuid(self):
+        return 0
+
+    @imp("__syscall_umask_js")
+    def _umask(self, mask):
+        return 0o022
+
+    @imp("_emscripten_log_formatted", "emscripten_log_impl_js")
+    def _log(self, flags, ptr, *rest):
+        self.stderr((self.mem.cstr(ptr) + "\n").encode())
+
+    @imp("_Py_emscripten_runtime")
+    def _py_emscripten_runtime(self):
+        return self.isolate._static_cstr("pyworkers (wasmtime)")
+
+    # ----------------------------------------------------------------- files
+    @imp("__syscall_openat")
+    @syscall
+    def __syscall_openat(self, dirfd, path, flags, varargs):
+        p = self._path_at(dirfd, path)
+        of = self.fs.open(p, flags)
+        return self._new_fd(of)
+
+    @imp("__syscall_fcntl64")
+    @syscall
+    def __syscall_fcntl64(self, fd, cmd, varargs):
+        of = self.fds.get(fd)
+        if of is None:
+            raise FSError(V.EBADF)
+        if cmd == 0:  # F_DUPFD
+            arg = self.mem.i32(varargs)
+            if arg < 0:
+                raise FSError(V.EINVAL)
+            if isinstance(of, V.OpenFile):
+                of.refs += 1
+            return self._new_fd(of, arg)
+        if cmd in (1, 2):  # F_GETFD / F_SETFD
+            return 0
+        if cmd == 3:  # F_GETFL
+            return of.flags if isinstance(of, V.OpenFile) else (0 if of == "stdin" else 1)
+        if cmd == 4:  # F_SETFL
+            if isinstance(of, V.OpenFile):
+                of.flags |= self.mem.i32(varargs)
+            return 0
+        if cmd == 12:  # F_GETLK
+            self.mem.pack("<h", self.mem.u32(varargs), 2)
+            return 0
+        if cmd in (13, 14):
+            return 0
+        raise FSError(V.EINVAL)
+
+    @imp("__syscall_ioctl")
+    @syscall
+    def __syscall_ioctl(self, fd, op, varargs):
+        if fd not in self.fds:
+            raise FSError(V.EBADF)
+        raise FSError(V.ENOTTY)
+
+    def _stat_node(self, path: str) -> dict:
+        return self.fs.lookup(path).stat()
+
+    @imp("__syscall_stat64", "__syscall_lstat64")
+    @syscall
+    def __syscall_stat64(self, path, buf):
+        return self._write_stat(buf, self._stat_node(self.mem.cstr(path)))
+
+    @imp("__syscall_fstat64")
+    @syscall
+    def __syscall_fstat64(self, fd, buf):
+        of = self.fds.get(fd)
+        if of is None:
+            raise FSError(V.EBADF)
+        s = self._stdio_stat(fd) if isinstance(of, str) else of.node.stat()
+        return self._write_stat(buf, s)
+
+    @imp("__syscall_newfstatat")
+    @syscall
+    def __syscall_newfstatat(self, dirfd, path, buf, flags):
+        p = self._path_at(dirfd, path, allow_empty=bool(flags & AT_EMPTY_PATH))
+        return self._write_stat(buf, self._stat_node(p))
+
+    @imp("__syscall_faccessat")
+    @syscall
+    def __syscall_faccessat(self, dirfd, path, amode, flags):
+        node = self.fs.lookup(self._path_at(dirfd, path))
+        if amode & 2 and not node.writable:
+            raise FSError(V.EACCES)
+
+    @imp("__syscall_getdents64")
+    @syscall
+    def __syscall_getdents64(self, fd, dirp, count):
+        of = self._of(fd)
+        entries = self.fs.readdir(of)
+        size = 280
+        start = of.pos // size
+        end = min(len(entries), start + count // size)
+        pos = 0
+        idx = start
+        for idx in range(start, end):
+            name, node = entries[idx]
+            dtype = 4 if node.is_dir else (2 if isinstance(node, V.DevNull) else 8)
+            nb = name.encode("utf-8", "surrogateescape")[:255]
+            self.mem.pack("<QqHB", dirp + pos, node.ino, (idx + 1) * size, size, dtype)
+            self.mem.write(dirp + pos + 19, nb + b"\0")
+            pos += size
+        else:
+            idx = end if end > start else start
+        of.pos = (start + pos // size) * size
+        return pos
+
+    @imp("__syscall_getcwd")
+    @syscall
+    def __syscall_getcwd(self, buf, size):
+        if size == 0:
+            raise FSError(V.EINVAL)
+        cwd = self.fs.cwd.encode()
+        if size < len(cwd) + 1:
+            return -68  # ERANGE
+        self.mem.write(buf, cwd + b"\0")
+        return len(cwd) + 1
+
+    @imp("__syscall_chdir")
+    @syscall
+    def __syscall_chdir(self, path):
+        p = self.fs.abspath(self.mem.cstr(path))
+        if not self.fs.lookup(p).is_dir:
+            raise FSError(V.ENOTDIR)
+        self.fs.cwd = p
+
+    @imp("__syscall_fchdir")
+    @syscall
+    def __syscall_fchdir(self, fd):
+        of = self._of(fd)
+        if not of.node.is_dir:
+            raise FSError(V.ENOTDIR)
+        self.fs.cwd = of.path
+
+    @imp("__syscall_mkdirat")
+    @syscall
+    def __syscall_mkdirat(self, dirfd, path, mode):
+        self.fs.mkdir(self._path_at(dirfd, path))
+
+    @imp("__syscall_unlinkat")
+    @syscall
+    def __syscall_unlinkat(self, dirfd, path, flags):
+        self.fs.unlink(self._path_at(dirfd, path), rmdir=bool(flags & AT_REMOVEDIR))
+
+    @imp("__syscall_rmdir")
+    @syscall
+    def __syscall_rmdir(self, path):
+        self.fs.unlink(self.mem.cstr(path), rmdir=True)
+
+    @imp("__syscall_renameat")
+    @syscall
+    def __syscall_renameat(self, olddirfd, oldpath, newdirfd, newpath):
+        self.fs.rename(self._path_at(olddirfd, oldpath), self._path_at(newdirfd, newpath))
+
+    @imp("__syscall_readlinkat")
+    @syscall
+    def __syscall_readlinkat(self, dirfd, path, buf, size):
+        self.fs.lookup(self._path_at(dirfd, path))
+        raise FSError(V.EINVAL)  # no symlinks inside the sandbox
+
+    @imp("__syscall_symlinkat", "__syscall_mknodat")
+    @syscall
+    def _no_links(self, *args):
+        raise FSError(V.EPERM)
+
+    @imp("__syscall_ftruncate64")
+    @syscall
+    def __syscall_ftruncate64(self, fd, length):
+        self.fs.truncate(self._of(fd).node, length)
+
+    @imp("__syscall_truncate64")
+    @syscall
+    def __syscall_truncate64(self, path, length):
+        self.fs.truncate(self.fs.lookup(self.mem.cstr(path)), length)
+
+    @imp("__syscall_utimensat", "__syscall_chmod", "__syscall_fchmod", "__syscall_fchmodat2",
+         "__syscall_fchown32", "__syscall_fchownat", "__syscall_fdatasync", "__syscall_fadvise64",
+         "__syscall_fallocate")
+    @syscall
+    def _metadata_noop(self, *args):
+        return 0
+
+    @imp("__syscall_dup")
+    @syscall
+    def __syscall_dup(self, fd):
+        of = self.fds.get(fd)
+        if of is None:
+            raise FSError(V.EBADF)
+        if isinstance(of, V.OpenFile):
+            of.refs += 1
+        return self._new_fd(of)
+
+    @imp("__syscall_dup3")
+    @syscall
+    def __syscall_dup3(self, fd, newfd, flags):
+        of = self.fds.get(fd)
+        if of is None:
+            raise FSError(V.EBADF)
+        if fd == newfd:
+            raise FSError(V.EINVAL)
+        old = self.fds.pop(newfd, None)
+        if isinstance(old, V.OpenFile):
+            self.fs.close(old)
+        if isinstance(of, V.OpenFile):
+            of.refs += 1
+        self.fds[newfd] = of
+        return newfd
+
+    @imp("__syscall_poll")
+    @syscall
+    def __syscall_poll(self, fds, nfds, timeout):
+        count = 0
+        for i in range(nfds):
+            fd, events = self.mem.unpack("<ih", fds + 8 * i)
+            flags = 5 if fd in self.fds else 32  # POLLIN|POLLOUT, else POLLNVAL
+            flags &= events | 8 | 16
+            if flags:
+                count += 1
+            self.mem.pack("<h", fds + 8 * i + 6, flags)
+        if count == 0 and timeout != 0:
+            # nothing can become ready later in the sandbox (no sockets, no pipes): wait out
+            # the timeout instead of letting the caller spin; -1 ("forever") would hang, so
+            # cap it.
+            time.sleep(min(timeout if timeout > 0 else 1000, 60_000) / 1000.0)
+        return count
+
+    @imp("__syscall_statfs64", "__syscall_fstatfs64")
+    @syscall
+    def __syscall_statfs64(self, p, size, buf):
+        self.mem.pack("<I", buf + 4, 4096)
+        self.mem.pack("<qqqqq", buf + 8, 1 << 20, 1 << 19, 1 << 19, 1 << 16, 1 << 15)
+        self.mem.pack("<III", buf + 56, 255, 4096, 0)
+
+    @imp("_mmap_js")
+    @syscall
+    def _mmap_js(self, *args):
+        raise FSError(V.ENODEV)
+
+    @imp("_munmap_js", "_msync_js")
+    @syscall
+    def _munmap_js(self, *args):
+        return 0
+
+    @imp("__syscall_pipe", "__syscall_socket", "__syscall_socketpair", "__syscall_accept4",
+         "__syscall_bind", "__syscall_connect", "__syscall_getpeername", "__syscall_getsockname",
+         "__syscall_getsockopt", "__syscall_listen", "__syscall_recvfrom", "__syscall_recvmsg",
+         "__syscall_sendmsg", "__syscall_sendto", "__syscall__newselect", "__syscall_shutdown",
+         "__syscall_setsockopt")
+    @syscall
+    def _no_network(self, *args):
+        raise FSError(V.ENOSYS)
+
+    @imp("getaddrinfo", "getnameinfo")
+    def _no_dns(self, *args):
+        return -2  # EAI_NONAME... with no network, nothing resolves
+
+    @imp("_emscripten_lookup_name", "getprotobyname")
+    def _no_lookup(self, *args):
+        return 0
+
+    # Pyodide's socket helpers (EM_JS in Pyodide's C code): they handle only Node sockets and
+    # report "not handled" (false / null) for every other fd. There are no sockets here.
+    @imp("_try_fcntl64", "_try_shutdown")
+    def _not_a_socket(self, *args):
+        return 0
+
+    @imp("_maybe_poll_async", "_maybe_connect_async", "_maybe_recvfrom_async", "_maybe_sendto_async")
+    def _no_async_socket(self, *args):
+        return None
+
+    # hiwire's JS-side deduplication map (created by constructors; never used without JS)
+    @imp("__hiwire_deduplicate_new", "__hiwire_deduplicate_get")
+    def _hiwire_dedup_null(self, *args):
+        return None
+
+    @imp("__hiwire_deduplicate_set", "__hiwire_deduplicate_delete")
+    def _hiwire_dedup_noop(self, *args):
+        return None
+
+    # ----------------------------------------------------------------- CPython trampolines
+    @imp("_PyEM_TrampolineCall_JS")
+    def _trampoline_js(self, func, a1, a2, a3):
+        return self.isolate._call_table(func, a1, a2, a3)
+
+    @imp("_PyEM_InitTrampoline_js")
+    def _init_trampoline(self):
+        self.isolate._install_count_args()
+
+    @imp("_PyEM_GetCountArgsPtr")
+    def _get_count_args(self):
+        return self.isolate._count_args_ptr
+
+    # ----------------------------------------------------------------- dynamic linking
+    @imp("_dlopen_js")
+    def _dlopen_js(self, handle):
+        return self.isolate.linker.dlopen_js(handle)
+
+    @imp("_dlsym_js")
+    def _dlsym_js(self, handle, symbol, psymidx):
+        return self.isolate.linker.dlsym_js(handle, self.mem.cstr(symbol), psymidx)
+
+    @imp("_emscripten_dlopen_js")
+    def _emscripten_dlopen_js(self, handle, onsuccess, onerror, user_data):
+        raise JsBridgeUnavailable("asynchronous dlopen is not supported in pyworkers")
+
+
+def _align(x: int, a: int) -> int:
+    return (x + a - 1) // a * a
+
+
+def implemented(name: str) -> Callable[..., Any] | None:
+    """The implementation of import ``name`` or None."""
+    return _IMPLS.get(name)
+
+
+def _dispatch(name: str, fn: Callable[..., Any]):
+    def call(*args):
+        h = current.host
+        if h is None:
+            raise RuntimeError(f"host import {name} called with no isolate current on this thread")
+        return fn(h, *args)
+
+    call.__name__ = name
+    return call
+
+
+def _stub(name: str):
+    def call(*args):
+        raise JsBridgeUnavailable(
+            f"{name}: the JavaScript bridge is not available in pyworkers (no JavaScript engine "
+            "runs here; `js`, `pyodide.ffi` and `pyodide.http` cannot be used)")
+
+    return call
+
+
+def build_linker(module: wasmtime.Module) -> tuple[wasmtime.Linker, list[str]]:
+    """A store-independent Linker with every function import of ``module`` defined.
+
+    Returns the linker and the names that are stubs (JS bridge or unknown). Raises
+    ``ValueError`` if ``module`` has non-function imports (run
+    :func:`pyworkers.runtime.wasmbin.internalize_imports` at install time).
+    """
+    linker = wasmtime.Linker(get_engine())
+    stubs = []
+    for im in module.imports:
+        ty = im.type
+        if not isinstance(ty, wasmtime.FuncType):
+            raise ValueError(f"import {im.module}.{im.name} is not a function: module not prepared")
+        fn = _IMPLS.get(im.name)
+        if fn is not None:
+            linker.define_func(im.module, im.name, ty, _dispatch(im.name, fn))
+        else:
+            stubs.append(im.name)
+            linker.define_func(im.module, im.name, ty, _stub(im.name))
+    return linker, stubs

@@ -1,0 +1,473 @@
+"""Isolates: one Pyodide CPython instance in its own wasmtime store, with its own VFS and host.
+
+Typical use::
+
+    from pyworkers.runtime import Isolate
+    iso = Isolate("314.0.7")
+    r = iso.run("import sys; print(sys.platform)")
+    r.stdout  # b"emscripten\\n"
+
+Boot sequence (mirrors the Emscripten glue's ``run()``: instantiate, preRun, ``initRuntime``,
+``callMain``): instantiate the prepared module through the release's shared Linker, apply data
+relocations (builds with a memory base), install CPython's trampoline, run
+``__wasm_call_ctors``, then ``main`` (``__main_argc_argv``) with the glue's environment
+(``HOME=/home/pyodide``, ``PYTHONINSPECT=1``, ...). The guest helper module
+(``runtime/guest/_pyworkers_guest.py``, mounted read-only at ``/lib/pyworkers``) is then imported
+and every later request goes through its ``dispatch`` function via the C API.
+
+Exports are looked up lazily by name (``wasmtime_instance_export_get``): wrapping all ~9,700
+exports eagerly costs ~1.8 s.
+"""
+from __future__ import annotations
+
+import ast
+import ctypes
+import dataclasses
+import marshal
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime._extern import wrap_extern
+
+from pyworkers.compat.releases import Release, default_release, get_release
+from pyworkers.runtime import host as H
+from pyworkers.runtime.engine import get_engine, load_module
+from pyworkers.runtime.install import InstalledRelease, ensure_release
+from pyworkers.runtime.trampolines import count_args_module, trampoline_call_module
+from pyworkers.runtime.vfs import VFS
+
+GUEST_DIR = Path(__file__).with_name("guest")
+NO_DEADLINE = 1 << 62
+
+
+class IsolateError(RuntimeError):
+    """Base of the errors an isolate raises on the host."""
+
+
+class GuestError(IsolateError):
+    """An uncaught exception in guest code. ``type_name``, ``message`` and ``traceback`` (the
+    guest's traceback text) describe it; the isolate stays usable."""
+
+    def __init__(self, type_name: str, message: str, traceback: str, stdout: bytes = b"",
+                 stderr: bytes = b""):
+        super().__init__(traceback.rstrip() or f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class IsolateCrashed(IsolateError):
+    """The isolate trapped (abort, stack exhaustion, out of memory, interrupted...) and is dead;
+    ``reason`` says why. Other isolates are unaffected."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"isolate crashed: {reason}")
+        self.reason = reason
+
+
+class GuestExited(IsolateError):
+    """The guest called ``exit``/``proc_exit`` at the C level; ``code`` is its status."""
+
+    def __init__(self, code: int):
+        super().__init__(f"guest exited with status {code}")
+        self.code = code
+
+
+@dataclasses.dataclass
+class RunResult:
+    """Result of :meth:`Isolate.run`: captured ``stdout``/``stderr`` (bytes), the guest's
+    ``exit_code`` (0 unless ``SystemExit``), and ``value`` for eval/call requests."""
+
+    stdout: bytes
+    stderr: bytes
+    exit_code: int = 0
+    value: Any = None
+
+
+class Runtime:
+    """A loaded release: the compiled module and its store-independent Linker (one per release
+    per process; thread-safe to share). Get it with :meth:`Runtime.get`."""
+
+    _cache: dict[tuple[str, str], "Runtime"] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, installed: InstalledRelease):
+        self.installed = installed
+        self.release: Release = installed.release
+        self.module = load_module(installed.cwasm)
+        self.linker, self.stubs = H.build_linker(self.module)
+        self.layout = installed.layout
+        self.memory_base = self.layout.get("memory_base", 0)
+        self.python_tag = "python" + self.release.python_minor.replace(".", "")
+        self.stdlib_guest_path = f"/lib/{self.python_tag}.zip"
+        self.site_packages_guest_path = f"/lib/python{self.release.python_minor}/site-packages"
+        self.trampoline = (trampoline_call_module() if "table_base" not in self.layout
+                           else count_args_module())
+        try:
+            self.pre = self.linker.instantiate_pre(self.module)
+        except Exception:  # pragma: no cover - older wasmtime-py
+            self.pre = None
+
+    @classmethod
+    def get(cls, release: Release | str | None = None, *, cache_dir: str | os.PathLike | None = None,
+            progress: H.Callable[[str], None] | None = None) -> "Runtime":
+        """The runtime for ``release`` (default: the newest non-experimental release), installing
+        it on first use (see :func:`pyworkers.runtime.install.ensure_release`)."""
+        if release is None:
+            release = default_release()
+        if isinstance(release, str):
+            release = get_release(release)
+        key = (release.pyodide_version, str(cache_dir))
+        with cls._lock:
+            rt = cls._cache.get(key)
+            if rt is None:
+                rt = cls(ensure_release(release, cache_dir=cache_dir, progress=progress))
+                cls._cache[key] = rt
+            return rt
+
+
+def _default_env(rt: Runtime) -> dict[str, str]:
+    return {
+        "USER": "web_user", "LOGNAME": "web_user", "PATH": "/", "PWD": "/",
+        "HOME": "/home/pyodide", "LANG": "C.UTF-8", "_": "/python",
+        "PYTHONINSPECT": "1", "PYTHONHASHSEED": "random", "TZ": "UTC",
+    }
+
+
+class Isolate:
+    """One sandboxed CPython.
+
+    Args:
+        release: a :class:`Release`, a Pyodide version (``"314.0.7"``) or a :class:`Runtime`.
+        site_packages: host directory mounted read-only as the guest's site-packages.
+        mounts: extra read-only layers ``{guest_path: host_path}`` (e.g. the app directory).
+        env: extra environment variables for the guest.
+        stdout, stderr: sinks for the guest's fd 1/2 (``bytes -> None``); by default output is
+            captured per request and returned in :class:`RunResult`.
+        tmp_cap: byte cap of the writable in-memory ``/tmp`` (default 64 MiB).
+        memory_limit: cap of linear memory in bytes (``None``: 4 GiB).
+        cwd: initial working directory in the guest.
+
+    Raises :class:`IsolateCrashed` if the interpreter fails to start.
+    """
+
+    def __init__(self, release: Release | str | Runtime | None = None, *,
+                 site_packages: str | os.PathLike | None = None,
+                 mounts: dict[str, str | os.PathLike] | None = None,
+                 env: dict[str, str] | None = None,
+                 stdout: Callable[[bytes], None] | None = None,
+                 stderr: Callable[[bytes], None] | None = None,
+                 tmp_cap: int = 64 << 20, memory_limit: int | None = None,
+                 cwd: str | None = None, cache_dir: str | os.PathLike | None = None):
+        t0 = time.perf_counter()
+        self.runtime = release if isinstance(release, Runtime) else Runtime.get(release, cache_dir=cache_dir)
+        rt = self.runtime
+        layers: dict[str, str | os.PathLike] = {
+            rt.stdlib_guest_path: rt.installed.stdlib_zip,
+            "/lib/pyworkers": GUEST_DIR,
+        }
+        if site_packages:
+            layers[rt.site_packages_guest_path] = site_packages
+        layers.update(mounts or {})
+        self.fs = VFS(layers, tmp_cap=tmp_cap)
+        if rt.site_packages_guest_path not in layers:
+            self.fs._mkdir_p(rt.site_packages_guest_path)
+        self._captured: dict[int, list[bytes]] = {1: [], 2: []}
+        environ = _default_env(rt)
+        environ.update(env or {})
+        self.host = H.Host(self.fs, environ,
+                           stdout or (lambda b: self._captured[1].append(b)),
+                           stderr or (lambda b: self._captured[2].append(b)))
+        self.host.isolate = self
+        self.dead: str | None = None
+        self._exports: dict[str, Any] = {}
+        self._cstrs: dict[str, int] = {}
+        self._count_args_ptr = 0
+        self.store = wasmtime.Store(get_engine())
+        self.store.set_epoch_deadline(NO_DEADLINE)
+        if memory_limit:
+            self.store.set_limits(memory_size=memory_limit)
+        from pyworkers.runtime.dylink import DynamicLinker
+
+        self.linker = DynamicLinker(self)
+        with self._entered():
+            if rt.pre is not None:
+                self.instance = rt.pre.instantiate(self.store)
+            else:
+                self.instance = rt.linker.instantiate(self.store, rt.module)
+            self.memory: wasmtime.Memory = self._export("memory")
+            self.table: wasmtime.Table = self._export("__indirect_function_table")
+            self.host.mem = self.mem = H.Mem(self.memory, self.store)
+            self.timings = {"instantiate_ms": (time.perf_counter() - t0) * 1000}
+            if "memory_base" in rt.layout:
+                self._export("__wasm_apply_data_relocs")(self.store)
+            else:
+                self._install_trampoline_call()
+            self._export("__wasm_call_ctors")(self.store)
+            t1 = time.perf_counter()
+            self._main(cwd)
+            self.timings["main_ms"] = (time.perf_counter() - t1) * 1000
+        self._dispatch = self._import_guest_helper()
+        self.timings["boot_ms"] = (time.perf_counter() - t0) * 1000
+
+    # ------------------------------------------------------------------ plumbing
+    def _export(self, name: str) -> Any:
+        ex = self._exports.get(name)
+        if ex is None:
+            item = ffi.wasmtime_extern_t()
+            b = name.encode()
+            if not ffi.wasmtime_instance_export_get(self.store._context(), ctypes.byref(self.instance._instance),
+                                                    b, len(b), ctypes.byref(item)):
+                raise KeyError(f"export {name!r} not found in {self.runtime.release.pyodide_version}")
+            ex = wrap_extern(item)
+            self._exports[name] = ex
+        return ex
+
+    def has_export(self, name: str) -> bool:
+        try:
+            self._export(name)
+            return True
+        except KeyError:
+            return False
+
+    def data_address(self, name: str) -> int:
+        """Absolute address of exported data symbol ``name`` (adds the memory base for builds
+        whose exported addresses are relative to it)."""
+        return self._export(name).value(self.store) + self.runtime.memory_base
+
+    class _Enter:
+        __slots__ = ("iso", "prev")
+
+        def __init__(self, iso):
+            self.iso = iso
+
+        def __enter__(self):
+            if self.iso.dead:
+                raise IsolateCrashed(f"isolate is dead ({self.iso.dead})")
+            self.prev = H.current.host
+            H.current.host = self.iso.host
+
+        def __exit__(self, et, ev, tb):
+            H.current.host = self.prev
+            if ev is None:
+                return False
+            iso = self.iso
+            if isinstance(ev, H.GuestExit):
+                iso.dead = f"exited with status {ev.code}"
+                raise GuestExited(ev.code) from None
+            if isinstance(ev, H.GuestAbort):
+                iso.dead = str(ev)
+                raise IsolateCrashed(str(ev)) from None
+            if isinstance(ev, (wasmtime.Trap, wasmtime.WasmtimeError)):
+                msg = str(ev).strip().splitlines()[0] if str(ev).strip() else type(ev).__name__
+                iso.dead = msg
+                raise IsolateCrashed(_explain_trap(str(ev))) from None
+            if isinstance(ev, H.JsBridgeUnavailable):
+                iso.dead = str(ev)
+                raise IsolateCrashed(str(ev)) from None
+            if isinstance(ev, (IsolateError, KeyboardInterrupt)):
+                return False
+            iso.dead = f"host error: {ev!r}"
+            return False
+
+    def _entered(self) -> "_Enter":
+        return Isolate._Enter(self)
+
+    def _call(self, name: str, *args) -> Any:
+        return self._export(name)(self.store, *args)
+
+    def _call_table(self, index: int, *args) -> Any:
+        fn = self.table.get(self.store, index)
+        if fn is None:
+            raise wasmtime.WasmtimeError(f"call to null function pointer {index}")
+        return fn(self.store, *args)
+
+    def malloc(self, n: int) -> int:
+        p = self._call("malloc", n)
+        if not p:
+            raise IsolateCrashed("guest malloc failed (out of memory)")
+        return p
+
+    def free(self, p: int) -> None:
+        self._call("free", p)
+
+    def _static_cstr(self, s: str) -> int:
+        p = self._cstrs.get(s)
+        if p is None:
+            b = s.encode() + b"\0"
+            p = self.malloc(len(b))
+            self.mem.write(p, b)
+            self._cstrs[s] = p
+        return p
+
+    def _add_function(self, func: wasmtime.Func) -> int:
+        idx = self.table.grow(self.store, 1, None)
+        self.table.set(self.store, idx, func)
+        return idx
+
+    def _install_trampoline_call(self) -> None:
+        inst = wasmtime.Instance(self.store, self.runtime.trampoline, [self.memory, self.table])
+        fn = inst.exports(self.store)["trampoline_call"]
+        idx = self._add_function(fn)
+        offset = self.mem.i32(self.data_address("_PyEM_EMSCRIPTEN_TRAMPOLINE_OFFSET"))
+        self.mem.set_i32(self.data_address("_PyRuntime") + offset, idx)
+
+    def _install_count_args(self) -> None:
+        inst = wasmtime.Instance(self.store, self.runtime.trampoline, [self.table])
+        idx = self._add_function(inst.exports(self.store)["f"])
+        self._count_args_ptr = idx
+        offset = self.mem.i32(self.data_address("_PyEM_EMSCRIPTEN_COUNT_ARGS_OFFSET"))
+        self.mem.set_i32(self.data_address("_PyRuntime") + offset, idx)
+
+    def _main(self, cwd: str | None) -> None:
+        if cwd:
+            self.fs.cwd = self.fs.abspath(cwd)
+        argv0 = self._static_cstr("python")
+        argv = self.malloc(8)
+        self.mem.pack("<II", argv, argv0, 0)
+        rc = self._call("__main_argc_argv", 1, argv)
+        if rc != 0:
+            err = b"".join(self._captured[2]).decode(errors="replace")
+            self.dead = f"interpreter start-up failed with status {rc}"
+            raise IsolateCrashed(f"{self.dead}: {err.strip()[-2000:]}")
+
+    def _c_string_call(self, fn: str, s: str) -> int:
+        b = s.encode() + b"\0"
+        p = self.malloc(len(b))
+        try:
+            self.mem.write(p, b)
+            return self._call(fn, p)
+        finally:
+            self.free(p)
+
+    def _import_guest_helper(self) -> int:
+        with self._entered():
+            rc = self._c_string_call(
+                "PyRun_SimpleString",
+                "import sys\nsys.path.insert(0, '/lib/pyworkers')\nimport _pyworkers_guest\n")
+            if rc != 0:
+                err = b"".join(self._captured[2]).decode(errors="replace")
+                self.dead = "guest helper failed to import"
+                raise IsolateCrashed(f"{self.dead}: {err.strip()[-2000:]}")
+            mod = self._c_string_call("PyImport_ImportModule", "_pyworkers_guest")
+            fn = self._c_string_call_obj(mod, "dispatch")
+            self._call("Py_DecRef", mod)
+            self._drain()
+            return fn
+
+    def _c_string_call_obj(self, obj: int, attr: str) -> int:
+        b = attr.encode() + b"\0"
+        p = self.malloc(len(b))
+        try:
+            self.mem.write(p, b)
+            r = self._call("PyObject_GetAttrString", obj, p)
+        finally:
+            self.free(p)
+        if not r:
+            raise IsolateCrashed(f"guest helper has no attribute {attr}")
+        return r
+
+    def _drain(self) -> tuple[bytes, bytes]:
+        out, err = b"".join(self._captured[1]), b"".join(self._captured[2])
+        self._captured[1].clear()
+        self._captured[2].clear()
+        return out, err
+
+    # ------------------------------------------------------------------ requests
+    def request(self, req: dict) -> tuple[dict, bytes, bytes]:
+        """Send one request to the guest helper; returns (reply, stdout, stderr).
+
+        Raises :class:`IsolateCrashed`/:class:`GuestExited` if the isolate dies.
+        """
+        raw = marshal.dumps(req)
+        with self._entered():
+            p = self.malloc(len(raw) or 1)
+            self.mem.write(p, raw)
+            arg = self._call("PyBytes_FromStringAndSize", p, len(raw))
+            self.free(p)
+            args = self._call("PyTuple_New", 1)
+            self._call("PyTuple_SetItem", args, 0, arg)  # steals arg
+            res = self._call("PyObject_CallObject", self._dispatch, args)
+            self._call("Py_DecRef", args)
+            if not res:
+                self._call("PyErr_Print")
+                out, err = self._drain()
+                raise IsolateCrashed("guest dispatch failed: " + err.decode(errors="replace")[-2000:])
+            ptr = self._call("PyBytes_AsString", res)
+            n = self._call("PyBytes_Size", res)
+            data = self.mem.read(ptr, n)
+            self._call("Py_DecRef", res)
+        out, err = self._drain()
+        try:
+            reply = ast.literal_eval(data.decode("utf-8", "surrogatepass"))
+            if not isinstance(reply, dict):
+                raise ValueError("reply is not a dict")
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+            raise IsolateCrashed(f"guest sent a malformed reply ({e})") from None
+        return reply, out, err
+
+    def _result(self, req: dict) -> RunResult:
+        reply, out, err = self.request(req)
+        if "exit" in reply:
+            return RunResult(out, err, exit_code=reply["exit"])
+        if not reply.get("ok"):
+            raise GuestError(reply.get("type", "Error"), reply.get("message", ""),
+                             reply.get("traceback", ""), out, err)
+        return RunResult(out, err, 0, reply.get("value"))
+
+    def run(self, code: str, filename: str = "<string>") -> RunResult:
+        """Execute ``code`` in the guest's ``__main__``.
+
+        Returns stdout/stderr captured during the call and the exit code (``SystemExit``).
+        Raises :class:`GuestError` (guest traceback) on an uncaught exception, and
+        :class:`IsolateCrashed` when the isolate traps (it is then dead).
+        """
+        return self._result({"op": "run", "code": code, "filename": filename})
+
+    def eval(self, expr: str) -> str:
+        """``repr()`` of evaluating ``expr`` in the guest's ``__main__``."""
+        return self._result({"op": "eval", "code": expr}).value
+
+    def import_module(self, name: str) -> RunResult:
+        """Import module ``name`` in the guest (raises :class:`GuestError` on failure)."""
+        return self._result({"op": "import", "name": name})
+
+    def call(self, target: str, *args, **kwargs) -> Any:
+        """Call guest function ``"module:function"`` with marshal-able arguments; returns its
+        result, which must be made of literals (str, bytes, numbers, None, list, tuple, dict)."""
+        return self._result({"op": "call", "target": target, "args": list(args), "kwargs": kwargs}).value
+
+    def memory_size(self) -> int:
+        """Current linear memory size in bytes."""
+        return self.memory.data_len(self.store)
+
+    def close(self) -> None:
+        """Drop the store (linear memory and instance); the isolate cannot be used after."""
+        self.dead = self.dead or "closed"
+        self._exports.clear()
+        self.store = None  # type: ignore[assignment]
+        self.instance = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Isolate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _explain_trap(msg: str) -> str:
+    first = msg.strip().splitlines()[0] if msg.strip() else "trap"
+    if "call stack exhausted" in msg:
+        return f"wasm trap: call stack exhausted (unbounded recursion?): {first}"
+    if "out of bounds memory access" in msg:
+        return f"wasm trap: out of bounds memory access: {first}"
+    if "interrupt" in msg:
+        return f"wasm trap: interrupted (time limit): {first}"
+    return f"wasm trap: {first}"
