@@ -20,7 +20,7 @@ Sources: PEP 503/691 (simple API, HTML and JSON), PEP 592 (yanked), PEP 658/714 
 files), PEP 700 (``upload-time``), PEP 427 (wheels), PEP 508 (markers), PEP 751 (lock file).
 """
 from .cache import WheelCache, cache_root
-from .download import CachedWheel, download
+from .fetch import CachedWheel, download
 from .errors import (ConflictError, HashMismatchError, IndexConfigError, LayerError,
                      LockFileError, NetworkError, NoCompatibleWheelError, PackagesError,
                      RequirementsError)

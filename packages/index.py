@@ -114,7 +114,11 @@ def index_config(index_url: str | None = None, extra_index_urls: Iterable[str] |
     conf = _pip_config()
 
     def get(key: str) -> str | None:
-        for section in (":env:", "install", "global"):
+        """``PIP_<KEY>`` if set (even empty), else pip's config files (install, global)."""
+        env = "PIP_" + key.upper().replace("-", "_")
+        if env in os.environ:
+            return os.environ[env]
+        for section in ("install", "global"):
             v = conf.get(f"{section}.{key}")
             if v:
                 return v
@@ -132,9 +136,8 @@ def index_config(index_url: str | None = None, extra_index_urls: Iterable[str] |
         raise IndexConfigError("no package index configured: pass --index-url URL or set "
                                "PIP_INDEX_URL (pip is not installed, so its default is unknown)")
     if extra_index_urls is None:
-        raw = os.environ.get("PIP_EXTRA_INDEX_URL") or get("extra-index-url") or ""
-        extra_index_urls = raw.split()
-    cert = os.environ.get("PIP_CERT") or get("cert")
+        extra_index_urls = (get("extra-index-url") or "").split()
+    cert = get("cert")
     return IndexConfig(url or "", tuple(extra_index_urls), cert or None, origin, no_index)
 
 
@@ -317,6 +320,15 @@ class Http:
         Returns the response when its status is in ``ok`` (404 is returned too if listed).
         Raises :class:`NetworkError` otherwise, naming ``url``.
         """
+        if url.startswith("file:"):
+            path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+            req = httpx.Request(method, url)
+            if path.is_file():
+                return httpx.Response(200, content=b"" if method == "HEAD" else path.read_bytes(),
+                                      request=req)
+            if 404 in ok:
+                return httpx.Response(404, request=req)
+            raise NetworkError(f"cannot fetch {url}: no such file", url)
         attempts = RETRIES if retries is None else retries
         last = ""
         for i in range(attempts):

@@ -43,7 +43,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name
 
-from .download import CachedWheel, download
+from .fetch import CachedWheel, download
 from .errors import LayerError
 from .progress import as_progress
 from .resolver import Resolution
@@ -206,8 +206,8 @@ def install_layer(source: Resolution | Iterable[CachedWheel], dest_dir: str | os
     """Install every wheel of ``source`` into the site-packages directory ``dest_dir``.
 
     ``source`` is a :class:`~pyworkers.packages.resolver.Resolution` (downloaded first with
-    :func:`~pyworkers.packages.download.download`, using ``cache_dir``/``transport``/
-    ``progress``) or already-downloaded :class:`~pyworkers.packages.download.CachedWheel`\\ s.
+    :func:`~pyworkers.packages.fetch.download`, using ``cache_dir``/``transport``/
+    ``progress``) or already-downloaded :class:`~pyworkers.packages.fetch.CachedWheel`\\ s.
     ``dest_dir`` is replaced atomically; it must not exist, be empty, or be a layer written
     before (it has ``.pyworkers-layer.json``). Raises :class:`LayerError`, and whatever
     ``download`` raises.

@@ -276,8 +276,7 @@ class _Provider(resolvelib.AbstractProvider):
         allowed = set(spec.filter([c.version for c in base],
                                   prereleases=True if self.ctx.pre else None))
         in_range = [c for c in base
-                    if (c.version in allowed or (c.source in ("path", "url") and urls))
-                    and all(self._hash_ok(r, c) for r in reqs)]
+                    if c.version in allowed or (c.source in ("path", "url") and urls)]
         if not in_range and not pins and not urls and self.ctx.is_missing(name, spec):
             # The range exists on the index but has no wheel for this runtime (or the project
             # is unknown). Stand in a placeholder instead of backtracking to old releases that
@@ -287,6 +286,8 @@ class _Provider(resolvelib.AbstractProvider):
             return [ExtrasCandidate(m, extras) if extras else m]
         out = []
         for c in in_range:
+            if not all(self._hash_ok(r, c) for r in reqs):
+                continue
             cand = ExtrasCandidate(c, extras) if extras else c
             if cand.key not in bad:
                 out.append(cand)
@@ -334,6 +335,7 @@ class _Context:
         self.base_url, self.cutoff, self.pre = base_url, cutoff, pre
         self.cache, self.http, self.progress = cache, http, progress
         self.lock_downloads = bool(lock is not None and base_url)
+        self.cutoff_is_default = False
         self._probed = False
         self._cands: dict[str, list[Candidate]] = {}
         self._info: dict[str, _ProjectInfo] = {}
@@ -621,7 +623,8 @@ class _Context:
             when = (f"; {name} {too_new[0]} has one, uploaded "
                     f"{info.too_new[too_new[0]].date().isoformat()}" if too_new else
                     f"; {info.no_upload_time} compatible file(s) have no upload time (PEP 700)")
-            msg = (f"{head} uploaded before {cut} (the package-set date){when}{by}; pass "
+            what = "the package-set date" if self.cutoff_is_default else "the cut-off"
+            msg = (f"{head} uploaded before {cut} ({what}){when}{by}; pass "
                    "--exclude-newer DATE or --no-exclude-newer")
         elif rng(info.python_excluded) and not rng(info.compatible_versions):
             v = rng(info.python_excluded)[-1]
@@ -802,6 +805,7 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
                                  wheel_lookup=cache.lookup, wheel_store=cache.store_bytes,
                                  note=prog.note)
         ctx = _Context(t, index, lock, base_url, cutoff, pre or reqs.pre, cache, http, prog)
+        ctx.cutoff_is_default = isinstance(exclude_newer, str) and exclude_newer == DEFAULT
         top: list[Req] = []
         skipped: list[str] = []
         env = t.environment
@@ -837,6 +841,12 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             missing.append(ctx.no_wheel_error(c.name, [i.requirement for i in infos], spec))
         if missing:
             raise _missing_error(sorted(missing, key=lambda e: e.project))
+        for c in result.mapping.values():
+            if isinstance(c, Candidate) and not c.sha256:
+                # The index gave no hash: download the wheel (into the cache) and pin its digest.
+                prog.status(f"hashing {c.filename}")
+                path, c.sha256 = cache.fetch(http, c.url, None)
+                c.size = path.stat().st_size
         wheels = _pins(result)
     finally:
         http.close()
@@ -888,7 +898,13 @@ def _impossible(ctx: _Context, e: Any) -> PackagesError:
         for c in cs:
             spec &= c.requirement.specifier
         cands = ctx.candidates(name)
-        if not any(c.requirement.url for c in cs) and not list(
+        hashes = [h for c in cs for h in c.requirement.hashes]
+        if hashes and not any(f"sha256:{c.sha256}" in hashes for c in cands):
+            offered = ", ".join(f"{c.version}: sha256:{c.sha256}" for c in cands[:3])
+            return ConflictError(f"{name}: no file matches the --hash values "
+                                 f"({'; '.join(w for _, w in pairs)}); the index offers "
+                                 f"{offered}", pairs, detail)
+        if len(causes) == 1 and not cs[0].requirement.url and not list(
                 spec.filter([c.version for c in cands], prereleases=True)):
             usable = sorted({c.version for c in cands})
             tail = (f"; the newest with a wheel for {ctx.target.name} is {usable[-1]}" if usable
