@@ -38,7 +38,9 @@ class NoCompatibleWheelError(PackagesError):
 
     Attributes: ``project`` (canonical name), ``target`` (e.g. ``"Pyodide 0.29.3"``),
     ``platform_tag``, ``newest_compatible`` (newest version with a compatible wheel, ``None`` if
-    there is none), ``required_by`` (who asked for it, e.g. ``"pydantic 2.12.5"``).
+    there is none), ``required_by`` (who asked for it, e.g. ``"pydantic 2.12.5"``),
+    ``projects`` (every project without a wheel: a resolution reports all of them at once; the
+    message names the first, sorted by name, and ``detail`` has one paragraph per project).
     """
 
     def __init__(self, message: str, *, project: str, target: str, platform_tag: str,

@@ -113,6 +113,16 @@ class Resolution:
         """The CLI's ``--json``: a list of :meth:`PinnedWheel.to_json` dicts."""
         return [w.to_json() for w in self.wheels]
 
+    def runtime_selection(self):
+        """The ``RuntimeSelection`` this was made for (``RuntimeSelection.from_json`` of
+        ``target``), or ``None`` when it was made for a bare release. Raises
+        ``pyworkers.compat.CompatError`` if the record does not match this pyworkers' table."""
+        from pyworkers.compat import RuntimeSelection
+
+        if "compatibility_date" not in self.target:
+            return None
+        return RuntimeSelection.from_json(dict(self.target))
+
     def get(self, name: str) -> PinnedWheel | None:
         """The pin for project ``name`` (any spelling), or ``None``."""
         n = canonicalize_name(name)
@@ -687,7 +697,7 @@ def parse_exclude_newer(value: str) -> _dt.datetime:
 
 def inputs_digest(reqs: RequirementsInput, target: Target, cfg: IndexConfig | None,
                   cutoff: _dt.datetime | None, lock: ReleaseLock | None,
-                  base_url: str | None) -> str:
+                  base_url: str | None, pre: bool = False) -> str:
     """``"sha256:<hex>"`` over everything that decides a resolution (no network involved)."""
     r = target.release
     doc = {
@@ -699,6 +709,7 @@ def inputs_digest(reqs: RequirementsInput, target: Target, cfg: IndexConfig | No
         "exclude_newer": cutoff.isoformat() if cutoff else None,
         "release_lock": lock.sha256 if lock is not None else None,
         "package_base_url": base_url if lock is not None else None,
+        "pre": pre,
     }
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -783,7 +794,7 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             cfg = dataclasses.replace(cfg, extra_index_urls=tuple(dict.fromkeys(
                 (*cfg.extra_index_urls, *reqs.extra_index_urls))))
     cutoff = _cutoff(exclude_newer, t)
-    digest = inputs_digest(reqs, t, cfg, cutoff, lock, base_url)
+    digest = inputs_digest(reqs, t, cfg, cutoff, lock, base_url, pre or reqs.pre)
 
     if lock_path is not None and Path(lock_path).is_file():
         try:

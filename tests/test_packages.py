@@ -557,6 +557,12 @@ def test_pylock_roundtrip_and_shape(net, tmp_path):
     assert doc["tool"]["pyworkers"]["target"]["pyodide_version"] == "314.0.7"
     back = read_lock(lock)
     assert back.wheels == res.wheels and back.inputs == res.inputs
+    assert back.runtime_selection() is None  # made for a bare release
+    from pyworkers.compat import select
+
+    sel = select("2026-11-15")
+    res2 = run(["annotated-types"], sel, net=net, tmp_path=tmp_path, lock_path=lock)
+    assert read_lock(lock).runtime_selection() == sel and res2.target == sel.to_json()
     assert back.exclude_newer == res.exclude_newer and back.skipped == res.skipped
 
 
