@@ -799,3 +799,37 @@ def test_cli_resolve_json(tmp_path, monkeypatch):
     assert r.exit_code == 1
     assert r.stderr.strip().splitlines()[-1].startswith("error: tinypkg: no wheel for Pyodide "
                                                         "314.0.7")
+
+
+def _wasm_side_module(needed: list[str]) -> bytes:
+    """A minimal wasm side module whose ``dylink.0`` section lists ``needed`` libraries."""
+    def leb(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            b, n = n & 0x7F, n >> 7
+            out.append(b | 0x80 if n else b)
+            if not n:
+                return bytes(out)
+
+    def vec(b: bytes) -> bytes:
+        return leb(len(b)) + b
+
+    mem_info = b"\x01" + vec(bytes(4))
+    needs = b"\x02" + vec(leb(len(needed)) + b"".join(vec(n.encode()) for n in needed))
+    return b"\0asm\1\0\0\0" + b"\x00" + vec(vec(b"dylink.0") + mem_info + needs)
+
+
+def test_install_reports_shared_libraries_missing_from_the_layer(tmp_path):
+    from pyworkers.packages.fetch import CachedWheel
+    from pyworkers.packages.resolver import PinnedWheel
+
+    p = tmp_path / "nat-1.0-cp314-cp314-pyemscripten_2026_0_wasm32.whl"
+    p.write_bytes(make_wheel("nat", "1.0", tag="cp314-cp314-pyemscripten_2026_0_wasm32", files={
+        "nat/_ext.so": _wasm_side_module(["libvendored.so", "libabsent.so"]),
+        "nat.libs/libvendored.so": _wasm_side_module([])}))
+    notes: list[str] = []
+    layer = install_layer([CachedWheel(PinnedWheel("nat", "1.0", "path", p.name, p.as_uri(),
+                                                   "0" * 64), p)], tmp_path / "sp",
+                          progress=notes.append)
+    assert layer.unresolved_libraries == {"nat/_ext.so": ["libabsent.so"]}
+    assert any("libabsent.so" in n for n in notes)
