@@ -1,4 +1,440 @@
-"""placeholder, replaced below"""
+"""Dynamic linking of side modules (C extensions in wheels: ``*.so`` wasm files with ``dylink.0``).
+
+This mirrors Emscripten's ``libdylink.js`` (``loadWebAssemblyModule``, ``getDylinkMetadata``,
+``updateGOT``, ``reportUndefinedSymbols``, ``dlopenInternal``, ``_dlsym_js``) as shipped in each
+release's glue, in Python:
+
+1. ``dlopen`` in the guest's libc allocates a ``struct dso`` and calls the ``_dlopen_js(handle)``
+   import; the file name is at ``handle + 36`` and the flags at ``handle + 4``.
+2. The ``dylink.0`` custom section (first section) gives memory size/alignment, table
+   size/alignment, needed libraries and weak imports.
+3. Memory is allocated with the guest's ``calloc`` and aligned (the *memory base*); the function
+   table grows by the module's table size at its current length (the *table base*). Both are
+   written into the dso handle (``+8`` allocated flag, ``+12`` mem addr, ``+16`` mem size,
+   ``+20`` table addr, ``+24`` table size).
+4. Imports: ``env.memory``/``env.__indirect_function_table``/``env.__stack_pointer`` and the
+   exception tags are the main module's; ``env.__memory_base``/``__table_base`` are new constant
+   globals; ``env.*`` functions are the host's implementation where pyworkers has one, else the
+   main module's (or an already loaded library's) export of that name, so calls stay native;
+   ``GOT.mem``/``GOT.func`` are entries of one global offset table per isolate (mutable i32
+   globals, ``-1`` until resolved).
+5. After instantiation: exports are relocated (data addresses + memory base), unresolved GOT
+   entries are filled from this module's exports, then from the main module's (functions get a
+   new table slot, ``addFunction``), weak ones default to 0, a missing required one fails the
+   load; then ``__wasm_apply_data_relocs`` and ``__wasm_call_ctors`` run.
+
+Side modules using legacy wasm exception handling are translated with binaryen at first load and
+every compiled side module is cached (``.cwasm``) by content hash. :attr:`DynamicLinker.loaded`
+records each library in load order with its memory base, table base and hash (what a snapshot
+needs to re-create the same layout).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import wasmtime
+
+from pyworkers.runtime import host as H
+from pyworkers.runtime import wasmbin
+from pyworkers.runtime.engine import get_engine, load_module
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyworkers.runtime.isolate import Isolate
+
+RTLD_GLOBAL = 256
+RTLD_NODELETE = 4096
+
+# Emscripten's isInternalSym: exports that never enter the GOT.
+INTERNAL_SYMBOLS = {
+    "__cpp_exception", "__c_longjmp", "__wasm_apply_data_relocs", "__dso_handle", "__tls_size",
+    "__tls_align", "__set_stack_limits", "_emscripten_tls_init", "__wasm_init_tls",
+    "__wasm_call_ctors", "__start_em_asm", "__stop_em_asm", "__start_em_js", "__stop_em_js",
+}
+
+
+class DylinkError(RuntimeError):
+    """A side module could not be loaded (reported to the guest through ``dlerror``)."""
+
+
+@dataclasses.dataclass
+class DylinkMetadata:
+    """Contents of a ``dylink.0`` section (sizes in bytes / table entries, aligns as log2)."""
+
+    memory_size: int = 0
+    memory_align: int = 0
+    table_size: int = 0
+    table_align: int = 0
+    needed: list[str] = dataclasses.field(default_factory=list)
+    weak_imports: set[str] = dataclasses.field(default_factory=set)
+    tls_exports: set[str] = dataclasses.field(default_factory=set)
+    runtime_paths: list[str] = dataclasses.field(default_factory=list)
+
+
+def read_dylink(data: bytes) -> DylinkMetadata:
+    """Parse the ``dylink.0`` custom section, which must be the module's first section
+    (``getDylinkMetadata`` in libdylink.js). Raises :class:`DylinkError` otherwise."""
+    if data[:8] != wasmbin.MAGIC:
+        raise DylinkError("not a WebAssembly module")
+    if data[8] != 0:
+        raise DylinkError("need the dylink section to be first")
+    size, pos = wasmbin.read_uleb(data, 9)
+    end = pos + size
+    name, pos = wasmbin.read_name(data, pos)
+    if name != "dylink.0":
+        raise DylinkError("need a dylink.0 section (is this a side module?)")
+    md = DylinkMetadata()
+
+    def strings(p):
+        n, p = wasmbin.read_uleb(data, p)
+        out = []
+        for _ in range(n):
+            s, p = wasmbin.read_name(data, p)
+            out.append(s)
+        return out, p
+
+    while pos < end:
+        kind = data[pos]
+        sub_size, pos = wasmbin.read_uleb(data, pos + 1)
+        sub_end = pos + sub_size
+        if kind == 1:  # WASM_DYLINK_MEM_INFO
+            md.memory_size, p = wasmbin.read_uleb(data, pos)
+            md.memory_align, p = wasmbin.read_uleb(data, p)
+            md.table_size, p = wasmbin.read_uleb(data, p)
+            md.table_align, p = wasmbin.read_uleb(data, p)
+        elif kind == 2:  # WASM_DYLINK_NEEDED
+            md.needed, _ = strings(pos)
+        elif kind == 3:  # WASM_DYLINK_EXPORT_INFO
+            n, p = wasmbin.read_uleb(data, pos)
+            for _ in range(n):
+                sym, p = wasmbin.read_name(data, p)
+                flags, p = wasmbin.read_uleb(data, p)
+                if flags & 256:
+                    md.tls_exports.add(sym)
+        elif kind == 4:  # WASM_DYLINK_IMPORT_INFO
+            n, p = wasmbin.read_uleb(data, pos)
+            for _ in range(n):
+                _mod, p = wasmbin.read_name(data, p)
+                sym, p = wasmbin.read_name(data, p)
+                flags, p = wasmbin.read_uleb(data, p)
+                if flags & 3 == 1:
+                    md.weak_imports.add(sym)
+        elif kind == 5:  # WASM_DYLINK_RUNTIME_PATH
+            md.runtime_paths, _ = strings(pos)
+        pos = sub_end
+    return md
+
+
+_compile_lock = threading.Lock()
+_modules: dict[str, wasmtime.Module] = {}
+
+
+def compile_side_module(data: bytes, *, name: str = "side", cache_dir: str | os.PathLike | None = None,
+                        progress=None) -> tuple[wasmtime.Module, str]:
+    """Compile a side module, translating legacy exception handling first if needed.
+
+    Returns ``(module, sha256 of the original bytes)``. Cached in memory and on disk
+    (``<cache>/sidemodules/<sha>.wasm`` translated, ``.cwasm`` compiled per engine fingerprint).
+    """
+    from pyworkers.runtime.install import _sha256_file, cache_root, ensure_compiled, translate_exceptions
+
+    sha = hashlib.sha256(data).hexdigest()
+    mod = _modules.get(sha)
+    if mod is not None:
+        return mod, sha
+    with _compile_lock:
+        mod = _modules.get(sha)
+        if mod is not None:
+            return mod, sha
+        root = cache_root(cache_dir)
+        sdir = root / "sidemodules"
+        sdir.mkdir(parents=True, exist_ok=True)
+        wasm = sdir / f"{sha[:32]}.wasm"
+        if not wasm.exists():
+            src = sdir / f"{sha[:32]}.orig.wasm.tmp{os.getpid()}"
+            src.write_bytes(data)
+            try:
+                try:
+                    wasmtime.Module.validate(get_engine(), data)
+                    os.replace(src, wasm)
+                except wasmtime.WasmtimeError as e:
+                    if "legacy_exceptions" not in str(e) and "legacy exceptions" not in str(e):
+                        raise DylinkError(f"{name}: not a valid WebAssembly module for this runtime: "
+                                          f"{str(e).splitlines()[0]}") from None
+                    translate_exceptions(src, wasm, root=root, progress=progress)
+            finally:
+                src.unlink(missing_ok=True)
+        cwasm = ensure_compiled(wasm, _sha256_file(wasm), f"side-{Path(name).stem}"[:60], root=root,
+                                progress=progress)
+        mod = load_module(cwasm)
+        _modules[sha] = mod
+        return mod, sha
+
+
+@dataclasses.dataclass
+class LoadedLibrary:
+    """A side module loaded into an isolate (one entry per library, in load order)."""
+
+    name: str
+    sha256: str
+    memory_base: int
+    memory_size: int
+    table_base: int
+    table_size: int
+    handles: list[int]
+    exports: dict[str, Any]
+    instance: wasmtime.Instance
+    is_global: bool
+
+
 class DynamicLinker:
-    def __init__(self, iso):
+    """Per-isolate dynamic linker state: the GOT, loaded libraries, dso handles."""
+
+    def __init__(self, iso: "Isolate"):
         self.iso = iso
+        self.got: dict[str, wasmtime.Global] = {}
+        self.got_required: set[str] = set()
+        self.loaded: list[LoadedLibrary] = []
+        self.by_name: dict[str, LoadedLibrary] = {}
+        self.by_handle: dict[int, LoadedLibrary] = {}
+        self.func_slots: dict[tuple[int, str], int] = {}  # (library id or 0 for main, name) -> table index
+
+    # -- glue entry points (host imports)
+    def dlopen_js(self, handle: int) -> int:
+        mem = self.iso.mem
+        filename = mem.cstr(handle + 36)
+        flags = mem.i32(handle + 4)
+        try:
+            self.load(filename, is_global=bool(flags & RTLD_GLOBAL), handle=handle)
+            return handle
+        except (DylinkError, H.FSError, wasmtime.WasmtimeError, OSError) as e:
+            self._set_error(f"could not load dynamic lib: {filename}\n{e}")
+            return 0
+
+    def dlsym_js(self, handle: int, symbol: str, psymidx: int) -> int:
+        lib = self.by_handle.get(handle)
+        if lib is None or symbol not in lib.exports:
+            self._set_error(f'Tried to lookup unknown symbol "{symbol}" in dynamic lib: '
+                            f'{lib.name if lib else handle}')
+            return 0
+        value = lib.exports[symbol]
+        if isinstance(value, wasmtime.Func):
+            idx = self._function_slot(id(lib), symbol, value)
+            self.iso.mem.set_u32(psymidx, list(lib.exports).index(symbol))
+            return idx
+        return value
+
+    def _set_error(self, msg: str) -> None:
+        b = msg.encode()[:4000] + b"\0"
+        p = self.iso.malloc(len(b))
+        self.iso.mem.write(p, b)
+        try:
+            self.iso._call("__dl_seterr", p, 0)
+        finally:
+            self.iso.free(p)
+
+    # -- loading
+    def _function_slot(self, owner: int, name: str, fn: wasmtime.Func) -> int:
+        key = (owner, name)
+        idx = self.func_slots.get(key)
+        if idx is None:
+            idx = self.iso._add_function(fn)
+            self.func_slots[key] = idx
+        return idx
+
+    def _read(self, path: str) -> bytes:
+        fs = self.iso.fs
+        of = fs.open(path, 0)
+        try:
+            size = fs.size_of(of.node)
+            return fs.read(of, size)
+        finally:
+            fs.close(of)
+
+    def _find(self, needed: str, parent: str, md: DylinkMetadata) -> str:
+        if "/" in needed:
+            return needed
+        dirs = [os.path.dirname(parent)] + [p.replace("$ORIGIN", os.path.dirname(parent)) for p in md.runtime_paths]
+        dirs += self.iso.host.environ.get("LD_LIBRARY_PATH", "").split(":") + ["/lib", "/usr/lib"]
+        for d in dirs:
+            if not d:
+                continue
+            cand = d.rstrip("/") + "/" + needed
+            try:
+                self.iso.fs.lookup(cand)
+                return cand
+            except H.FSError:
+                continue
+        return needed
+
+    def load(self, path: str, *, is_global: bool = True, handle: int | None = None) -> LoadedLibrary:
+        """Load side module ``path`` (a guest path) and its needed libraries.
+
+        Raises :class:`DylinkError` for a malformed module or an undefined required symbol.
+        """
+        path = self.iso.fs.abspath(path)
+        lib = self.by_name.get(path)
+        if lib is not None:
+            if handle:
+                lib.handles.append(handle)
+                self.by_handle[handle] = lib
+            lib.is_global = lib.is_global or is_global
+            return lib
+        data = self._read(path)
+        md = read_dylink(data)
+        for needed in md.needed:
+            self.load(self._find(needed, path, md), is_global=is_global)
+        module, sha = compile_side_module(data, name=os.path.basename(path))
+        return self._instantiate(path, module, sha, md, is_global, handle)
+
+    def _main_export(self, name: str) -> Any | None:
+        try:
+            return self.iso._export(name)
+        except KeyError:
+            return None
+
+    def _resolve_function(self, name: str) -> wasmtime.Func | None:
+        ex = self._main_export(name)
+        if isinstance(ex, wasmtime.Func):
+            return ex
+        for lib in self.loaded:
+            v = lib.exports.get(name)
+            if lib.is_global and isinstance(v, wasmtime.Func):
+                return v
+        return None
+
+    def _got_entry(self, name: str, weak: bool) -> wasmtime.Global:
+        g = self.got.get(name)
+        if g is None:
+            g = wasmtime.Global(self.iso.store, wasmtime.GlobalType(wasmtime.ValType.i32(), True),
+                                wasmtime.Val.i32(-1))
+            self.got[name] = g
+        if not weak:
+            self.got_required.add(name)
+        return g
+
+    def _instantiate(self, path: str, module: wasmtime.Module, sha: str, md: DylinkMetadata,
+                     is_global: bool, handle: int | None) -> LoadedLibrary:
+        iso, mem, store = self.iso, self.iso.mem, self.iso.store
+        align = 1 << md.memory_align
+        memory_base = 0
+        if md.memory_size:
+            raw = iso._call("calloc", md.memory_size + align, 1)
+            if not raw:
+                raise DylinkError(f"{path}: out of memory allocating {md.memory_size} bytes")
+            memory_base = (raw + align - 1) // align * align
+        table_base = iso.table.size(store) if md.table_size else 0
+        if handle:
+            mem.pack("<BxxxIiIi", handle + 8, 1, memory_base, md.memory_size, table_base, md.table_size)
+        if md.table_size:
+            iso.table.grow(store, md.table_size, None)
+        i32 = wasmtime.ValType.i32()
+        const = wasmtime.GlobalType(i32, False)
+        imports: list[Any] = []
+        rt_linker = iso.runtime.linker
+        for im in module.imports:
+            mod_name, name = im.module, im.name
+            if mod_name in ("GOT.mem", "GOT.func"):
+                imports.append(self._got_entry(name, name in md.weak_imports))
+            elif name == "memory":
+                imports.append(iso.memory)
+            elif name == "__indirect_function_table":
+                imports.append(iso.table)
+            elif name == "__memory_base":
+                imports.append(wasmtime.Global(store, const, wasmtime.Val.i32(memory_base)))
+            elif name == "__table_base":
+                imports.append(wasmtime.Global(store, const, wasmtime.Val.i32(table_base)))
+            elif isinstance(im.type, (wasmtime.GlobalType, wasmtime.TagType)):
+                ex = self._main_export(name)
+                if ex is None:
+                    raise DylinkError(f"{path}: cannot resolve imported {mod_name}.{name}")
+                imports.append(ex)
+            elif isinstance(im.type, wasmtime.FuncType):
+                if H.implemented(name) is not None:
+                    imports.append(rt_linker.get(store, mod_name, name))
+                    continue
+                fn = self._resolve_function(name)
+                if fn is None:
+                    fn = wasmtime.Func(store, im.type, _missing_symbol(name, path))
+                imports.append(fn)
+            else:
+                raise DylinkError(f"{path}: unsupported import {mod_name}.{name}")
+        instance = wasmtime.Instance(store, module, imports)
+        exports: dict[str, Any] = {}
+        for name, ex in instance.exports(store).items():
+            if isinstance(ex, wasmtime.Global) and not ex.type(store).mutable:
+                exports[name] = ex.value(store) + memory_base
+            else:
+                exports[name] = ex
+        lib = LoadedLibrary(path, sha, memory_base, md.memory_size, table_base, md.table_size,
+                            [handle] if handle else [], exports, instance, is_global)
+        lib_id = id(lib)
+        # updateGOT: fill unresolved entries from this module's exports
+        for name, value in exports.items():
+            if name in INTERNAL_SYMBOLS or name.startswith("__em_js__"):
+                continue
+            g = self.got.get(name)
+            if g is None or g.value(store) != -1:
+                continue
+            if isinstance(value, wasmtime.Func):
+                g.set_value(store, wasmtime.Val.i32(self._function_slot(lib_id, name, value)))
+            elif isinstance(value, int):
+                g.set_value(store, wasmtime.Val.i32(_i32(value)))
+        self._report_undefined(path)
+        self.loaded.append(lib)
+        self.by_name[path] = lib
+        if handle:
+            self.by_handle[handle] = lib
+        relocs = exports.get("__wasm_apply_data_relocs")
+        if isinstance(relocs, wasmtime.Func):
+            relocs(store)
+        ctors = exports.get("__wasm_call_ctors")
+        if isinstance(ctors, wasmtime.Func):
+            ctors(store)
+        return lib
+
+    def _report_undefined(self, path: str) -> None:
+        store = self.iso.store
+        for name, g in self.got.items():
+            if g.value(store) != -1:
+                continue
+            value = self._main_export(name)
+            if isinstance(value, wasmtime.Func):
+                g.set_value(store, wasmtime.Val.i32(self._function_slot(0, name, value)))
+                continue
+            if isinstance(value, wasmtime.Global):
+                g.set_value(store, wasmtime.Val.i32(_i32(value.value(store) + self.iso.runtime.memory_base)))
+                continue
+            found = False
+            for lib in self.loaded:
+                v = lib.exports.get(name)
+                if v is None or not lib.is_global:
+                    continue
+                if isinstance(v, wasmtime.Func):
+                    g.set_value(store, wasmtime.Val.i32(self._function_slot(id(lib), name, v)))
+                else:
+                    g.set_value(store, wasmtime.Val.i32(_i32(v)))
+                found = True
+                break
+            if found:
+                continue
+            if name not in self.got_required:
+                g.set_value(store, wasmtime.Val.i32(0))
+                continue
+            raise DylinkError(f"{path}: undefined symbol '{name}'")
+
+
+def _i32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+def _missing_symbol(name: str, path: str):
+    def call(*args):
+        raise DylinkError(f"Dynamic linking error: cannot resolve symbol {name} (needed by {path})")
+
+    return call

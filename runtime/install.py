@@ -287,6 +287,9 @@ def _ensure_translated(package: Path, rdir: Path, root: Path, progress: Progress
     return out, json.loads(manifest.read_text())["wasm"]["sha256"]
 
 
+#: Bumped whenever prepare_main_module's output changes, so stale cache entries are rebuilt.
+PREPARE_VERSION = 2
+
 GLUE_PATTERNS = {
     # name -> regex over the release's Emscripten glue (pyodide.asm.js / .mjs)
     "memory_base": r'___memory_base=new WebAssembly\.Global\(\{value:"i32",mutable:false\},(\d+)\)',
@@ -352,8 +355,8 @@ def prepare_main_module(src: Path, dst: Path, layout: dict[str, int]) -> None:
 
 def _ensure_prepared(package: Path, translated: Path, rdir: Path, progress: Progress | None,
                      deep: bool) -> tuple[Path, str, dict]:
-    out = rdir / "pyodide.host.wasm"
-    manifest = rdir / "host.manifest.json"
+    out = rdir / f"pyodide.host.v{PREPARE_VERSION}.wasm"
+    manifest = rdir / f"host.v{PREPARE_VERSION}.manifest.json"
     layout_file = rdir / "layout.json"
     if not _manifest_ok(manifest, {"wasm": out}, deep=deep) or not layout_file.exists():
         with _lock(out):
@@ -435,8 +438,8 @@ def is_installed(release: Release | str, *, cache_dir: str | os.PathLike | None 
     rdir = root / "releases" / release.pyodide_version
     pkg_ok = _manifest_ok(rdir / "package.manifest.json",
                           {n: rdir / "package" / n for n in PACKAGE_FILES}, deep=False)
-    tr = rdir / "host.manifest.json"
-    if not (pkg_ok and _manifest_ok(tr, {"wasm": rdir / "pyodide.host.wasm"}, deep=False)):
+    tr = rdir / f"host.v{PREPARE_VERSION}.manifest.json"
+    if not (pkg_ok and _manifest_ok(tr, {"wasm": rdir / f"pyodide.host.v{PREPARE_VERSION}.wasm"}, deep=False)):
         return False
     sha = json.loads(tr.read_text())["wasm"]["sha256"]
     out = compiled_path(root, sha, f"pyodide-{release.pyodide_version}")

@@ -212,7 +212,8 @@ def internalize_imports(data: bytes, global_value: GlobalValue, *,
     keeps its valtype and mutability; only i32 globals are supported, which is what Emscripten
     imports). The imported memory/table keep their limits; tags keep their type. Converted
     memories, tables and tags are exported as ``memory_export``/``table_export``/
-    ``"<name>"`` unless already exported; ``table_min`` raises the converted table's minimum
+    ``"<name>"`` unless already exported, and so are converted ``env`` globals (side modules
+    import ``env.__stack_pointer``); ``table_min`` raises the converted table's minimum
     (the glue creates it larger than the import asks). Function imports are untouched.
     Raises :class:`WasmFormatError` for an unsupported global type.
     """
@@ -257,6 +258,9 @@ def internalize_imports(data: bytes, global_value: GlobalValue, *,
             value = value - (1 << 32) if value >= 1 << 31 else value
             items.append(bytes([valtype, mut]) + b"\x41" + sleb(value) + b"\x0b")
         _set_section(sections, 6, _prepend_vec(_get_section(sections, 6), items))
+        for idx, imp in enumerate(moved[KIND_GLOBAL]):
+            if imp.module == "env" and imp.name not in existing_exports:
+                new_exports.append(name_bytes(imp.name) + bytes([KIND_GLOBAL]) + uleb(idx))
     if new_exports:
         _set_section(sections, 7, _append_vec(_get_section(sections, 7), new_exports))
     return write_sections(sections)
