@@ -266,9 +266,9 @@ class Isolate:
                 iso.dead = str(ev)
                 raise IsolateCrashed(str(ev)) from None
             if isinstance(ev, (wasmtime.Trap, wasmtime.WasmtimeError)):
-                msg = str(ev).strip().splitlines()[0] if str(ev).strip() else type(ev).__name__
+                msg = _explain_trap(ev)
                 iso.dead = msg
-                raise IsolateCrashed(_explain_trap(str(ev))) from None
+                raise IsolateCrashed(msg) from None
             if isinstance(ev, H.JsBridgeUnavailable):
                 iso.dead = str(ev)
                 raise IsolateCrashed(str(ev)) from None
@@ -462,12 +462,23 @@ class Isolate:
         self.close()
 
 
-def _explain_trap(msg: str) -> str:
-    first = msg.strip().splitlines()[0] if msg.strip() else "trap"
-    if "call stack exhausted" in msg:
-        return f"wasm trap: call stack exhausted (unbounded recursion?): {first}"
-    if "out of bounds memory access" in msg:
-        return f"wasm trap: out of bounds memory access: {first}"
-    if "interrupt" in msg:
-        return f"wasm trap: interrupted (time limit): {first}"
-    return f"wasm trap: {first}"
+def _explain_trap(ev: BaseException) -> str:
+    """One line for a wasm trap: its trap code in words plus wasmtime's message."""
+    code = getattr(ev, "trap_code", None)
+    text = str(getattr(ev, "message", "") or ev)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if not ln.startswith(("error while executing", "0:", "wasm backtrace"))
+                   and not ln[:1].isdigit()), lines[0] if lines else "trap")
+    words = {
+        "STACK_OVERFLOW": "call stack exhausted (unbounded recursion?)",
+        "MEMORY_OUT_OF_BOUNDS": "out of bounds memory access",
+        "INTERRUPT": "interrupted (time limit exceeded)",
+        "UNREACHABLE_CODE_REACHED": "unreachable code reached (abort or fatal error in the guest)",
+        "OUT_OF_FUEL": "out of fuel",
+        "INDIRECT_CALL_TO_NULL": "call to a null function pointer",
+        "BAD_SIGNATURE": "indirect call signature mismatch",
+    }
+    name = getattr(code, "name", None)
+    if name in words:
+        return f"wasm trap: {words[name]}"
+    return f"wasm trap: {detail}"

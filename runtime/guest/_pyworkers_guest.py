@@ -89,7 +89,11 @@ def _flush():
 def _error(exc):
     import traceback
 
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    # drop this module's own frames (dispatch/_handle) from the top of the traceback
+    tb_obj = exc.__traceback__
+    while tb_obj is not None and tb_obj.tb_frame.f_code.co_filename == __file__:
+        tb_obj = tb_obj.tb_next
+    tb = "".join(traceback.format_exception(type(exc), exc, tb_obj))
     return {"ok": False, "type": type(exc).__qualname__, "module": type(exc).__module__,
             "message": str(exc), "traceback": tb}
 
