@@ -1,0 +1,935 @@
+"""Deploy: turn an app directory into an immutable, snapshotted deployment in the store.
+
+:func:`deploy` runs these stages in order, timing each (milliseconds, ``timings_ms``):
+
+=========  ===================================================================================
+config     read ``pyworkers.toml`` / ``[tool.pyworkers]`` (:mod:`pyworkers.config`); the
+           caller's overrides (CLI flags) win
+runtime    select the runtime release (:mod:`pyworkers.compat`) and install it if needed
+resolve    ``requirements.txt`` -> hash-pinned wheels (:func:`pyworkers.packages.resolve`);
+           the lock is reused without the network when its inputs are unchanged (seeded from
+           the app's ``pylock.toml``, else from the worker's current deployment)
+download   the wheels into the shared, content-addressed wheel cache (verified)
+layer      the site-packages layer, content-addressed by :func:`layer_hash`; reused from the
+           store when a deployment already published it
+app        copy the app's files into the deployment (hashed; VCS/cache/venv dirs skipped)
+boot       a fresh isolate: the layer as site-packages, the app copy read-only at ``/app``,
+           the worker's vars as environment, ``/app`` on ``sys.path``
+import     import ``main``'s module (runs its top level) and check the attribute is an ASGI 3
+           application (an ``async`` callable taking ``scope, receive, send``)
+snapshot   the dedicated snapshot (:func:`pyworkers.snapshot.take_snapshot`; skipped with a
+           warning and recorded as ``null`` while that module is not available)
+smoke      restore the snapshot into a fresh isolate (or boot and import again without one),
+           run the ASGI ``lifespan`` startup and a ``GET /`` (its status is only reported)
+publish    write the record and publish the deployment atomically (:mod:`pyworkers.store`)
+=========  ===================================================================================
+
+Everything is built in a private staging directory inside the store and published by renames
+at the end, so a failing or killed deploy leaves the store as it was.
+
+Errors: :class:`DeployError` (``stage``, one-line ``message``, multi-line ``detail``: the app's
+traceback from the sandbox, or the resolver's explanation). A failing top level, an import
+error, a ``main`` that is not ASGI, an unresolvable requirement, a lifespan startup that fails,
+all fail the deploy and write nothing.
+
+Deployment record (``deployment.json``; paths relative to the store root)::
+
+    {"format": 1, "id": "<name>-<YYYYMMDDTHHMMSSZ>-<6 hex>", "name": str,
+     "created": "<UTC ISO 8601>Z", "pyworkers_version": str,
+     "config": {"name", "main", "compatibility_date": "YYYY-MM-DD",
+                "compatibility_flags": [str], "vars": {str: str},
+                "source": "<config file>" | null, "app_dir": "<absolute source dir>"},
+     "selection": RuntimeSelection.to_json(),
+     "app": {"path": "deployments/<id>/app", "hash": "sha256:<hex>", "files": int,
+             "bytes": int},
+     "lock": null | {"path": "deployments/<id>/pylock.toml", "reused": bool,
+                     "seed": "app" | "previous" | null, "inputs": "sha256:<hex>",
+                     "packages": [{"name", "version", "source", "wheel", "sha256", "url"}],
+                     "skipped": [str], "notes": [str]},
+     "layer": null | {"hash": "sha256:<hex>", "path": "layers/<hex>", "reused": bool,
+                      "files": int, "bytes": int, "unresolved_libraries": {so: [lib]}},
+     "snapshot": null | {"path": "deployments/<id>/snapshot.bin", "type": "dedicated",
+                         "bytes": int, "sha256": "sha256:<hex>", "metadata": {...}},
+     "asgi": {"object": "<module.qualname of the app's type>"},
+     "smoke": {"restored_from_snapshot": bool, "adapter": "guest" | "inline",
+               "lifespan": "complete" | "unsupported", "lifespan_message": str | null,
+               "status": int | null, "body_bytes": int, "error": str | null},
+     "timings_ms": {"config", "runtime", "resolve", "download", "layer", "app", "boot",
+                    "import", "snapshot", "smoke", "total": float}}
+
+(``timings_ms``: milliseconds per stage; ``total`` runs from the start to the publish step,
+whose own time, a few milliseconds of renames, is only shown in the progress output.)
+
+``lock`` and ``layer`` are ``null`` for an app without ``requirements.txt`` (``layer`` is also
+``null`` when the requirements resolve to no wheels).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pyworkers.packages.progress import Progress
+from pyworkers.store import RECORD_FORMAT, Deployment, Store, StoreError, utc_now
+
+__all__ = ["DeployError", "DeployProgress", "RichDeployProgress", "deploy", "layer_hash",
+           "copy_app", "STAGES", "SNAPSHOT_FILE"]
+
+#: The stages, in order (keys of ``timings_ms`` besides ``"total"``).
+STAGES = ("config", "runtime", "resolve", "download", "layer", "app", "boot", "import",
+          "snapshot", "smoke", "publish")
+#: Name of the snapshot file inside a deployment.
+SNAPSHOT_FILE = "snapshot.bin"
+#: Version of the layer key (bump when the layer's layout changes).
+LAYER_FORMAT = 1
+#: Directories never copied from the app (version control, caches, virtual environments).
+IGNORED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules",
+                          ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".idea",
+                          ".vscode", ".pyworkers"})
+#: File suffixes never copied from the app.
+IGNORED_SUFFIXES = (".pyc", ".pyo")
+IGNORED_FILES = frozenset({".DS_Store"})
+#: Bytes of guest output kept for an error report.
+_OUTPUT_CAP = 64 << 10
+
+
+class DeployError(Exception):
+    """The deploy failed in ``stage`` (one of :data:`STAGES`); nothing was written.
+
+    ``message`` is one line naming what failed and the fix; ``detail`` holds the app's
+    traceback from the sandbox, the resolver's explanation or the guest's output ('' if none).
+    """
+
+    def __init__(self, stage: str, message: str, detail: str = ""):
+        super().__init__(message)
+        self.stage = stage
+        self.message = message
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------- progress
+
+class DeployProgress(Progress):
+    """Receives the deploy's progress; every method is a no-op here. It is also a
+    :class:`pyworkers.packages.Progress` (notes, status, download bars) for the package stages.
+    """
+
+    def stage_start(self, stage: str) -> None:
+        """Stage ``stage`` begins."""
+
+    def stage_done(self, stage: str, seconds: float, summary: str) -> None:
+        """Stage ``stage`` finished after ``seconds``; ``summary`` is one line ('' if none)."""
+
+    def stage_failed(self, stage: str, seconds: float) -> None:
+        """Stage ``stage`` failed after ``seconds`` (the error follows as an exception)."""
+
+    def warn(self, message: str) -> None:
+        """A warning (e.g. the snapshot stage is unavailable)."""
+
+
+class _CallableDeployProgress(DeployProgress):
+    def __init__(self, fn: Callable[[str], None]):
+        self.fn = fn
+
+    def note(self, message: str) -> None:
+        self.fn(f"note: {message}")
+
+    def warn(self, message: str) -> None:
+        self.fn(f"warning: {message}")
+
+    def stage_start(self, stage: str) -> None:
+        self.fn(f"stage {stage}")
+
+    def stage_done(self, stage: str, seconds: float, summary: str) -> None:
+        self.fn(f"done {stage} {seconds * 1000:.0f} ms {summary}".rstrip())
+
+    def stage_failed(self, stage: str, seconds: float) -> None:
+        self.fn(f"failed {stage} {seconds * 1000:.0f} ms")
+
+
+def _as_progress(p: DeployProgress | Callable[[str], None] | None) -> DeployProgress:
+    if p is None:
+        return DeployProgress()
+    if isinstance(p, DeployProgress):
+        return p
+    if callable(p):
+        return _CallableDeployProgress(p)
+    raise TypeError(f"progress must be a DeployProgress or a callable, not {type(p).__name__}")
+
+
+class RichDeployProgress(DeployProgress):
+    """Progress on stderr with ``rich``: one line per finished stage (name, time, summary), a
+    spinner for the running stage, download bars, notes and warnings. A context manager.
+
+    When stderr is not a terminal the lines are plain text; a line ``-> <stage>`` is printed as
+    each stage starts, so a script (or a test) can follow the deploy."""
+
+    def __init__(self, console: Any = None):
+        from rich.console import Console
+
+        from pyworkers.packages import RichProgress
+
+        self.console = console or Console(stderr=True, highlight=False)
+        self._rich = RichProgress(self.console)
+        self._live = self.console.is_terminal
+
+    def __enter__(self) -> "RichDeployProgress":
+        self._rich.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._rich.__exit__(*exc)
+
+    def _print(self, text: str, style: str | None = None) -> None:
+        self.console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        self._print(f"note: {message}", "dim")
+
+    def warn(self, message: str) -> None:
+        self._print(f"warning: {message}", "yellow")
+
+    def status(self, message: str) -> None:
+        self._rich.status(message)
+
+    def download_start(self, filename: str, total: int | None) -> None:
+        self._rich.download_start(filename, total)
+
+    def download_advance(self, filename: str, nbytes: int) -> None:
+        self._rich.download_advance(filename, nbytes)
+
+    def download_end(self, filename: str) -> None:
+        self._rich.download_end(filename)
+
+    def stage_start(self, stage: str) -> None:
+        if self._live:
+            self._rich.status(f"{stage} ...")
+        else:
+            self._print(f"-> {stage}")
+        if hasattr(self.console, "file"):
+            with contextlib.suppress(Exception):
+                self.console.file.flush()
+
+    def stage_done(self, stage: str, seconds: float, summary: str) -> None:
+        self._print(f"  ok  {stage:<9}{_fmt_s(seconds):>9}  {summary}".rstrip(), "green"
+                    if self._live else None)
+
+    def stage_failed(self, stage: str, seconds: float) -> None:
+        self._print(f"  FAIL {stage:<8}{_fmt_s(seconds):>9}", "red" if self._live else None)
+
+
+def _fmt_s(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def fmt_bytes(n: int | None) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+class _Stages:
+    """Times stages and turns their exceptions into :class:`DeployError`."""
+
+    def __init__(self, progress: DeployProgress):
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[dict]:
+        info = {"summary": ""}
+        self.progress.stage_start(stage)
+        t0 = time.perf_counter()
+        try:
+            yield info
+        except BaseException as e:
+            dt = time.perf_counter() - t0
+            self.timings[stage] = round(dt * 1000, 1)
+            self.progress.stage_failed(stage, dt)
+            err = _as_deploy_error(stage, e)
+            if err is e:
+                raise
+            raise err from e
+        dt = time.perf_counter() - t0
+        self.timings[stage] = round(dt * 1000, 1)
+        self.progress.stage_done(stage, dt, info["summary"])
+
+
+def _as_deploy_error(stage: str, e: BaseException) -> BaseException:
+    from pyworkers.compat import CompatError
+    from pyworkers.config import ConfigError
+    from pyworkers.packages import PackagesError
+
+    if isinstance(e, DeployError):
+        return e
+    if isinstance(e, (ConfigError, CompatError, StoreError)):
+        return DeployError(stage, str(e))
+    if isinstance(e, PackagesError):
+        return DeployError(stage, e.message, e.detail)
+    try:
+        from pyworkers.runtime import GuestError, IsolateError
+        from pyworkers.runtime.install import RuntimeInstallError
+    except ImportError:  # pragma: no cover - the engine is part of pyworkers
+        return e
+    if isinstance(e, RuntimeInstallError):
+        return DeployError(stage, f"cannot install the runtime: {e}")
+    if isinstance(e, GuestError):
+        return DeployError(stage, f"the sandbox raised {e.type_name} during the {stage} stage: "
+                                  f"{e.message}", e.traceback)
+    if isinstance(e, IsolateError):
+        return DeployError(stage, f"the sandbox failed during the {stage} stage: {e}")
+    return e
+
+
+# --------------------------------------------------------------------------- helpers
+
+def layer_hash(wheels: Sequence[Any]) -> str:
+    """Content address of a site-packages layer: ``"sha256:<hex>"`` over :data:`LAYER_FORMAT`
+    and the sorted ``(name, version, sha256)`` of its wheels (``PinnedWheel`` objects). The
+    layer's files depend on nothing else, so equal hashes mean interchangeable layers."""
+    doc = {"format": LAYER_FORMAT,
+           "wheels": sorted([w.name, w.version, w.sha256] for w in wheels)}
+    return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _tree_size(root: Path) -> tuple[int, int]:
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            files += 1
+            size += os.lstat(os.path.join(dirpath, n)).st_size
+    return files, size
+
+
+def copy_app(src: Path, dest: Path, *, exclude: Sequence[Path] = (),
+             note: Callable[[str], None] | None = None) -> dict:
+    """Copy the app directory ``src`` to ``dest`` (which must not exist) and hash it.
+
+    Skips :data:`IGNORED_DIRS`, :data:`IGNORED_FILES`, ``*.pyc``/``*.pyo`` and any path in
+    ``exclude`` (e.g. a store inside the app directory). Symbolic links are copied as the file
+    or directory they point to when that is inside ``src``; links leading outside are skipped
+    with a note (the sandbox only sees the app directory). Files are copied read-only.
+
+    Returns ``{"hash": "sha256:<hex>", "files": int, "bytes": int}``; the hash covers every
+    copied file's relative POSIX path and content, in sorted order.
+    """
+    src = Path(src).resolve()
+    excluded = [Path(p).resolve() for p in exclude]
+    entries: list[tuple[str, str]] = []
+    total = 0
+    dest.mkdir(parents=True)
+
+    def walk(d: Path, rel: str) -> None:
+        nonlocal total
+        for child in sorted(d.iterdir(), key=lambda p: p.name):
+            name = child.name
+            r = f"{rel}{name}"
+            real = child.resolve()
+            if child.is_symlink() and not real.is_relative_to(src):
+                if note:
+                    note(f"skipped {r}: a symbolic link to {real}, outside the app directory")
+                continue
+            if any(real == x or real.is_relative_to(x) for x in excluded):
+                continue
+            if real.is_dir():
+                if name in IGNORED_DIRS:
+                    continue
+                (dest / r).mkdir()
+                walk(real, r + "/")
+            elif real.is_file():
+                if name in IGNORED_FILES or name.endswith(IGNORED_SUFFIXES):
+                    continue
+                data = real.read_bytes()
+                out = dest / r
+                out.write_bytes(data)
+                mode = 0o555 if os.stat(real).st_mode & 0o111 else 0o444
+                os.chmod(out, mode)
+                entries.append((r, hashlib.sha256(data).hexdigest()))
+                total += len(data)
+
+    walk(src, "")
+    h = hashlib.sha256()
+    for r, digest in entries:
+        h.update(r.encode() + b"\0" + digest.encode() + b"\n")
+    return {"hash": "sha256:" + h.hexdigest(), "files": len(entries), "bytes": total}
+
+
+# --------------------------------------------------------------------------- guest harness
+
+#: Code run inside the sandbox (as the module ``_pyworkers_deploy``): loads the app, checks it
+#: is ASGI, and runs the inline smoke test. Removed from ``sys.modules`` before the snapshot.
+GUEST_HARNESS = r'''
+import sys
+
+HARNESS_FILE = "<pyworkers deploy>"
+
+
+def _app_traceback(exc):
+    """The exception's traceback without this harness's and importlib's frames."""
+    import traceback
+
+    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    seen = set()
+    todo = [te]
+    while todo:
+        t = todo.pop()
+        if t is None or id(t) in seen:
+            continue
+        seen.add(id(t))
+        frames = [f for f in t.stack if f.filename != HARNESS_FILE
+                  and not f.filename.startswith("<frozen importlib")
+                  and not f.filename.replace("\\", "/").endswith("/importlib/__init__.py")]
+        t.stack = traceback.StackSummary.from_list(frames)
+        todo += [t.__cause__, t.__context__]
+    return "".join(te.format())
+
+
+def _describe(obj):
+    import inspect
+
+    if inspect.ismodule(obj):
+        return f"the module {obj.__name__!r}"
+    if inspect.isclass(obj):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    if inspect.isroutine(obj):
+        return f"the function {getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
+    return f"a {type(obj).__module__}.{type(obj).__qualname__} object"
+
+
+def asgi_problem(obj, target):
+    """None if ``obj`` is an ASGI 3 application, else a one-line explanation with the fix."""
+    import inspect
+
+    what = _describe(obj)
+    if inspect.isclass(obj):
+        return (f"{target} is {what}, not an application: create one at top level, e.g. "
+                f"app = {obj.__qualname__}()")
+    if inspect.ismodule(obj) or not callable(obj):
+        return (f"{target} is {what}, not an ASGI application: point main at the object "
+                "made by FastAPI()/Starlette() (module:attribute)")
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind(None, None, None)
+        except TypeError:
+            n = len([p for p in sig.parameters.values()
+                     if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
+            hint = ""
+            if n == 2:
+                hint = (" (it looks like a WSGI app, environ and start_response: pyworkers runs "
+                        "ASGI apps such as FastAPI and Starlette)")
+            elif n == 0:
+                hint = (" (an app factory? call it at top level: app = "
+                        f"{getattr(obj, '__name__', 'create_app')}())")
+            return (f"{target} is {what} with signature {sig}: an ASGI application is "
+                    f"called with 3 arguments (scope, receive, send){hint}")
+    call = getattr(obj, "__call__", None)
+    if not (inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(call)):
+        return (f"{target} is {what} that is not a coroutine function: an ASGI 3 application "
+                "is `async def app(scope, receive, send)` or an object whose `__call__` is "
+                "(ASGI 2 double-callables are not supported)")
+    return None
+
+
+def _find(module, attribute):
+    import importlib
+
+    mod = importlib.import_module(module)
+    obj = mod
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return mod, obj
+
+
+def load(module, attribute):
+    """Import ``module`` (running its top level) and check ``attribute``. Returns a dict:
+    ``{"ok": True, "object": "<type>"}`` or ``{"ok": False, "kind": "import" | "asgi",
+    "message": str, "traceback": str}``."""
+    import importlib
+
+    target = f"{module}:{attribute}"
+    try:
+        mod = importlib.import_module(module)
+    except BaseException as exc:
+        tb = _app_traceback(exc)
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module.split(".")[0]:
+            path = module.replace(".", "/")
+            return {"ok": False, "kind": "import", "traceback": "",
+                    "message": f"cannot import {module!r}: the app directory has no "
+                               f"{path}.py or {path}/ package: set main = \"module:attribute\" "
+                               "in pyworkers.toml (or pass --main)"}
+        msg = f"importing {module!r} (the app's top level) raised {type(exc).__name__}: {exc}"
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            msg += (f": add the package that provides {exc.name.split('.')[0]!r} to "
+                    "requirements.txt")
+        if isinstance(exc, SystemExit):
+            msg = f"the app's top level called sys.exit({exc.code!r})"
+        return {"ok": False, "kind": "import", "message": msg, "traceback": tb}
+    obj = mod
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            where = getattr(mod, "__file__", None) or module
+            cands = sorted(n for n, v in vars(mod).items()
+                           if not n.startswith("_") and asgi_problem(v, n) is None)
+            hint = (f"did you mean main = \"{module}:{cands[0]}\"?" if cands else
+                    "create it at top level, e.g. app = FastAPI(), or set main in "
+                    "pyworkers.toml")
+            return {"ok": False, "kind": "asgi", "traceback": "",
+                    "message": f"{target}: module {module!r} ({where}) has no attribute "
+                               f"{attribute!r}: {hint}"}
+        except BaseException as exc:
+            return {"ok": False, "kind": "import", "traceback": _app_traceback(exc),
+                    "message": f"reading {target} raised {type(exc).__name__}: {exc}"}
+    problem = asgi_problem(obj, target)
+    if problem:
+        return {"ok": False, "kind": "asgi", "message": problem, "traceback": ""}
+    t = type(obj)
+    return {"ok": True, "object": f"{t.__module__}.{t.__qualname__}"}
+
+
+async def _smoke(app):
+    import asyncio
+
+    res = {"lifespan": None, "lifespan_message": None, "status": None, "body_bytes": 0,
+           "error": None}
+    state = {}
+    inbox = asyncio.Queue()
+    answered = asyncio.Event()
+    replies = []
+
+    async def lreceive():
+        return await inbox.get()
+
+    async def lsend(msg):
+        replies.append(msg)
+        if str(msg.get("type", "")).startswith("lifespan.startup."):
+            answered.set()
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+             "state": state}
+    task = asyncio.ensure_future(app(scope, lreceive, lsend))
+    await inbox.put({"type": "lifespan.startup"})
+    waiter = asyncio.ensure_future(answered.wait())
+    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+    if answered.is_set():
+        msg = [m for m in replies if str(m.get("type", "")).startswith("lifespan.startup.")][0]
+        if msg["type"] == "lifespan.startup.complete":
+            res["lifespan"] = "complete"
+        else:
+            res["lifespan"] = "failed"
+            res["lifespan_message"] = str(msg.get("message", ""))
+            return res
+    else:
+        waiter.cancel()
+        exc = None if task.cancelled() else task.exception()
+        res["lifespan"] = "unsupported"
+        res["lifespan_message"] = (f"{type(exc).__name__}: {exc}" if exc is not None
+                                   else "the app returned without answering lifespan.startup")
+
+    done = asyncio.Event()
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(msg):
+        t = msg.get("type")
+        if t == "http.response.start":
+            res["status"] = int(msg["status"])
+        elif t == "http.response.body":
+            res["body_bytes"] += len(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                done.set()
+
+    http = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1", "method": "GET", "scheme": "http", "path": "/",
+            "raw_path": b"/", "query_string": b"", "root_path": "",
+            "headers": [(b"host", b"localhost"), (b"user-agent", b"pyworkers-deploy-smoke")],
+            "client": ("127.0.0.1", 0), "server": ("localhost", 80), "state": dict(state)}
+    try:
+        await app(http, receive, send)
+    except Exception as exc:
+        res["error"] = _app_traceback(exc)
+    done.set()
+    if res["lifespan"] == "complete":
+        await inbox.put({"type": "lifespan.shutdown"})
+        try:
+            await task
+        except Exception:
+            pass
+    return res
+
+
+def smoke(module, attribute):
+    """Lifespan startup + ``GET /`` against the app (see ``pyworkers.deploy``)."""
+    import asyncio
+
+    _mod, app = _find(module, attribute)
+    return asyncio.run(_smoke(app))
+'''
+
+
+def _install_harness(iso) -> None:
+    iso.run(f"exec(compile({GUEST_HARNESS!r}, '<pyworkers deploy>', 'exec'), "
+            "__import__('sys').modules.setdefault('_pyworkers_deploy', "
+            "type(__import__('sys'))('_pyworkers_deploy')).__dict__)", "<pyworkers deploy>")
+
+
+def _remove_harness(iso) -> None:
+    iso.run("__import__('sys').modules.pop('_pyworkers_deploy', None)", "<pyworkers deploy>")
+
+
+_SETUP = "import sys\nif '/app' not in sys.path:\n    sys.path.insert(0, '/app')\n"
+
+
+# --------------------------------------------------------------------------- engine seams
+
+def snapshot_api() -> tuple[Callable | None, Callable | None]:
+    """``(take_snapshot, restore_isolate)`` from :mod:`pyworkers.snapshot`, ``None`` for
+    whatever is not importable yet."""
+    try:
+        import pyworkers.snapshot as snap
+    except ImportError:
+        return None, None
+    return getattr(snap, "take_snapshot", None), getattr(snap, "restore_isolate", None)
+
+
+def take_dedicated_snapshot(iso, out_path: Path, *, selection, layer_hash: str | None,
+                            app_hash: str, progress: DeployProgress) -> dict | None:
+    """The snapshot step: write the dedicated snapshot of ``iso`` (the app's top level has run)
+    to ``out_path`` and return its record (``{"path": <absolute>, "type": "dedicated", "bytes",
+    "sha256", "metadata"}``), or ``None`` with a warning while
+    ``pyworkers.snapshot.take_snapshot`` does not exist."""
+    take, _restore = snapshot_api()
+    if take is None:
+        progress.warn("pyworkers.snapshot.take_snapshot is not available in this build: the "
+                      "deployment records no snapshot (\"snapshot\": null) and cold-starts by "
+                      "importing the app")
+        return None
+    meta = take(iso, out_path, snapshot_type="dedicated", selection=selection,
+                layer_hash=layer_hash or "", app_hash=app_hash, progress=progress.status)
+    if not out_path.is_file():
+        raise DeployError("snapshot", f"take_snapshot returned but wrote no file at {out_path}")
+    h = hashlib.sha256()
+    with open(out_path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return {"path": out_path, "type": "dedicated", "bytes": out_path.stat().st_size,
+            "sha256": "sha256:" + h.hexdigest(), "metadata": _jsonable(meta or {})}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, Path):
+        return str(v)
+    return repr(v)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+@dataclasses.dataclass
+class _Out:
+    """Guest output sink with a cap (for error reports)."""
+
+    data: bytearray = dataclasses.field(default_factory=bytearray)
+
+    def __call__(self, b: bytes) -> None:
+        if len(self.data) < _OUTPUT_CAP:
+            self.data += b[: _OUTPUT_CAP - len(self.data)]
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")
+
+
+def _with_output(detail: str, out: _Out) -> str:
+    text = out.text().strip()
+    if not text:
+        return detail
+    return (detail.rstrip() + "\n\n" if detail else "") + "output of the app:\n" + text
+
+
+def deploy(app_dir: str | os.PathLike, *,
+           store: Store | str | os.PathLike | None = None,
+           name: str | None = None,
+           main: str | None = None,
+           compatibility_date: str | None = None,
+           flags: Sequence[str] | None = None,
+           vars: Mapping[str, str] | None = None,
+           cache_dir: str | os.PathLike | None = None,
+           index_url: str | None = None,
+           extra_index_urls: Sequence[str] | None = None,
+           progress: DeployProgress | Callable[[str], None] | None = None,
+           today: Any = None) -> Deployment:
+    """Deploy the app in ``app_dir`` into ``store``; returns the published, current
+    :class:`~pyworkers.store.Deployment` (its ``record`` has the shape in the module docstring).
+
+    Args:
+        app_dir: the app directory (``pyworkers.toml`` or ``pyproject.toml``, the module named
+            by ``main``, optionally ``requirements.txt``).
+        store: a :class:`~pyworkers.store.Store` or its directory; default
+            ``$PYWORKERS_STORE`` or the user data directory (``pyworkers/deployments``).
+        name, main, compatibility_date: override the config file (``None``: not given).
+        flags: compatibility flags; replace the file's ``compatibility_flags`` when given.
+        vars: environment variables, merged over the file's ``[vars]``.
+        cache_dir: cache root for runtimes and wheels (default ``$PYWORKERS_CACHE_DIR`` or the
+            user cache dir).
+        index_url, extra_index_urls: package indexes (default: pip's configuration).
+        progress: a :class:`DeployProgress`, a ``(str) -> None`` callable, or ``None``.
+        today: the current date for the compatibility check (tests).
+
+    Raises :class:`DeployError` (the store is then unchanged); ``KeyboardInterrupt`` likewise
+    leaves the store unchanged.
+    """
+    prog = _as_progress(progress)
+    stages = _Stages(prog)
+    st = store if isinstance(store, Store) else Store(store)
+    app_dir = Path(app_dir)
+    t_start = time.perf_counter()
+
+    with stages("config") as info:
+        from pyworkers.config import load_worker_config
+
+        cfg = load_worker_config(app_dir, {
+            "name": name, "main": main, "compatibility_date": compatibility_date,
+            "compatibility_flags": list(flags) if flags else None,
+            "vars": dict(vars) if vars else None})
+        sel = cfg.runtime_selection(today=today)
+        info["summary"] = (f"{cfg.name} ({cfg.main}), compatibility date "
+                           f"{cfg.compatibility_date}"
+                           + (f", from {cfg.source.name}" if cfg.source else ""))
+        app_dir = app_dir.resolve()
+        try:  # the store: the worker's current deployment (lock seed), leftovers, staging
+            previous = st.current(cfg.name) if st.root.is_dir() else None
+            if st.root.is_dir():
+                st.collect_garbage()
+            staging = st.staging()
+        except OSError as e:
+            raise DeployError("config", f"cannot use the deployment store {st.root}: {e}: pass "
+                                        "another --store") from None
+
+    with staging:
+        with stages("runtime") as info:
+            from pyworkers.runtime.install import ensure_release
+
+            installed = ensure_release(sel.release, cache_dir=cache_dir, progress=prog.status)
+            r = sel.release
+            info["summary"] = (f"Pyodide {r.pyodide_version} (Python {r.python_version}, "
+                               f"{r.flag}{', experimental' if r.experimental else ''})")
+
+        dep_id = st.new_id(cfg.name)
+        dep_rel = f"deployments/{dep_id}"
+        ddir = staging.deployment_dir
+        record: dict[str, Any] = {
+            "format": RECORD_FORMAT, "id": dep_id, "name": cfg.name, "created": None,
+            "pyworkers_version": _version(),
+            "config": {
+                "name": cfg.name, "main": cfg.main,
+                "compatibility_date": cfg.compatibility_date.isoformat(),
+                "compatibility_flags": list(cfg.compatibility_flags),
+                "vars": dict(cfg.vars),
+                "source": str(cfg.source.resolve()) if cfg.source else None,
+                "app_dir": str(app_dir),
+            },
+            "selection": sel.to_json(),
+        }
+
+        # ---------------------------------------------------------------- packages
+        req_file = app_dir / "requirements.txt"
+        res = None
+        cached: list = []
+        lock_path = ddir / "pylock.toml"
+        with stages("resolve") as info:
+            if not req_file.is_file():
+                record["lock"] = None
+                info["summary"] = "no requirements.txt"
+            else:
+                from pyworkers.packages import resolve
+
+                seed = None
+                if (app_dir / "pylock.toml").is_file():
+                    seed, src = app_dir / "pylock.toml", "app"
+                elif previous is not None and previous.lock_path and previous.lock_path.is_file():
+                    seed, src = previous.lock_path, "previous"
+                if seed is not None:
+                    shutil.copyfile(seed, lock_path)
+                    os.chmod(lock_path, 0o644)
+                res = resolve(req_file, sel, pyodide_lock=getattr(installed, "lock_json", None),
+                              index_url=index_url, extra_index_urls=extra_index_urls,
+                              lock_path=lock_path, cache_dir=cache_dir, progress=prog)
+                info["summary"] = (f"{len(res.wheels)} package(s), "
+                                   + ("lock reused (inputs unchanged)" if res.reused
+                                      else "resolved"))
+                record["lock"] = {
+                    "path": f"{dep_rel}/pylock.toml", "reused": res.reused,
+                    "seed": src if seed is not None else None, "inputs": res.inputs,
+                    "packages": res.to_json(), "skipped": list(res.skipped),
+                    "notes": list(res.notes)}
+
+        with stages("download") as info:
+            if res is None or not res.wheels:
+                info["summary"] = "nothing to download"
+            else:
+                from pyworkers.packages import WheelCache, cache_root, download, write_lock
+
+                wc = WheelCache(cache_root(cache_dir) / "packages")
+                had = sum(1 for w in res.wheels if wc.path(w.sha256).is_file())
+                cached = download(res, cache_dir, progress=prog, index_url=index_url)
+                got = tuple(c.wheel for c in cached)
+                if got != res.wheels:  # lock pins fetched from the index instead
+                    res = dataclasses.replace(res, wheels=got)
+                    write_lock(res, lock_path)
+                    record["lock"]["packages"] = res.to_json()
+                size = sum(c.path.stat().st_size for c in cached)
+                info["summary"] = (f"{len(cached)} wheel(s), {fmt_bytes(size)} "
+                                   f"({had} cached, {len(cached) - had} downloaded)")
+
+        with stages("layer") as info:
+            layer_mount = None
+            lh = None
+            if not cached:
+                record["layer"] = None
+                info["summary"] = "no packages: no layer"
+            else:
+                from pyworkers.packages import install_layer
+
+                lh = layer_hash([c.wheel for c in cached])
+                reused = st.has_layer(lh)
+                if reused:
+                    layer_mount = st.layer_path(lh)
+                    unresolved = {}
+                else:
+                    inst = install_layer(cached, staging.layer_dir, progress=prog)
+                    layer_mount = staging.layer_dir
+                    unresolved = inst.unresolved_libraries
+                files, size = _tree_size(layer_mount)
+                record["layer"] = {"hash": lh, "path": st.rel(st.layer_path(lh)),
+                                   "reused": reused, "files": files, "bytes": size,
+                                   "unresolved_libraries": unresolved}
+                info["summary"] = (f"{lh[:19]}..., {files} files, {fmt_bytes(size)}"
+                                   + (" (reused)" if reused else ""))
+
+        with stages("app") as info:
+            app_copy = ddir / "app"
+            a = copy_app(app_dir, app_copy, exclude=[st.root], note=prog.note)
+            record["app"] = {"path": f"{dep_rel}/app", **a}
+            info["summary"] = f"{a['files']} file(s), {fmt_bytes(a['bytes'])}, {a['hash'][:19]}..."
+
+        # ---------------------------------------------------------------- sandbox
+        out = _Out()
+        iso_kwargs = {"release": sel.release.pyodide_version, "site_packages": layer_mount,
+                      "mounts": {"/app": app_copy}, "env": dict(cfg.vars), "cwd": "/app",
+                      "cache_dir": cache_dir, "stdout": out, "stderr": out}
+        with stages("boot") as info:
+            from pyworkers.runtime import Isolate
+
+            iso = Isolate(**iso_kwargs)
+            iso.run(_SETUP, "<pyworkers deploy>")
+            info["summary"] = f"isolate up in {iso.timings.get('boot_ms', 0):.0f} ms"
+
+        try:
+            with stages("import") as info:
+                _install_harness(iso)
+                rep = iso.call("_pyworkers_deploy:load", cfg.module, cfg.attribute)
+                if not rep.get("ok"):
+                    raise DeployError("import", rep["message"],
+                                      _with_output(rep.get("traceback", ""), out))
+                _remove_harness(iso)
+                record["asgi"] = {"object": rep["object"]}
+                info["summary"] = f"{cfg.main} is an ASGI app ({rep['object']})"
+
+            with stages("snapshot") as info:
+                snap = take_dedicated_snapshot(
+                    iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
+                    app_hash=record["app"]["hash"], progress=prog)
+                if snap is None:
+                    record["snapshot"] = None
+                    info["summary"] = "skipped: pyworkers.snapshot is not available"
+                else:
+                    snap["path"] = f"{dep_rel}/{SNAPSHOT_FILE}"
+                    record["snapshot"] = snap
+                    info["summary"] = f"dedicated, {fmt_bytes(snap['bytes'])}"
+        finally:
+            iso.close()
+
+        with stages("smoke") as info:
+            record["smoke"] = _smoke(iso_kwargs, record["snapshot"] and ddir / SNAPSHOT_FILE,
+                                     cfg, out)
+            s = record["smoke"]
+            status = f"GET / -> {s['status']}" if s["status"] is not None else "GET / -> no response"
+            if s["error"]:
+                status += f" ({s['error'].strip().splitlines()[-1]})"
+                prog.warn(f"GET / raised in the smoke test:\n{s['error'].rstrip()}")
+            info["summary"] = (f"{'restored snapshot' if s['restored_from_snapshot'] else 'fresh isolate'}"
+                               f", lifespan {s['lifespan']}, {status}")
+
+        with stages("publish") as info:
+            record["created"] = utc_now()
+            # The record is written by the publish step itself: it holds the time of every
+            # stage before it and the total up to it; the publish time is only reported.
+            record["timings_ms"] = dict(stages.timings)
+            record["timings_ms"]["total"] = round((time.perf_counter() - t_start) * 1000, 1)
+            dep = st.publish(staging, record)
+            info["summary"] = f"{dep.id} is now current for {cfg.name}"
+        return dep
+
+
+def _smoke(iso_kwargs: dict, snapshot: Path | None, cfg, out: _Out) -> dict:
+    """Restore (or boot and import again), then lifespan startup + ``GET /``."""
+    from pyworkers.runtime import Isolate
+
+    _take, restore = snapshot_api()
+    restored = bool(snapshot) and restore is not None
+    if restored:
+        iso = restore(snapshot, **iso_kwargs)
+    else:
+        iso = Isolate(**iso_kwargs)
+        iso.run(_SETUP, "<pyworkers deploy>")
+    try:
+        _install_harness(iso)
+        if not restored:
+            rep = iso.call("_pyworkers_deploy:load", cfg.module, cfg.attribute)
+            if not rep.get("ok"):
+                raise DeployError("smoke", "the app failed to load again in a fresh isolate: "
+                                  + rep["message"], _with_output(rep.get("traceback", ""), out))
+        res = iso.call("_pyworkers_deploy:smoke", cfg.module, cfg.attribute)
+    finally:
+        iso.close()
+    if res["lifespan"] == "failed":
+        raise DeployError("smoke", "the app's lifespan startup failed: "
+                          f"{res['lifespan_message'] or '(no message)'}",
+                          _with_output("", out))
+    return {"restored_from_snapshot": restored, "adapter": "inline", **res}
+
+
+def _version() -> str:
+    from pyworkers import __version__
+
+    return __version__

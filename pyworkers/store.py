@@ -1,0 +1,531 @@
+"""The deployment store: immutable deployments, a "current" pointer per worker, crash-safe.
+
+A store is a directory (default: platformdirs' user data dir for ``pyworkers``, then
+``deployments``; ``$PYWORKERS_STORE`` or an explicit path override it)::
+
+    <store>/
+      .lock                       filelock: publishing, rollback and clean-up take it
+      .staging/<tmp>/             deploys in progress (each holds <tmp>.lock while it runs)
+      deployments/<id>/           one immutable deployment
+        deployment.json           the record (shape: pyworkers.deploy module docstring)
+        app/                      a copy of the app's files (mounted read-only at /app)
+        pylock.toml               the PEP 751 lock (absent when the app has no requirements)
+        snapshot.bin              the dedicated snapshot (absent when none was taken)
+      layers/<sha256 hex>/        site-packages layers, content-addressed, shared by deployments
+      workers/<name>.json         {"format": 1, "name", "current": <id>, "deployments": [<id>...],
+                                   "updated": "<UTC ISO 8601>"}
+
+Visibility and atomicity. A deployment exists for readers only once its id is listed in its
+worker's ``workers/<name>.json``; that file is replaced atomically (temporary file, ``fsync``,
+``os.replace``), so adding a deployment *and* making it current is one atomic step. Everything
+before it (building the layer, copying the app, the snapshot) happens in ``.staging/<tmp>``;
+publishing renames the staged layer into ``layers/`` (idempotent: content-addressed) and the
+staged deployment into ``deployments/``, then replaces the worker file. A process killed at any
+point (even ``SIGKILL``) therefore leaves the visible store as it was; the leftovers (a staging
+directory whose owner is dead, a deployment directory no worker file lists) are removed by the
+next :meth:`Store.collect_garbage` (every deploy calls it). Deployments are never modified after
+publishing (their files are made read-only); rollback only moves the ``current`` pointer.
+
+Paths in records are relative to the store root, so a store can be moved as a whole.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import filelock
+import platformdirs
+
+__all__ = ["Deployment", "Store", "StoreError", "Staging", "default_store_root", "RECORD_FORMAT"]
+
+#: Version of the deployment record and of the worker files.
+RECORD_FORMAT = 1
+#: Seconds to wait for another process that holds the store lock.
+LOCK_TIMEOUT = 120
+RECORD = "deployment.json"
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+ENV_VAR = "PYWORKERS_STORE"
+
+
+class StoreError(Exception):
+    """A store problem the user can act on; ``str(e)`` is one line naming the fix."""
+
+
+def default_store_root() -> Path:
+    """``$PYWORKERS_STORE`` if set, else ``<platformdirs user data dir>/pyworkers/deployments``."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env).expanduser().resolve()
+    return Path(platformdirs.user_data_dir("pyworkers", appauthor=False)) / "deployments"
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 with microseconds and a ``Z`` suffix."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path``: temporary file in the same directory, ``fsync``,
+    ``os.replace``, ``fsync`` of the directory. Readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path}: cannot read the {what} ({e}): the store is damaged; "
+                         "remove that file's deployment or worker") from None
+
+
+def _make_read_only(root: Path) -> None:
+    """Clear the write bits of every file under ``root`` (directories stay writable so the
+    store can still delete a deployment)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if os.path.islink(p):
+                continue
+            mode = os.stat(p).st_mode
+            os.chmod(p, stat.S_IMODE(mode) & ~0o222)
+
+
+def _rmtree(path: Path) -> None:
+    """Remove a file or a directory tree (read-only files included)."""
+    def onexc(func, p, exc):
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o755)
+            func(p)
+
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, onexc=onexc)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """One published deployment: ``record`` (the ``deployment.json`` dict) in store ``root``.
+
+    Paths in the record are relative to the store root; the properties below make them absolute.
+    """
+
+    root: Path
+    record: dict
+
+    @property
+    def id(self) -> str:
+        """The deployment id, ``<name>-<YYYYMMDDTHHMMSSZ>-<6 hex>``."""
+        return self.record["id"]
+
+    @property
+    def name(self) -> str:
+        """The worker name."""
+        return self.record["name"]
+
+    @property
+    def created(self) -> str:
+        """Creation time, UTC ISO 8601 (``...Z``)."""
+        return self.record["created"]
+
+    @property
+    def dir(self) -> Path:
+        """The deployment's directory, ``<store>/deployments/<id>``."""
+        return self.root / "deployments" / self.id
+
+    def _abs(self, rel: str | None) -> Path | None:
+        return None if rel is None else self.root / rel
+
+    @property
+    def app_dir(self) -> Path:
+        """The copy of the app's files (mount it read-only at ``/app``)."""
+        return self._abs(self.record["app"]["path"])
+
+    @property
+    def layer_dir(self) -> Path | None:
+        """The site-packages layer, or ``None`` when the app has no requirements."""
+        layer = self.record.get("layer")
+        return self._abs(layer["path"]) if layer else None
+
+    @property
+    def lock_path(self) -> Path | None:
+        """The ``pylock.toml``, or ``None`` when the app has no requirements."""
+        lock = self.record.get("lock")
+        return self._abs(lock["path"]) if lock else None
+
+    @property
+    def snapshot_path(self) -> Path | None:
+        """The dedicated snapshot file, or ``None`` when no snapshot was taken."""
+        snap = self.record.get("snapshot")
+        return self._abs(snap["path"]) if snap else None
+
+    def isolate_kwargs(self) -> dict:
+        """Keyword arguments for ``pyworkers.runtime.Isolate`` (or ``restore_isolate``) that
+        reproduce this deployment's sandbox: ``release`` (Pyodide version), ``site_packages``
+        (layer dir or ``None``), ``mounts`` (``{"/app": app copy}``), ``env`` (the vars) and
+        ``cwd`` (``"/app"``)."""
+        return {
+            "release": self.record["selection"]["pyodide_version"],
+            "site_packages": self.layer_dir,
+            "mounts": {"/app": self.app_dir},
+            "env": dict(self.record["config"]["vars"]),
+            "cwd": "/app",
+        }
+
+    def to_json(self) -> dict:
+        """The record, a copy (what ``deployment.json`` holds)."""
+        return json.loads(json.dumps(self.record))
+
+
+class Staging:
+    """A deploy in progress: a private directory ``<store>/.staging/<tmp>`` (``path``).
+
+    Build the deployment in :attr:`deployment_dir` and, when there is one, the new layer in
+    :attr:`layer_dir`; then :meth:`Store.publish`. Leaving the ``with`` block removes whatever
+    is left. While it exists, ``<tmp>.lock`` is held, so :meth:`Store.collect_garbage` in
+    another process knows the owner is alive (the lock is released by the kernel when the owner
+    dies, even by ``SIGKILL``).
+    """
+
+    def __init__(self, store: "Store"):
+        self.store = store
+        base = store.root / ".staging"
+        base.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(dir=base, prefix="deploy-"))
+        self._lock = filelock.FileLock(str(self.path) + ".lock")
+        self._lock.acquire(timeout=0)
+        self.deployment_dir = self.path / "deployment"
+        self.deployment_dir.mkdir()
+        self.layer_dir = self.path / "layer"
+        self.published: Deployment | None = None
+
+    def close(self) -> None:
+        """Remove the staging directory and release its lock (idempotent)."""
+        if self.path.exists():
+            _rmtree(self.path)
+        if self._lock.is_locked:
+            self._lock.release()
+            with contextlib.suppress(OSError):
+                os.unlink(str(self.path) + ".lock")
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Store:
+    """A deployment store rooted at ``root`` (default :func:`default_store_root`).
+
+    Reading never needs the lock (worker files are replaced atomically); :meth:`publish`,
+    :meth:`rollback` and :meth:`collect_garbage` take ``<root>/.lock`` (waiting up to
+    :data:`LOCK_TIMEOUT` seconds, then :class:`StoreError`).
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser().resolve() if root else default_store_root()
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root}: the deployment store must be a directory: pass "
+                             f"another --store (or {ENV_VAR})")
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def deployments_dir(self) -> Path:
+        return self.root / "deployments"
+
+    @property
+    def layers_dir(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def workers_dir(self) -> Path:
+        return self.root / "workers"
+
+    def layer_path(self, layer_hash: str) -> Path:
+        """Where the layer with ``layer_hash`` (``"sha256:<hex>"``) lives (may not exist)."""
+        algo, _, hexd = layer_hash.partition(":")
+        if algo != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexd):
+            raise ValueError(f"not a layer hash: {layer_hash!r}")
+        return self.layers_dir / hexd
+
+    def has_layer(self, layer_hash: str) -> bool:
+        """Whether a published layer with this hash exists (a complete one: renamed in whole)."""
+        return self.layer_path(layer_hash).is_dir()
+
+    def rel(self, path: Path) -> str:
+        """``path`` relative to the store root, POSIX form (for records)."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the store lock (``<root>/.lock``)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lk = filelock.FileLock(str(self.root / ".lock"))
+        try:
+            lk.acquire(timeout=LOCK_TIMEOUT)
+        except filelock.Timeout:
+            raise StoreError(f"{self.root} is locked by another pyworkers process for over "
+                             f"{LOCK_TIMEOUT} s: wait for it to finish") from None
+        try:
+            yield
+        finally:
+            lk.release()
+
+    # ------------------------------------------------------------------ reading
+    def _worker(self, name: str) -> dict | None:
+        try:
+            data = _read_json(self.workers_dir / f"{name}.json", "worker file")
+        except FileNotFoundError:
+            return None
+        if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+            raise StoreError(f"{self.workers_dir / (name + '.json')}: unknown worker file "
+                             "format: use the pyworkers version that wrote this store")
+        return data
+
+    def names(self) -> list[str]:
+        """Worker names with at least one deployment, sorted."""
+        if not self.workers_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.workers_dir.glob("*.json") if not p.name.startswith("."))
+
+    def _load(self, dep_id: str) -> Deployment:
+        path = self.deployments_dir / dep_id / RECORD
+        try:
+            rec = _read_json(path, "deployment record")
+        except FileNotFoundError:
+            raise StoreError(f"{path} is missing: the store is damaged (deployment {dep_id} is "
+                             "listed but absent)") from None
+        if not isinstance(rec, dict) or rec.get("format") != RECORD_FORMAT:
+            raise StoreError(f"{path}: unknown record format: use the pyworkers version that "
+                             "wrote it")
+        return Deployment(self.root, rec)
+
+    def list(self, name: str | None = None) -> list[Deployment]:
+        """Published deployments (of worker ``name``, or all), oldest first (by creation time)."""
+        out = []
+        for n in ([name] if name else self.names()):
+            w = self._worker(n)
+            if w:
+                out += [self._load(i) for i in w["deployments"]]
+        return sorted(out, key=lambda d: (d.created, d.id))
+
+    def current(self, name: str) -> Deployment | None:
+        """Worker ``name``'s current deployment, or ``None`` if it has none."""
+        w = self._worker(name)
+        return self._load(w["current"]) if w else None
+
+    def current_id(self, name: str) -> str | None:
+        """The id of worker ``name``'s current deployment (``None`` if none)."""
+        w = self._worker(name)
+        return w["current"] if w else None
+
+    def get(self, ref: str) -> Deployment:
+        """A deployment by id, by a unique prefix of an id, or by worker name (its current one).
+
+        Raises :class:`StoreError` when nothing or more than one deployment matches.
+        """
+        if ref in self.names():
+            return self.current(ref)
+        ids = [d for name in self.names() for d in (self._worker(name) or {}).get("deployments", [])]
+        if ref in ids:
+            return self._load(ref)
+        hits = [i for i in ids if i.startswith(ref)]
+        if len(hits) == 1:
+            return self._load(hits[0])
+        if hits:
+            raise StoreError(f"{ref!r} matches {len(hits)} deployments ({', '.join(hits[:3])}"
+                             f"{', ...' if len(hits) > 3 else ''}): give more of the id")
+        raise StoreError(f"no deployment or worker {ref!r} in {self.root}: run `pyworkers "
+                         "deployments list` to see them")
+
+    # ------------------------------------------------------------------ writing
+    def new_id(self, name: str) -> str:
+        """A fresh deployment id: ``<name>-<UTC YYYYMMDDTHHMMSSZ>-<6 hex>``."""
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return f"{name}-{stamp}-{secrets.token_hex(3)}"
+
+    def staging(self) -> Staging:
+        """A new :class:`Staging` directory for one deploy (use it as a context manager)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return Staging(self)
+
+    def publish(self, staging: Staging, record: dict, *, make_current: bool = True) -> Deployment:
+        """Publish the staged deployment atomically and (by default) make it current.
+
+        ``record`` is the deployment record (``format``, ``id``, ``name``, ``created`` and the
+        relative ``app``/``lock``/``layer``/``snapshot`` paths it names must match what is
+        staged). Under the store lock: the staged layer (if any) is renamed to
+        ``layers/<hex>`` unless that layer already exists, ``deployment.json`` is written into
+        the staged deployment, its files are made read-only, it is renamed to
+        ``deployments/<id>``, and ``workers/<name>.json`` is replaced (the commit point).
+
+        Raises :class:`StoreError` (the id exists already, a record field is missing) and
+        ``OSError``; on any error before the commit the store is unchanged.
+        """
+        for k in ("format", "id", "name", "created", "app"):
+            if k not in record:
+                raise StoreError(f"deployment record lacks {k!r}")
+        dep_id, name = record["id"], record["name"]
+        if not _ID_RE.fullmatch(dep_id):
+            raise StoreError(f"invalid deployment id {dep_id!r}")
+        final = self.deployments_dir / dep_id
+        with self.lock():
+            if final.exists():
+                raise StoreError(f"deployment {dep_id} exists already in {self.root}")
+            layer = record.get("layer")
+            if layer and staging.layer_dir.is_dir():
+                dest = self.layer_path(layer["hash"])
+                if dest.is_dir():
+                    _rmtree(staging.layer_dir)  # published meanwhile by another deploy
+                else:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staging.layer_dir, dest)
+                    _fsync_dir(dest.parent)
+            if layer and not self.layer_path(layer["hash"]).is_dir():
+                raise StoreError(f"layer {layer['hash']} is neither staged nor in the store")
+            atomic_write_json(staging.deployment_dir / RECORD, record)
+            _make_read_only(staging.deployment_dir)
+            self.deployments_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(staging.deployment_dir, final)
+            _fsync_dir(self.deployments_dir)
+            w = self._worker(name) or {"format": RECORD_FORMAT, "name": name, "current": None,
+                                       "deployments": []}
+            w["deployments"] = [*w["deployments"], dep_id]
+            if make_current or w["current"] is None:
+                w["current"] = dep_id
+            w["updated"] = utc_now()
+            try:
+                atomic_write_json(self.workers_dir / f"{name}.json", w)  # commit point
+            except BaseException:
+                _rmtree(final)
+                raise
+        dep = Deployment(self.root, record)
+        staging.published = dep
+        return dep
+
+    def rollback(self, name: str, to: str | None = None) -> tuple[Deployment, Deployment]:
+        """Make an earlier deployment of worker ``name`` current; returns ``(old, new)``.
+
+        ``to``: a deployment id (or unique prefix) of that worker; default the deployment
+        created just before the current one. Raises :class:`StoreError` if the worker is
+        unknown, ``to`` belongs to another worker, or there is nothing earlier.
+        """
+        with self.lock():
+            w = self._worker(name)
+            if w is None:
+                raise StoreError(f"no worker {name!r} in {self.root}: run `pyworkers deployments "
+                                 "list` to see the workers")
+            ids = list(w["deployments"])
+            cur = w["current"]
+            if to is None:
+                deps = sorted((self._load(i) for i in ids), key=lambda d: (d.created, d.id))
+                order = [d.id for d in deps]
+                pos = order.index(cur)
+                if pos == 0:
+                    raise StoreError(f"{cur} is the oldest deployment of {name!r}: there is "
+                                     "nothing earlier to roll back to")
+                target = order[pos - 1]
+            else:
+                hits = [i for i in ids if i == to] or [i for i in ids if i.startswith(to)]
+                if len(hits) != 1:
+                    other = "" if hits else self._owner_hint(to)
+                    raise StoreError(f"{to!r} is {'ambiguous among' if hits else 'not one of'} "
+                                     f"the deployments of {name!r}{other}: run `pyworkers "
+                                     f"deployments list --name {name}`")
+                target = hits[0]
+            old = self._load(cur)
+            w["current"] = target
+            w["updated"] = utc_now()
+            atomic_write_json(self.workers_dir / f"{name}.json", w)
+            return old, self._load(target)
+
+    def _owner_hint(self, ref: str) -> str:
+        for n in self.names():
+            if any(i.startswith(ref) for i in (self._worker(n) or {}).get("deployments", [])):
+                return f" (it belongs to worker {n!r})"
+        return ""
+
+    def collect_garbage(self) -> list[Path]:
+        """Remove what killed deploys left: staging directories whose owner is dead and
+        deployment directories no worker file lists. Returns the removed paths."""
+        removed: list[Path] = []
+        if not self.root.is_dir():
+            return removed
+        with self.lock():
+            base = self.root / ".staging"
+            if base.is_dir():
+                for d in base.iterdir():
+                    if d.name.endswith(".lock") or not d.name.startswith("deploy-"):
+                        continue
+                    lk = filelock.FileLock(str(d) + ".lock")
+                    try:
+                        lk.acquire(timeout=0)
+                    except filelock.Timeout:
+                        continue  # its deploy is still running
+                    try:
+                        _rmtree(d)
+                        removed.append(d)
+                    finally:
+                        lk.release()
+                        with contextlib.suppress(OSError):
+                            os.unlink(str(d) + ".lock")
+                for lf in base.glob("deploy-*.lock"):  # lock files whose directory is gone
+                    if not Path(str(lf)[:-5]).exists():
+                        lk = filelock.FileLock(str(lf))
+                        try:
+                            lk.acquire(timeout=0)
+                        except filelock.Timeout:
+                            continue
+                        lk.release()
+                        with contextlib.suppress(OSError):
+                            os.unlink(lf)
+            if self.deployments_dir.is_dir():
+                listed = {i for n in self.names() for i in (self._worker(n) or {}).get(
+                    "deployments", [])}
+                for d in self.deployments_dir.iterdir():
+                    if d.name not in listed:
+                        _rmtree(d)
+                        removed.append(d)
+        return removed
