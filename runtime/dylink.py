@@ -201,7 +201,7 @@ class DynamicLinker:
         self.loaded: list[LoadedLibrary] = []
         self.by_name: dict[str, LoadedLibrary] = {}
         self.by_handle: dict[int, LoadedLibrary] = {}
-        self.func_slots: dict[tuple[int, str], int] = {}  # (library id or 0 for main, name) -> table index
+        self.func_slots: dict[tuple[int, str], int] = {}  # (0 main / i+1 library i, name) -> table index
 
     # -- glue entry points (host imports)
     def dlopen_js(self, handle: int) -> int:
@@ -223,7 +223,7 @@ class DynamicLinker:
             return 0
         value = lib.exports[symbol]
         if isinstance(value, wasmtime.Func):
-            idx = self._function_slot(id(lib), symbol, value)
+            idx = self._function_slot(self.loaded.index(lib) + 1, symbol, value)
             self.iso.mem.set_u32(psymidx, list(lib.exports).index(symbol))
             return idx
         return value
@@ -239,10 +239,12 @@ class DynamicLinker:
 
     # -- loading
     def _function_slot(self, owner: int, name: str, fn: wasmtime.Func) -> int:
+        """Table index of function ``name`` of ``owner`` (0: main module, ``i + 1``: the i-th
+        loaded library), adding it to the table on first use (``addFunction``)."""
         key = (owner, name)
         idx = self.func_slots.get(key)
         if idx is None:
-            idx = self.iso._add_function(fn)
+            idx = self.iso._add_function(fn, ("main", name) if owner == 0 else ("lib", owner - 1, name))
             self.func_slots[key] = idx
         return idx
 
@@ -372,7 +374,7 @@ class DynamicLinker:
                 exports[name] = ex
         lib = LoadedLibrary(path, sha, memory_base, md.memory_size, table_base, md.table_size,
                             [handle] if handle else [], exports, instance, is_global)
-        lib_id = id(lib)
+        lib_id = len(self.loaded) + 1
         # updateGOT: fill unresolved entries from this module's exports
         for name, value in exports.items():
             if name in INTERNAL_SYMBOLS or name.startswith("__em_js__"):
@@ -415,7 +417,7 @@ class DynamicLinker:
                 if v is None or not lib.is_global:
                     continue
                 if isinstance(v, wasmtime.Func):
-                    g.set_value(store, wasmtime.Val.i32(self._function_slot(id(lib), name, v)))
+                    g.set_value(store, wasmtime.Val.i32(self._function_slot(self.loaded.index(lib) + 1, name, v)))
                 else:
                     g.set_value(store, wasmtime.Val.i32(_i32(v)))
                 found = True

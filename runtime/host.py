@@ -211,7 +211,7 @@ class Host:
         self.isolate: Any = None
         self.exit_code: int | None = None
         self.abort_message: str | None = None
-        self.t0 = time.perf_counter()
+        self.mono_offset_ns = 0  # keeps the guest's monotonic clock increasing across a restore
         self.entropy_calls = 0
         self.entropy_bytes = 0
         self.host_calls = 0
@@ -401,7 +401,7 @@ class Host:
         if clk == 0:
             ns = time.time_ns()
         elif clk in (1, 2, 3):
-            ns = time.monotonic_ns()
+            ns = self.monotonic_ns()
         else:
             raise FSError(V.EINVAL)
         self.mem.set_u64(ptime, ns)
@@ -428,9 +428,14 @@ class Host:
     def emscripten_date_now(self):
         return time.time() * 1000.0
 
+    def monotonic_ns(self) -> int:
+        """The guest's monotonic clock (ns): the host's, shifted so it never goes backwards
+        across a snapshot restore (see ``mono_offset_ns``)."""
+        return time.monotonic_ns() + self.mono_offset_ns
+
     @imp("emscripten_get_now")
     def emscripten_get_now(self):
-        return (time.perf_counter() - self.t0) * 1000.0
+        return self.monotonic_ns() / 1e6
 
     def _write_tm(self, ptr, t: time.struct_time, gmtoff: int):
         self.mem.pack("<iiiiiiiiii", ptr, t.tm_sec, t.tm_min, t.tm_hour, t.tm_mday, t.tm_mon - 1,

@@ -288,7 +288,7 @@ def _ensure_translated(package: Path, rdir: Path, root: Path, progress: Progress
 
 
 #: Bumped whenever prepare_main_module's output changes, so stale cache entries are rebuilt.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3
 
 GLUE_PATTERNS = {
     # name -> regex over the release's Emscripten glue (pyodide.asm.js / .mjs)
@@ -330,6 +330,7 @@ def prepare_main_module(src: Path, dst: Path, layout: dict[str, int]) -> None:
     ``env.__table_base``, ``env.__stack_pointer``, ``GOT.mem.__heap_base``/``__stack_low``/
     ``__stack_high``; ``GOT.func`` entries become 0 (all are emscripten_gl*/console helpers
     that Python never calls). The imported table gets ``table_initial`` entries as in the glue.
+    Every mutable global is exported as ``__pyw_g<index>`` so snapshots can capture it.
     Raises :class:`RuntimeInstallError` for an import it cannot give a value to.
     """
     from pyworkers.runtime import wasmbin
@@ -348,6 +349,7 @@ def prepare_main_module(src: Path, dst: Path, layout: dict[str, int]) -> None:
         return layout[key]
 
     out = wasmbin.internalize_imports(data, value, table_min=layout.get("table_initial"))
+    out = wasmbin.export_mutable_globals(out)
     tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
     tmp.write_bytes(out)
     os.replace(tmp, dst)

@@ -165,19 +165,23 @@ class Isolate:
                  stdout: Callable[[bytes], None] | None = None,
                  stderr: Callable[[bytes], None] | None = None,
                  tmp_cap: int = 64 << 20, memory_limit: int | None = None,
-                 cwd: str | None = None, cache_dir: str | os.PathLike | None = None):
+                 cwd: str | None = None, cache_dir: str | os.PathLike | None = None,
+                 _restore: Any = None):
         t0 = time.perf_counter()
-        self.runtime = release if isinstance(release, Runtime) else Runtime.get(release, cache_dir=cache_dir)
+        if _restore is not None:
+            self.runtime = _restore.runtime
+        else:
+            self.runtime = release if isinstance(release, Runtime) else Runtime.get(release, cache_dir=cache_dir)
         rt = self.runtime
-        layers: dict[str, str | os.PathLike] = {
-            rt.stdlib_guest_path: rt.installed.stdlib_zip,
-            "/lib/pyworkers": GUEST_DIR,
+        self.layers: dict[str, str] = {
+            rt.stdlib_guest_path: str(rt.installed.stdlib_zip),
+            "/lib/pyworkers": str(GUEST_DIR),
         }
         if site_packages:
-            layers[rt.site_packages_guest_path] = site_packages
-        layers.update(mounts or {})
-        self.fs = VFS(layers, tmp_cap=tmp_cap)
-        if rt.site_packages_guest_path not in layers:
+            self.layers[rt.site_packages_guest_path] = str(site_packages)
+        self.layers.update({k: str(v) for k, v in (mounts or {}).items()})
+        self.fs = VFS(self.layers, tmp_cap=tmp_cap)
+        if rt.site_packages_guest_path not in self.layers:
             self.fs._mkdir_p(rt.site_packages_guest_path)
         self._captured: dict[int, list[bytes]] = {1: [], 2: []}
         environ = _default_env(rt)
@@ -190,6 +194,10 @@ class Isolate:
         self._exports: dict[str, Any] = {}
         self._cstrs: dict[str, int] = {}
         self._count_args_ptr = 0
+        #: table slots this host added after instantiation: ``[(index, origin)]`` where origin is
+        #: ``("trampoline_call",)``, ``("count_args",)``, ``("main", export)`` or
+        #: ``("lib", library_index, export)``; a snapshot restore re-creates them identically.
+        self.table_log: list[tuple[int, tuple]] = []
         self.store = wasmtime.Store(get_engine())
         self.store.set_epoch_deadline(NO_DEADLINE)
         if memory_limit:
@@ -197,15 +205,19 @@ class Isolate:
         from pyworkers.runtime.dylink import DynamicLinker
 
         self.linker = DynamicLinker(self)
+        self.timings: dict[str, float] = {}
+        if _restore is not None:
+            with self._entered():
+                _restore._restore_into(self)
+            self.timings["restore_ms"] = (time.perf_counter() - t0) * 1000
+            return
         with self._entered():
             if rt.pre is not None:
                 self.instance = rt.pre.instantiate(self.store)
             else:
                 self.instance = rt.linker.instantiate(self.store, rt.module)
-            self.memory: wasmtime.Memory = self._export("memory")
-            self.table: wasmtime.Table = self._export("__indirect_function_table")
-            self.host.mem = self.mem = H.Mem(self.memory, self.store)
-            self.timings = {"instantiate_ms": (time.perf_counter() - t0) * 1000}
+            self._bind_memory()
+            self.timings["instantiate_ms"] = (time.perf_counter() - t0) * 1000
             if "memory_base" in rt.layout:
                 self._export("__wasm_apply_data_relocs")(self.store)
             else:
@@ -216,6 +228,11 @@ class Isolate:
             self.timings["main_ms"] = (time.perf_counter() - t1) * 1000
         self._dispatch = self._import_guest_helper()
         self.timings["boot_ms"] = (time.perf_counter() - t0) * 1000
+
+    def _bind_memory(self) -> None:
+        self.memory: wasmtime.Memory = self._export("memory")
+        self.table: wasmtime.Table = self._export("__indirect_function_table")
+        self.host.mem = self.mem = H.Mem(self.memory, self.store)
 
     # ------------------------------------------------------------------ plumbing
     def _export(self, name: str) -> Any:
@@ -307,21 +324,24 @@ class Isolate:
             self._cstrs[s] = p
         return p
 
-    def _add_function(self, func: wasmtime.Func) -> int:
+    def _add_function(self, func: wasmtime.Func, origin: tuple) -> int:
+        """Append ``func`` to the function table (the glue's ``addFunction``); ``origin`` is
+        recorded in :attr:`table_log` for snapshots."""
         idx = self.table.grow(self.store, 1, None)
         self.table.set(self.store, idx, func)
+        self.table_log.append((idx, origin))
         return idx
 
     def _install_trampoline_call(self) -> None:
         inst = wasmtime.Instance(self.store, self.runtime.trampoline, [self.memory, self.table])
         fn = inst.exports(self.store)["trampoline_call"]
-        idx = self._add_function(fn)
+        idx = self._add_function(fn, ("trampoline_call",))
         offset = self.mem.i32(self.data_address("_PyEM_EMSCRIPTEN_TRAMPOLINE_OFFSET"))
         self.mem.set_i32(self.data_address("_PyRuntime") + offset, idx)
 
     def _install_count_args(self) -> None:
         inst = wasmtime.Instance(self.store, self.runtime.trampoline, [self.table])
-        idx = self._add_function(inst.exports(self.store)["f"])
+        idx = self._add_function(inst.exports(self.store)["f"], ("count_args",))
         self._count_args_ptr = idx
         offset = self.mem.i32(self.data_address("_PyEM_EMSCRIPTEN_COUNT_ARGS_OFFSET"))
         self.mem.set_i32(self.data_address("_PyRuntime") + offset, idx)

@@ -269,3 +269,210 @@ def internalize_imports(data: bytes, global_value: GlobalValue, *,
 def imports_of(data: bytes) -> list[Import]:
     """All imports of a module, in order."""
     return parse_imports(_get_section(read_sections(data), 2) or uleb(0))
+
+
+# --------------------------------------------------------------------------- globals, data
+
+VALTYPE_FMT = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64"}
+
+
+@dataclasses.dataclass
+class GlobalDef:
+    """A defined global: ``index`` in the global index space, ``valtype`` byte, ``mutable``,
+    and the raw init expression bytes (ending with 0x0b)."""
+
+    index: int
+    valtype: int
+    mutable: bool
+    init: bytes
+
+
+def parse_globals(data: bytes) -> list[GlobalDef]:
+    """The module's defined globals (imported globals come first in the index space)."""
+    sections = read_sections(data)
+    n_imported = sum(1 for i in parse_imports(_get_section(sections, 2) or uleb(0)) if i.kind == KIND_GLOBAL)
+    payload = _get_section(sections, 6)
+    out: list[GlobalDef] = []
+    if not payload:
+        return out
+    n, pos = read_uleb(payload, 0)
+    for k in range(n):
+        valtype, mut = payload[pos], payload[pos + 1]
+        pos += 2
+        start = pos
+        pos = _skip_const_expr(payload, pos)
+        out.append(GlobalDef(n_imported + k, valtype, bool(mut), bytes(payload[start:pos])))
+    return out
+
+
+def _skip_const_expr(b: bytes, pos: int) -> int:
+    """Skip a constant expression (i32/i64/f32/f64.const, global.get, ref.null, ref.func,
+    extended-const arithmetic) up to and including its 0x0b."""
+    while True:
+        op = b[pos]
+        pos += 1
+        if op == 0x0B:
+            return pos
+        if op in (0x41, 0x42, 0x23, 0xD2):  # i32.const, i64.const (sleb), global.get, ref.func
+            while b[pos] & 0x80:
+                pos += 1
+            pos += 1
+        elif op == 0x43:
+            pos += 4
+        elif op == 0x44:
+            pos += 8
+        elif op == 0xD0:  # ref.null heaptype
+            while b[pos] & 0x80:
+                pos += 1
+            pos += 1
+        elif op in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # extended-const add/sub/mul
+            continue
+        else:
+            raise WasmFormatError(f"unsupported opcode {op:#x} in a constant expression")
+
+
+GLOBAL_EXPORT_PREFIX = "__pyw_g"
+
+
+def export_mutable_globals(data: bytes, prefix: str = GLOBAL_EXPORT_PREFIX) -> bytes:
+    """Export every defined mutable global as ``<prefix><index>`` (so a snapshot can read and
+    later re-initialize globals the module does not export itself)."""
+    sections = read_sections(data)
+    existing = export_names(data)
+    new = [name_bytes(f"{prefix}{g.index}") + bytes([KIND_GLOBAL]) + uleb(g.index)
+           for g in parse_globals(data) if g.mutable and f"{prefix}{g.index}" not in existing]
+    if not new:
+        return data
+    _set_section(sections, 7, _append_vec(_get_section(sections, 7), new))
+    return write_sections(sections)
+
+
+def _const_expr(valtype: int, value: int | float) -> bytes:
+    import struct
+
+    if valtype == 0x7F:
+        v = int(value) & 0xFFFFFFFF
+        return b"\x41" + sleb(v - (1 << 32) if v >= 1 << 31 else v) + b"\x0b"
+    if valtype == 0x7E:
+        v = int(value) & 0xFFFFFFFFFFFFFFFF
+        return b"\x42" + sleb(v - (1 << 64) if v >= 1 << 63 else v) + b"\x0b"
+    if valtype == 0x7D:
+        return b"\x43" + struct.pack("<f", value) + b"\x0b"
+    if valtype == 0x7C:
+        return b"\x44" + struct.pack("<d", value) + b"\x0b"
+    raise WasmFormatError(f"cannot initialize a global of type {valtype:#x}")
+
+
+def page_runs(image: bytes | memoryview, page: int = 4096) -> list[tuple[int, int]]:
+    """``[(offset, length)]`` of the runs of pages of ``image`` that contain a non-zero byte."""
+    mv = memoryview(image)
+    zero = bytes(page)
+    runs: list[tuple[int, int]] = []
+    start = None
+    n = (len(mv) + page - 1) // page
+    for i in range(n):
+        chunk = mv[i * page:(i + 1) * page]
+        nz = chunk != zero[:len(chunk)]
+        if nz and start is None:
+            start = i
+        elif not nz and start is not None:
+            runs.append((start * page, (i - start) * page))
+            start = None
+    if start is not None:
+        runs.append((start * page, len(mv) - start * page))
+    return runs
+
+
+def build_image_module(data: bytes, image: bytes | memoryview, global_values: dict[int, int | float],
+                       *, drop_start: bool = True) -> bytes:
+    """A module whose instantiation *is* a snapshot (Wizer-style).
+
+    - the data section is replaced by one active segment per run of non-zero 4 KiB pages of
+      ``image`` (absolute offsets), the datacount section updated;
+    - the defined memory's minimum becomes ``len(image)`` (64 KiB pages);
+    - each defined global listed in ``global_values`` (by global index) is initialized to its
+      snapshot value;
+    - the start function is dropped (its effects are in the image and the globals).
+
+    Requires all data segments of ``data`` to be active (checked). Source: the approach of
+    Wizer / ``wasmtime wizer`` (bytecodealliance), applied to a whole linear-memory snapshot.
+    """
+    sections = read_sections(data)
+    if any(s == 2 and any(i.kind == KIND_MEMORY for i in parse_imports(p)) for s, p in sections):
+        raise WasmFormatError("memory must be defined, not imported (prepare the module first)")
+    old_data = _get_section(sections, 11)
+    if old_data:
+        n, pos = read_uleb(old_data, 0)
+        for _ in range(n):
+            if old_data[pos] not in (0,):
+                raise WasmFormatError("module has non-active data segments; cannot replace them")
+            pos = _skip_const_expr(old_data, pos + 1)
+            ln, pos = read_uleb(old_data, pos)
+            pos += ln
+    mv = memoryview(image)
+    runs = page_runs(mv)
+    segs = bytearray(uleb(len(runs)))
+    for off, ln in runs:
+        segs += b"\x00" + _const_expr(0x7F, off) + uleb(ln) + mv[off:off + ln]
+    _set_section(sections, 11, bytes(segs))
+    _set_section(sections, 12, uleb(len(runs)))
+    # memory minimum
+    mem = _get_section(sections, 5)
+    if not mem:
+        raise WasmFormatError("module defines no memory")
+    n, pos = read_uleb(mem, 0)
+    flags = mem[pos]
+    _cur, p2 = read_uleb(mem, pos + 1)
+    pages = (len(mv) + 65535) // 65536
+    new_mem = uleb(n) + bytes([flags]) + uleb(pages) + mem[p2:]
+    _set_section(sections, 5, new_mem)
+    # globals
+    gpayload = _get_section(sections, 6)
+    if gpayload and global_values:
+        defs = parse_globals(data)
+        out = bytearray(uleb(len(defs)))
+        for g in defs:
+            init = _const_expr(g.valtype, global_values[g.index]) if g.index in global_values else g.init
+            out += bytes([g.valtype, int(g.mutable)]) + init
+        _set_section(sections, 6, bytes(out))
+    if drop_start:
+        sections = [(s, p) for s, p in sections if s != 8]
+    return write_sections(sections)
+
+
+def make_data_passive(data: bytes) -> bytes:
+    """Turn every active data segment into a passive one (never applied at instantiation).
+
+    Used to re-instantiate a side module over a restored snapshot: its data already lives in
+    the image and must not be overwritten. Element segments stay active (same table base, same
+    functions).
+    """
+    sections = read_sections(data)
+    payload = _get_section(sections, 11)
+    if not payload:
+        return data
+    n, pos = read_uleb(payload, 0)
+    out = bytearray(uleb(n))
+    for _ in range(n):
+        flag = payload[pos]
+        if flag == 0:
+            end = _skip_const_expr(payload, pos + 1)
+            ln, p = read_uleb(payload, end)
+            out += b"\x01" + uleb(ln) + payload[p:p + ln]
+            pos = p + ln
+        elif flag == 1:
+            ln, p = read_uleb(payload, pos + 1)
+            out += payload[pos:p + ln]
+            pos = p + ln
+        elif flag == 2:
+            _mi, p = read_uleb(payload, pos + 1)
+            end = _skip_const_expr(payload, p)
+            ln, p = read_uleb(payload, end)
+            out += b"\x01" + uleb(ln) + payload[p:p + ln]
+            pos = p + ln
+        else:
+            raise WasmFormatError(f"unknown data segment flag {flag}")
+    _set_section(sections, 11, bytes(out))
+    if _get_section(sections, 12) is None:
+        _set_section(sections, 12, uleb(n))
+    return write_sections(sections)

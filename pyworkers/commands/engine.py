@@ -111,9 +111,12 @@ def python_cmd(runtime_version, code, site_packages, tmp_cap, memory_limit, cach
         sys.stderr.buffer.write(b)
         sys.stderr.buffer.flush()
 
+    from pyworkers.runtime import Runtime
+
     rel = _release_arg(runtime_version)
     try:
-        iso = Isolate(rel, site_packages=site_packages, mounts=mounts, stdout=out, stderr=err,
+        rt = Runtime.get(rel, cache_dir=cache_dir, progress=progress_printer(f"installing {rel.pyodide_version}: "))
+        iso = Isolate(rt, site_packages=site_packages, mounts=mounts, stdout=out, stderr=err,
                       tmp_cap=tmp_cap << 20, memory_limit=(memory_limit << 20) if memory_limit else None,
                       cwd=cwd, cache_dir=cache_dir)
     except RuntimeInstallError as e:
