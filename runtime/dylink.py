@@ -130,24 +130,29 @@ def read_dylink(data: bytes) -> DylinkMetadata:
 
 
 _compile_lock = threading.Lock()
+SIDE_VARIANT_VERSION = 2
 _modules: dict[str, wasmtime.Module] = {}
 
 
 def compile_side_module(data: bytes, *, name: str = "side", cache_dir: str | os.PathLike | None = None,
-                        progress=None) -> tuple[wasmtime.Module, str]:
+                        progress=None, variant: str = "load") -> tuple[wasmtime.Module, str]:
     """Compile a side module, translating legacy exception handling first if needed.
 
+    Every variant exports the module's mutable globals (``__pyw_g<index>``) so snapshots can
+    capture them. ``variant="restore"`` also turns active data segments passive: used to
+    re-instantiate the module over a restored memory image without overwriting it.
     Returns ``(module, sha256 of the original bytes)``. Cached in memory and on disk
-    (``<cache>/sidemodules/<sha>.wasm`` translated, ``.cwasm`` compiled per engine fingerprint).
+    (``<cache>/sidemodules/<sha>.<variant>.wasm``, ``.cwasm`` per engine fingerprint).
     """
     from pyworkers.runtime.install import _sha256_file, cache_root, ensure_compiled, translate_exceptions
 
     sha = hashlib.sha256(data).hexdigest()
-    mod = _modules.get(sha)
+    key = f"{sha}:{variant}"
+    mod = _modules.get(key)
     if mod is not None:
         return mod, sha
     with _compile_lock:
-        mod = _modules.get(sha)
+        mod = _modules.get(key)
         if mod is not None:
             return mod, sha
         root = cache_root(cache_dir)
@@ -168,10 +173,22 @@ def compile_side_module(data: bytes, *, name: str = "side", cache_dir: str | os.
                     translate_exceptions(src, wasm, root=root, progress=progress)
             finally:
                 src.unlink(missing_ok=True)
-        cwasm = ensure_compiled(wasm, _sha256_file(wasm), f"side-{Path(name).stem}"[:60], root=root,
+        out = sdir / f"{sha[:32]}.{variant}.v{SIDE_VARIANT_VERSION}.wasm"
+        if not out.exists():
+            rewritten = wasmbin.export_mutable_globals(wasm.read_bytes())
+            if variant == "restore":
+                # its data and what its start function (global relocations, TLS setup) wrote
+                # are in the image already; globals are set from the snapshot after
+                rewritten = wasmbin.drop_start(wasmbin.make_data_passive(rewritten))
+            elif variant != "load":
+                raise ValueError(f"unknown side module variant {variant!r}")
+            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+            tmp.write_bytes(rewritten)
+            os.replace(tmp, out)
+        cwasm = ensure_compiled(out, _sha256_file(out), f"side-{Path(name).stem}-{variant}"[:60], root=root,
                                 progress=progress)
         mod = load_module(cwasm)
-        _modules[sha] = mod
+        _modules[key] = mod
         return mod, sha
 
 
@@ -189,6 +206,7 @@ class LoadedLibrary:
     exports: dict[str, Any]
     instance: wasmtime.Instance
     is_global: bool
+    weak_imports: set[str] = dataclasses.field(default_factory=set)
 
 
 class DynamicLinker:
@@ -334,46 +352,12 @@ class DynamicLinker:
             mem.pack("<BxxxIiIi", handle + 8, 1, memory_base, md.memory_size, table_base, md.table_size)
         if md.table_size:
             iso.table.grow(store, md.table_size, None)
-        i32 = wasmtime.ValType.i32()
-        const = wasmtime.GlobalType(i32, False)
-        imports: list[Any] = []
-        rt_linker = iso.runtime.linker
-        for im in module.imports:
-            mod_name, name = im.module, im.name
-            if mod_name in ("GOT.mem", "GOT.func"):
-                imports.append(self._got_entry(name, name in md.weak_imports))
-            elif name == "memory":
-                imports.append(iso.memory)
-            elif name == "__indirect_function_table":
-                imports.append(iso.table)
-            elif name == "__memory_base":
-                imports.append(wasmtime.Global(store, const, wasmtime.Val.i32(memory_base)))
-            elif name == "__table_base":
-                imports.append(wasmtime.Global(store, const, wasmtime.Val.i32(table_base)))
-            elif isinstance(im.type, (wasmtime.GlobalType, wasmtime.TagType)):
-                ex = self._main_export(name)
-                if ex is None:
-                    raise DylinkError(f"{path}: cannot resolve imported {mod_name}.{name}")
-                imports.append(ex)
-            elif isinstance(im.type, wasmtime.FuncType):
-                if H.implemented(name) is not None:
-                    imports.append(rt_linker.get(store, mod_name, name))
-                    continue
-                fn = self._resolve_function(name)
-                if fn is None:
-                    fn = wasmtime.Func(store, im.type, _missing_symbol(name, path))
-                imports.append(fn)
-            else:
-                raise DylinkError(f"{path}: unsupported import {mod_name}.{name}")
+        imports = self.build_imports(module, path, memory_base, table_base, md.weak_imports)
         instance = wasmtime.Instance(store, module, imports)
-        exports: dict[str, Any] = {}
-        for name, ex in instance.exports(store).items():
-            if isinstance(ex, wasmtime.Global) and not ex.type(store).mutable:
-                exports[name] = ex.value(store) + memory_base
-            else:
-                exports[name] = ex
+        exports = self.relocated_exports(instance, store, memory_base)
         lib = LoadedLibrary(path, sha, memory_base, md.memory_size, table_base, md.table_size,
                             [handle] if handle else [], exports, instance, is_global)
+        lib.weak_imports = md.weak_imports
         lib_id = len(self.loaded) + 1
         # updateGOT: fill unresolved entries from this module's exports
         for name, value in exports.items():
@@ -398,6 +382,53 @@ class DynamicLinker:
         if isinstance(ctors, wasmtime.Func):
             ctors(store)
         return lib
+
+    def build_imports(self, module: wasmtime.Module, path: str, memory_base: int, table_base: int,
+                      weak_imports: set[str]) -> list[Any]:
+        """The import list for side module ``module`` at the given bases (step 4 above)."""
+        iso, store = self.iso, self.iso.store
+        const = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
+        imports: list[Any] = []
+        rt_linker = iso.runtime.linker
+        for im in module.imports:
+            mod_name, name = im.module, im.name
+            if mod_name in ("GOT.mem", "GOT.func"):
+                imports.append(self._got_entry(name, name in weak_imports))
+            elif name == "memory":
+                imports.append(iso.memory)
+            elif name == "__indirect_function_table":
+                imports.append(iso.table)
+            elif name == "__memory_base":
+                imports.append(wasmtime.Global(store, const, wasmtime.Val.i32(memory_base)))
+            elif name == "__table_base":
+                imports.append(wasmtime.Global(store, const, wasmtime.Val.i32(table_base)))
+            elif isinstance(im.type, (wasmtime.GlobalType, wasmtime.TagType)):
+                ex = self._main_export(name)
+                if ex is None:
+                    raise DylinkError(f"{path}: cannot resolve imported {mod_name}.{name}")
+                imports.append(ex)
+            elif isinstance(im.type, wasmtime.FuncType):
+                if H.implemented(name) is not None:
+                    imports.append(rt_linker.get(store, mod_name, name))
+                    continue
+                fn = self._resolve_function(name)
+                if fn is None:
+                    fn = wasmtime.Func(store, im.type, _missing_symbol(name, path))
+                imports.append(fn)
+            else:
+                raise DylinkError(f"{path}: unsupported import {mod_name}.{name}")
+        return imports
+
+    @staticmethod
+    def relocated_exports(instance: wasmtime.Instance, store, memory_base: int) -> dict[str, Any]:
+        """Exports with data addresses relocated by ``memory_base`` (``relocateExports``)."""
+        exports: dict[str, Any] = {}
+        for name, ex in instance.exports(store).items():
+            if isinstance(ex, wasmtime.Global) and not ex.type(store).mutable:
+                exports[name] = ex.value(store) + memory_base
+            else:
+                exports[name] = ex
+        return exports
 
     def _report_undefined(self, path: str) -> None:
         store = self.iso.store

@@ -114,6 +114,17 @@ class Runtime:
             self.pre = self.linker.instantiate_pre(self.module)
         except Exception:  # pragma: no cover - older wasmtime-py
             self.pre = None
+        self._mutable_globals: list[int] | None = None
+
+    @property
+    def mutable_globals(self) -> list[int]:
+        """Indices of the prepared module's mutable globals (exported as ``__pyw_g<index>``)."""
+        if self._mutable_globals is None:
+            from pyworkers.runtime.wasmbin import parse_globals
+
+            self._mutable_globals = [g.index for g in parse_globals(self.installed.wasm.read_bytes())
+                                     if g.mutable]
+        return self._mutable_globals
 
     @classmethod
     def get(cls, release: Release | str | None = None, *, cache_dir: str | os.PathLike | None = None,

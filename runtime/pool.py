@@ -484,10 +484,10 @@ class Pool:
             log.warning("[%s] abandoned (%s); retiring it when its guest call returns",
                         w.id, reason)
             w.inflight.add_done_callback(lambda f: self._retire(w, reason))
-        elif disposition in ("discard", "abandon") or (w.iso is not None and w.iso.dead):
+        elif disposition == "discard" or (w.iso is not None and w.iso.dead):
             self.stats["crashed"] += 1
             self._retire(w, reason or "isolate died")
-        elif disposition == "recycle":
+        elif disposition in ("recycle", "abandon"):
             self._retire(w, reason or "recycled")
         else:
             self._offer(w)

@@ -476,3 +476,9 @@ def make_data_passive(data: bytes) -> bytes:
     if _get_section(sections, 12) is None:
         _set_section(sections, 12, uleb(n))
     return write_sections(sections)
+
+
+def drop_start(data: bytes) -> bytes:
+    """The module without its start section."""
+    sections = read_sections(data)
+    return write_sections([(s, p) for s, p in sections if s != 8])

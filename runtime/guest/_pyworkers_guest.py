@@ -11,6 +11,7 @@ Requests (``op``):
 - ``run``: ``{"code", "filename"}`` -> exec in ``__main__``; reply ``{"ok": true}``.
 - ``eval``: ``{"code"}`` -> ``{"ok": true, "value": repr(result)}``.
 - ``import``: ``{"name"}`` -> import a module.
+- ``reseed``: reseed ``random`` from the host's entropy (after a snapshot restore).
 - ``call``: ``{"target": "module:function", "args": [...], "kwargs": {...}}`` -> the result
   (literals only: str, bytes, int, float, bool, None, list, tuple, dict).
 Errors: ``{"ok": false, "type", "message", "traceback"}``; ``SystemExit``: ``{"exit": code}``.
@@ -134,6 +135,12 @@ def _handle(req):
     if op == "call":
         fn = _resolve(req["target"])
         return {"ok": True, "value": fn(*req.get("args", ()), **req.get("kwargs", {}))}
+    if op == "reseed":
+        # after a snapshot restore: no two isolates may share the Mersenne Twister state
+        rnd = sys.modules.get("random")
+        if rnd is not None:
+            rnd.seed()
+        return {"ok": True}
     raise ValueError(f"unknown request {op!r}")
 
 

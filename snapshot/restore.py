@@ -1,0 +1,268 @@
+"""Restore: isolates that start from a snapshot, copy-on-write, in about a millisecond.
+
+The portable snapshot file is not copied into each isolate. Once per machine (cached by the
+snapshot's digest and the engine fingerprint), a :class:`Restorer` builds a module whose
+instantiation *is* the snapshot, Wizer-style (:func:`pyworkers.runtime.wasmbin.build_image_module`:
+one active data segment per run of non-zero pages, memory minimum = image size, mutable globals
+initialised to their snapshot values, start function dropped), compiles and serializes it
+(``.cwasm``). Every isolate then comes from one ``InstancePre`` over the release's shared Linker:
+wasmtime maps the image copy-on-write from the ``.cwasm`` (``memory_init_cow``), so an idle
+restored isolate costs well under a MiB of private memory.
+
+Around that, :meth:`Restorer.new_isolate` re-creates what the image cannot hold, in this order
+(as workerd does for Pyodide: same libraries, same order, same bases, fail fast otherwise):
+
+1. the function table grown to its snapshot size, CPython's trampoline re-instantiated at its
+   recorded slot;
+2. every side module re-instantiated in load order at its recorded memory base and table base,
+   *without* data initialisation (passive-data variant) and without relocations/constructors,
+   its GOT entries and mutable globals set to their snapshot values; its element segments refill
+   its table range;
+3. the remaining recorded table slots (``dlsym``/GOT function pointers), then a check that the
+   table has exactly the snapshot's size;
+4. host state: cwd, environment, ``/tmp``, open files, a monotonic clock that does not go back;
+5. entropy: ``random`` is reseeded from the host before the isolate is handed out
+   (``os.urandom``/``secrets`` always read the host's entropy).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import wasmtime
+
+from pyworkers.runtime import vfs as V
+from pyworkers.runtime.dylink import LoadedLibrary, compile_side_module, read_dylink
+from pyworkers.runtime.engine import config_fingerprint, load_module, wasmtime_version
+from pyworkers.runtime.install import cache_root, ensure_compiled
+from pyworkers.runtime.isolate import Isolate, Runtime
+from pyworkers.runtime.trampolines import count_args_module, trampoline_call_module
+from pyworkers.runtime.wasmbin import GLOBAL_EXPORT_PREFIX, build_image_module
+from pyworkers.snapshot.format import SnapshotError, read_snapshot
+
+
+class Restorer:
+    """Restores isolates from one snapshot file.
+
+    Args:
+        path: the snapshot file.
+        site_packages, mounts: the read-only layers to mount (the same content the snapshot was
+            taken with: side modules are checked against their recorded sha256).
+        expect_type: refuse a snapshot of another type (``baseline``/``package``/``dedicated``).
+        layer_hash, app_hash: refuse a snapshot recorded for other layer/app contents.
+
+    Raises :class:`SnapshotError` (one line naming the file and the mismatch) for a truncated or
+    corrupted file or one made for another runtime build, wasmtime version, engine
+    configuration, layer, app or snapshot type. The first construction on a machine builds and
+    caches the image module (seconds: a full compile); later ones load it in milliseconds.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, site_packages: str | os.PathLike | None = None,
+                 mounts: dict[str, str | os.PathLike] | None = None, expect_type: str | None = None,
+                 layer_hash: str | None = None, app_hash: str | None = None,
+                 cache_dir: str | os.PathLike | None = None,
+                 progress: Callable[[str], None] | None = None):
+        t0 = time.perf_counter()
+        self.path = Path(path)
+        self.snap = read_snapshot(self.path)
+        meta = self.snap.metadata
+        self.metadata = meta
+        p = self.path
+        if expect_type and meta.get("snapshot_type") != expect_type:
+            raise SnapshotError(f"{p}: is a {meta.get('snapshot_type')} snapshot, expected {expect_type}")
+        if meta.get("wasmtime_version") != wasmtime_version():
+            raise SnapshotError(f"{p}: made with wasmtime {meta.get('wasmtime_version')}, this is "
+                                f"wasmtime {wasmtime_version()}: take the snapshot again (redeploy)")
+        if meta.get("engine") != config_fingerprint():
+            raise SnapshotError(f"{p}: made for engine configuration {meta.get('engine')}, this is "
+                                f"{config_fingerprint()}: take the snapshot again (redeploy)")
+        for what, want in (("layer_hash", layer_hash), ("app_hash", app_hash)):
+            if want is not None and meta.get(what) != want:
+                raise SnapshotError(f"{p}: {what} mismatch: snapshot has {meta.get(what)}, expected {want}")
+        self.runtime = Runtime.get(meta["release"], cache_dir=cache_dir, progress=progress)
+        if self.runtime.installed.wasm_sha256 != meta.get("build_sha256"):
+            raise SnapshotError(f"{p}: made for runtime build {str(meta.get('build_sha256'))[:16]}... of "
+                                f"{meta['release']}, installed build is {self.runtime.installed.wasm_sha256[:16]}...")
+        self.site_packages = str(site_packages) if site_packages else None
+        self.mounts = {k: str(v) for k, v in (mounts or {}).items()}
+        self.state = self.snap.section_json("state")
+        self.cache_dir = cache_dir
+        self.module = self._image_module(progress)
+        self.pre = self.runtime.linker.instantiate_pre(self.module)
+        self.lib_modules = self._side_modules(progress)
+        self._lock = threading.Lock()
+        self.timings = {"prepare_ms": (time.perf_counter() - t0) * 1000}
+
+    # ------------------------------------------------------------------ once per process
+    def _image_module(self, progress) -> wasmtime.Module:
+        key = hashlib.sha256(f"{self.snap.digest}:{config_fingerprint()}".encode()).hexdigest()
+        root = cache_root(self.cache_dir)
+        sdir = root / "snapshots"
+        sdir.mkdir(parents=True, exist_ok=True)
+        from pyworkers.runtime.install import compiled_path
+
+        cwasm = compiled_path(root, key, "snapshot")
+        if not cwasm.with_suffix(".json").exists():
+            t0 = time.perf_counter()
+            image = self.snap.section("memory")
+            globals_ = {int(k): v for k, v in self.state["globals"].items()}
+            wasm = build_image_module(self.runtime.installed.wasm.read_bytes(), image, globals_)
+            tmp = sdir / f"{key[:32]}.wasm"
+            tmp.write_bytes(wasm)
+            if progress:
+                progress(f"built image module ({len(wasm) / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+            try:
+                ensure_compiled(tmp, key, "snapshot", root=root, progress=progress)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return load_module(cwasm)
+
+    def _layer_fs(self) -> V.VFS:
+        layers = {self.runtime.stdlib_guest_path: str(self.runtime.installed.stdlib_zip)}
+        if self.site_packages:
+            layers[self.runtime.site_packages_guest_path] = self.site_packages
+        layers.update(self.mounts)
+        return V.VFS(layers)
+
+    def _side_modules(self, progress) -> list[tuple[wasmtime.Module, set[str]]]:
+        out = []
+        if not self.state["libs"]:
+            return out
+        fs = self._layer_fs()
+        for lib in self.state["libs"]:
+            try:
+                of = fs.open(lib["path"], 0)
+                data = fs.read(of, fs.size_of(of.node))
+                fs.close(of)
+            except V.FSError:
+                raise SnapshotError(f"{self.path}: side module {lib['path']} is not in the mounted layers "
+                                    "(mount the site-packages layer the snapshot was taken with)") from None
+            if hashlib.sha256(data).hexdigest() != lib["sha256"]:
+                raise SnapshotError(f"{self.path}: side module {lib['path']} differs from the snapshot's "
+                                    f"(sha256 {lib['sha256'][:16]}...): layer mismatch")
+            module, _ = compile_side_module(data, name=os.path.basename(lib["path"]), variant="restore",
+                                            cache_dir=self.cache_dir, progress=progress)
+            out.append((module, read_dylink(data).weak_imports))
+        return out
+
+    # ------------------------------------------------------------------ per isolate
+    def new_isolate(self, *, stdout=None, stderr=None, memory_limit: int | None = None,
+                    reseed: bool = True) -> Isolate:
+        """A fresh isolate in the snapshot's state (raises :class:`IsolateCrashed` or
+        :class:`SnapshotError` if the layout cannot be reproduced)."""
+        h = self.state["host"]
+        iso = Isolate(self.runtime, site_packages=self.site_packages, mounts=self.mounts,
+                      stdout=stdout, stderr=stderr, tmp_cap=h["tmp_cap"], memory_limit=memory_limit,
+                      _restore=self)
+        if reseed:
+            iso.request({"op": "reseed"})
+        return iso
+
+    def _restore_into(self, iso: Isolate) -> None:
+        st, store = self.state, iso.store
+        iso.instance = self.pre.instantiate(store)
+        iso._bind_memory()
+        self._restore_host(iso, st["host"])
+        table = iso.table
+        target = st["table"]["size"]
+        size = table.size(store)
+        if size > target:
+            raise SnapshotError(f"{self.path}: table starts at {size} entries, snapshot has {target}")
+        table.grow(store, target - size, None)
+        log = [(i, tuple(o)) for i, o in st["table"]["log"]]
+        for idx, origin in log:
+            if origin[0] == "trampoline_call":
+                inst = wasmtime.Instance(store, trampoline_call_module(), [iso.memory, table])
+                table.set(store, idx, inst.exports(store)["trampoline_call"])
+            elif origin[0] == "count_args":
+                inst = wasmtime.Instance(store, count_args_module(), [table])
+                table.set(store, idx, inst.exports(store)["f"])
+        linker = iso.linker
+        i32 = wasmtime.ValType.i32()
+        for name, value in st["got"].items():
+            linker.got[name] = wasmtime.Global(store, wasmtime.GlobalType(i32, True), wasmtime.Val.i32(value))
+        linker.got_required = set(st["got_required"])
+        for lib_state, (module, weak) in zip(st["libs"], self.lib_modules):
+            imports = linker.build_imports(module, lib_state["path"], lib_state["memory_base"],
+                                           lib_state["table_base"], weak)
+            instance = wasmtime.Instance(store, module, imports)
+            ex = instance.exports(store)
+            for gidx, value in lib_state["globals"].items():
+                ex[f"{GLOBAL_EXPORT_PREFIX}{gidx}"].set_value(store, value)
+            lib = LoadedLibrary(lib_state["path"], lib_state["sha256"], lib_state["memory_base"],
+                                lib_state["memory_size"], lib_state["table_base"], lib_state["table_size"],
+                                list(lib_state["handles"]), linker.relocated_exports(instance, store,
+                                                                                     lib_state["memory_base"]),
+                                instance, lib_state["global"], weak)
+            linker.loaded.append(lib)
+            linker.by_name[lib.name] = lib
+            for hnd in lib.handles:
+                linker.by_handle[hnd] = lib
+        for idx, origin in log:
+            if origin[0] == "main":
+                table.set(store, idx, iso._export(origin[1]))
+            elif origin[0] == "lib":
+                table.set(store, idx, linker.loaded[origin[1]].exports[origin[2]])
+        linker.func_slots = {(o, n): i for o, n, i in st["func_slots"]}
+        iso.table_log = log
+        if table.size(store) != target:
+            raise SnapshotError(f"{self.path}: table has {table.size(store)} entries after restore, "
+                                f"snapshot has {target}: layout not reproducible")
+
+    def _restore_host(self, iso: Isolate, h: dict) -> None:
+        fs, host = iso.fs, iso.host
+        fs.cwd = h["cwd"]
+        host.environ = dict(h["environ"])
+        tmp = fs.root.children["tmp"]
+
+        def build(node: V.MemDir, tree: dict) -> None:
+            for name, entry in tree.items():
+                if "dir" in entry:
+                    d = V.MemDir(writable=True, fs=fs.tmpfs)
+                    node.children[name] = d
+                    build(d, entry["dir"])
+                else:
+                    data = base64.b64decode(entry["file"])
+                    f = V.MemFile(writable=True, fs=fs.tmpfs)
+                    fs.tmpfs.resize(f, len(data))
+                    f.data[:] = data
+                    node.children[name] = f
+
+        build(tmp, h["tmp"])  # type: ignore[arg-type]
+        opened: list[V.OpenFile] = []
+        for f in h["files"]:
+            of = fs.open(f["path"], f["flags"] & ~(V.O_CREAT | V.O_TRUNC | V.O_EXCL))
+            of.flags, of.pos, of.refs = f["flags"], f["pos"], f["refs"]
+            opened.append(of)
+        host.fds = {}
+        for fd, entry in h["fds"].items():
+            host.fds[int(fd)] = entry["stdio"] if "stdio" in entry else opened[entry["file"]]
+        iso._dispatch = h["dispatch"]
+        iso._cstrs = {k: int(v) for k, v in h["cstrs"].items()}
+        iso._count_args_ptr = h["count_args_ptr"]
+        host.mono_offset_ns = max(0, h["monotonic_ns"] - time.monotonic_ns() + 1_000_000)
+        host.entropy_calls = h["entropy_calls"]
+        host.entropy_bytes = h["entropy_bytes"]
+
+
+_restorers: dict[tuple, Restorer] = {}
+_restorers_lock = threading.Lock()
+
+
+def restore_isolate(path: str | os.PathLike, **kwargs: Any) -> Isolate:
+    """Restore one isolate from ``path``. Keyword arguments go to :class:`Restorer` (layers,
+    checks) and :meth:`Restorer.new_isolate` (``stdout``, ``stderr``, ``memory_limit``); the
+    Restorer is cached per process by path and layers."""
+    iso_kw = {k: kwargs.pop(k) for k in ("stdout", "stderr", "memory_limit", "reseed") if k in kwargs}
+    key = (str(Path(path).resolve()), os.stat(path).st_mtime_ns, repr(sorted(kwargs.items(), key=str)))
+    with _restorers_lock:
+        r = _restorers.get(key)
+        if r is None:
+            r = Restorer(path, **kwargs)
+            _restorers[key] = r
+    return r.new_isolate(**iso_kw)
