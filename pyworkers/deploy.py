@@ -46,6 +46,7 @@ Deployment record (``deployment.json``; paths relative to the store root)::
                      "seed": "app" | "previous" | null, "inputs": "sha256:<hex>",
                      "packages": [{"name", "version", "source", "wheel", "sha256", "url"}],
                      "skipped": [str], "notes": [str]},
+     "wheels": null | {"count": int, "bytes": int, "cached": int, "downloaded": int},
      "layer": null | {"hash": "sha256:<hex>", "path": "layers/<hex>", "reused": bool,
                       "files": int, "bytes": int, "unresolved_libraries": {so: [lib]}},
      "snapshot": null | {"path": "deployments/<id>/snapshot.bin", "type": "dedicated",
@@ -53,15 +54,21 @@ Deployment record (``deployment.json``; paths relative to the store root)::
      "asgi": {"object": "<module.qualname of the app's type>"},
      "smoke": {"restored_from_snapshot": bool, "adapter": "guest" | "inline",
                "lifespan": "complete" | "unsupported", "lifespan_message": str | null,
-               "status": int | null, "body_bytes": int, "error": str | null},
+               "status": int | null, "body_bytes": int, "error": str | null,
+               "ready_ms": float, "requests_ms": float},
      "timings_ms": {"config", "runtime", "resolve", "download", "layer", "app", "boot",
                     "import", "snapshot", "smoke", "total": float}}
 
 (``timings_ms``: milliseconds per stage; ``total`` runs from the start to the publish step,
-whose own time, a few milliseconds of renames, is only shown in the progress output.)
+whose own time, a few milliseconds of renames, is only shown in the progress output.
+``smoke.ready_ms``: restoring the snapshot into a fresh isolate, including the first-use
+preparation of its image module, which ``pyworkers.snapshot`` caches per machine; or, without
+a snapshot, booting and importing again. ``smoke.requests_ms``: lifespan startup, ``GET /`` and
+lifespan shutdown.)
 
-``lock`` and ``layer`` are ``null`` for an app without ``requirements.txt`` (``layer`` is also
-``null`` when the requirements resolve to no wheels).
+``lock``, ``wheels`` and ``layer`` are ``null`` for an app without ``requirements.txt``
+(``wheels`` and ``layer`` also when the requirements resolve to no wheels). ``wheels.cached``
+counts the wheels that were already in the shared cache before this deploy.
 """
 from __future__ import annotations
 
@@ -239,6 +246,28 @@ def fmt_bytes(n: int | None) -> str:
             return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"  # pragma: no cover
+
+
+class _Renamed(Progress):
+    """Forwards to ``inner``, showing ``path`` (a staging path) as ``shown`` in messages."""
+
+    def __init__(self, inner: Progress, path: str, shown: str):
+        self.inner, self.path, self.shown = inner, path, shown
+
+    def note(self, message: str) -> None:
+        self.inner.note(message.replace(self.path, self.shown))
+
+    def status(self, message: str) -> None:
+        self.inner.status(message.replace(self.path, self.shown))
+
+    def download_start(self, filename: str, total: int | None) -> None:
+        self.inner.download_start(filename, total)
+
+    def download_advance(self, filename: str, nbytes: int) -> None:
+        self.inner.download_advance(filename, nbytes)
+
+    def download_end(self, filename: str) -> None:
+        self.inner.download_end(filename)
 
 
 class _Stages:
@@ -629,8 +658,12 @@ def take_dedicated_snapshot(iso, out_path: Path, *, selection, layer_hash: str |
                       "deployment records no snapshot (\"snapshot\": null) and cold-starts by "
                       "importing the app")
         return None
+    layers = {"/app": f"app {app_hash}"}
+    if layer_hash:
+        layers[iso.runtime.site_packages_guest_path] = f"layer {layer_hash}"
     meta = take(iso, out_path, snapshot_type="dedicated", selection=selection,
-                layer_hash=layer_hash or "", app_hash=app_hash, progress=progress.status)
+                layer_hash=layer_hash, app_hash=app_hash, layers=layers,
+                progress=progress.status)
     if not out_path.is_file():
         raise DeployError("snapshot", f"take_snapshot returned but wrote no file at {out_path}")
     h = hashlib.sha256()
@@ -781,9 +814,12 @@ def deploy(app_dir: str | os.PathLike, *,
                 if seed is not None:
                     shutil.copyfile(seed, lock_path)
                     os.chmod(lock_path, 0o644)
+                shown = (f"pylock.toml (from {'the app' if src == 'app' else 'the current deployment'})"
+                         if seed is not None else "pylock.toml")
                 res = resolve(req_file, sel, pyodide_lock=getattr(installed, "lock_json", None),
                               index_url=index_url, extra_index_urls=extra_index_urls,
-                              lock_path=lock_path, cache_dir=cache_dir, progress=prog)
+                              lock_path=lock_path, cache_dir=cache_dir,
+                              progress=_Renamed(prog, str(lock_path), shown))
                 info["summary"] = (f"{len(res.wheels)} package(s), "
                                    + ("lock reused (inputs unchanged)" if res.reused
                                       else "resolved"))
@@ -795,6 +831,7 @@ def deploy(app_dir: str | os.PathLike, *,
 
         with stages("download") as info:
             if res is None or not res.wheels:
+                record["wheels"] = None
                 info["summary"] = "nothing to download"
             else:
                 from pyworkers.packages import WheelCache, cache_root, download, write_lock
@@ -808,6 +845,8 @@ def deploy(app_dir: str | os.PathLike, *,
                     write_lock(res, lock_path)
                     record["lock"]["packages"] = res.to_json()
                 size = sum(c.path.stat().st_size for c in cached)
+                record["wheels"] = {"count": len(cached), "bytes": size, "cached": had,
+                                    "downloaded": len(cached) - had}
                 info["summary"] = (f"{len(cached)} wheel(s), {fmt_bytes(size)} "
                                    f"({had} cached, {len(cached) - had} downloaded)")
 
@@ -880,8 +919,12 @@ def deploy(app_dir: str | os.PathLike, *,
             iso.close()
 
         with stages("smoke") as info:
-            record["smoke"] = _smoke(iso_kwargs, record["snapshot"] and ddir / SNAPSHOT_FILE,
-                                     cfg, out)
+            restore_kwargs = {"site_packages": layer_mount, "mounts": {"/app": app_copy},
+                              "expect_type": "dedicated", "layer_hash": lh,
+                              "app_hash": record["app"]["hash"], "cache_dir": cache_dir,
+                              "stdout": out, "stderr": out}
+            record["smoke"] = _smoke(iso_kwargs, restore_kwargs,
+                                     record["snapshot"] and ddir / SNAPSHOT_FILE, cfg, out)
             s = record["smoke"]
             status = f"GET / -> {s['status']}" if s["status"] is not None else "GET / -> no response"
             if s["error"]:
@@ -901,14 +944,17 @@ def deploy(app_dir: str | os.PathLike, *,
         return dep
 
 
-def _smoke(iso_kwargs: dict, snapshot: Path | None, cfg, out: _Out) -> dict:
-    """Restore (or boot and import again), then lifespan startup + ``GET /``."""
+def _smoke(iso_kwargs: dict, restore_kwargs: dict, snapshot: Path | None, cfg,
+           out: _Out) -> dict:
+    """Restore the snapshot (or, without one, boot and import again), then lifespan startup +
+    ``GET /`` in that isolate."""
     from pyworkers.runtime import Isolate
 
     _take, restore = snapshot_api()
     restored = bool(snapshot) and restore is not None
+    t0 = time.perf_counter()
     if restored:
-        iso = restore(snapshot, **iso_kwargs)
+        iso = restore(snapshot, **restore_kwargs)
     else:
         iso = Isolate(**iso_kwargs)
         iso.run(_SETUP, "<pyworkers deploy>")
@@ -919,7 +965,11 @@ def _smoke(iso_kwargs: dict, snapshot: Path | None, cfg, out: _Out) -> dict:
             if not rep.get("ok"):
                 raise DeployError("smoke", "the app failed to load again in a fresh isolate: "
                                   + rep["message"], _with_output(rep.get("traceback", ""), out))
+        ready_ms = round((time.perf_counter() - t0) * 1000, 1)
+        t1 = time.perf_counter()
         res = iso.call("_pyworkers_deploy:smoke", cfg.module, cfg.attribute)
+        res["requests_ms"] = round((time.perf_counter() - t1) * 1000, 1)
+        res["ready_ms"] = ready_ms
     finally:
         iso.close()
     if res["lifespan"] == "failed":

@@ -226,16 +226,18 @@ def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
                   if layer else "none (no packages)"))
     snap = r.get("snapshot")
     if snap:
-        extra = ", ".join(f"{k} {fmt_bytes(v) if k.endswith('bytes') else v}"
-                          for k, v in snap.get("metadata", {}).items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool))
+        sizes = snap.get("metadata", {}).get("sizes", {})
+        extra = ", ".join(f"{k.replace('_', ' ')} {fmt_bytes(v)}" for k, v in sizes.items()
+                          if k != "file" and isinstance(v, int))
         lines.append(("snapshot", f"{snap['type']}, {fmt_bytes(snap['bytes'])} on disk"
-                                  + (f" ({extra})" if extra else "")))
+                                  + (f" ({extra})" if extra else "")
+                                  + f"  ({store.root / snap['path']})"))
     else:
         lines.append(("snapshot", "none (pyworkers.snapshot was not available)"))
     s = r["smoke"]
     lines.append(("smoke", f"{'restored snapshot' if s['restored_from_snapshot'] else 'fresh isolate'}"
-                           f", lifespan {s['lifespan']}, GET / -> {s['status']}"
+                           f" in {s.get('ready_ms', 0):.0f} ms, lifespan {s['lifespan']}, "
+                           f"GET / -> {s['status']}"
                            + (f" (error: {s['error'].strip().splitlines()[-1]})"
                               if s.get("error") else "")))
     t = r["timings_ms"]

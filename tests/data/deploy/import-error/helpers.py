@@ -1,0 +1,1 @@
+import pyworkers_missing_dependency  # noqa: F401

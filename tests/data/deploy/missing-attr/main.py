@@ -1,0 +1,2 @@
+async def api(scope, receive, send):
+    pass
