@@ -37,7 +37,12 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import ctypes
+
 import wasmtime
+from wasmtime import _ffi as ffi
+from wasmtime._extern import get_extern_ptr
+from wasmtime._func import enter_wasm
 
 from pyworkers.runtime import host as H
 from pyworkers.runtime import wasmbin
@@ -55,6 +60,10 @@ INTERNAL_SYMBOLS = {
     "__tls_align", "__set_stack_limits", "_emscripten_tls_init", "__wasm_init_tls",
     "__wasm_call_ctors", "__start_em_asm", "__stop_em_asm", "__start_em_js", "__stop_em_js",
 }
+
+
+#: marks a function export of a library known only by name (import planning before loading)
+FUNC_EXPORT = object()
 
 
 class DylinkError(RuntimeError):
@@ -327,11 +336,10 @@ class DynamicLinker:
                 return v
         return None
 
-    def _got_entry(self, name: str, weak: bool) -> wasmtime.Global:
+    def _got_entry(self, name: str, weak: bool, value: int = -1) -> wasmtime.Global:
         g = self.got.get(name)
         if g is None:
-            g = wasmtime.Global(self.iso.store, wasmtime.GlobalType(wasmtime.ValType.i32(), True),
-                                wasmtime.Val.i32(-1))
+            g = _mut_i32(self.iso.store, value)
             self.got[name] = g
         if not weak:
             self.got_required.add(name)
@@ -352,8 +360,8 @@ class DynamicLinker:
             mem.pack("<BxxxIiIi", handle + 8, 1, memory_base, md.memory_size, table_base, md.table_size)
         if md.table_size:
             iso.table.grow(store, md.table_size, None)
-        imports = self.build_imports(module, path, memory_base, table_base, md.weak_imports)
-        instance = wasmtime.Instance(store, module, imports)
+        instance = self.instantiate_planned(module, self.plan(module, path, md.weak_imports), path,
+                                            memory_base, table_base)
         exports = self.relocated_exports(instance, store, memory_base)
         lib = LoadedLibrary(path, sha, memory_base, md.memory_size, table_base, md.table_size,
                             [handle] if handle else [], exports, instance, is_global)
@@ -383,41 +391,92 @@ class DynamicLinker:
             ctors(store)
         return lib
 
-    def build_imports(self, module: wasmtime.Module, path: str, memory_base: int, table_base: int,
-                      weak_imports: set[str]) -> list[Any]:
-        """The import list for side module ``module`` at the given bases (step 4 above)."""
-        iso, store = self.iso, self.iso.store
-        const = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
-        imports: list[Any] = []
-        rt_linker = iso.runtime.linker
+    def plan(self, module: wasmtime.Module, path: str, weak_imports: set[str]) -> list[tuple]:
+        """Decide once how each import of ``module`` resolves (step 4 above), against the main
+        module and the libraries loaded so far. Entries: ``("got", name, weak)``,
+        ``("memory",)``, ``("table",)``, ``("memory_base",)``, ``("table_base",)``,
+        ``("main", name)``, ``("host", module, name)``, ``("lib", index, name)``,
+        ``("missing", name, FuncType)``."""
+        main = self.iso.runtime.export_names
+        out: list[tuple] = []
         for im in module.imports:
             mod_name, name = im.module, im.name
             if mod_name in ("GOT.mem", "GOT.func"):
-                imports.append(self._got_entry(name, name in weak_imports))
+                out.append(("got", name, name in weak_imports))
             elif name == "memory":
-                imports.append(iso.memory)
+                out.append(("memory",))
             elif name == "__indirect_function_table":
-                imports.append(iso.table)
-            elif name == "__memory_base":
-                imports.append(wasmtime.Global(store, const, wasmtime.Val.i32(memory_base)))
-            elif name == "__table_base":
-                imports.append(wasmtime.Global(store, const, wasmtime.Val.i32(table_base)))
-            elif isinstance(im.type, (wasmtime.GlobalType, wasmtime.TagType)):
-                ex = self._main_export(name)
-                if ex is None:
-                    raise DylinkError(f"{path}: cannot resolve imported {mod_name}.{name}")
-                imports.append(ex)
-            elif isinstance(im.type, wasmtime.FuncType):
-                if H.implemented(name) is not None:
-                    imports.append(rt_linker.get(store, mod_name, name))
-                    continue
-                fn = self._resolve_function(name)
-                if fn is None:
-                    fn = wasmtime.Func(store, im.type, _missing_symbol(name, path))
-                imports.append(fn)
+                out.append(("table",))
+            elif name in ("__memory_base", "__table_base"):
+                out.append((name.strip("_"),))
             else:
-                raise DylinkError(f"{path}: unsupported import {mod_name}.{name}")
-        return imports
+                ty = im.type
+                if isinstance(ty, (wasmtime.GlobalType, wasmtime.TagType)):
+                    if name not in main:
+                        raise DylinkError(f"{path}: cannot resolve imported {mod_name}.{name}")
+                    out.append(("main", name))
+                elif isinstance(ty, wasmtime.FuncType):
+                    if H.implemented(name) is not None:
+                        out.append(("host", mod_name, name))
+                    elif main.get(name) == wasmbin.KIND_FUNC:
+                        out.append(("main", name))
+                    else:
+                        for i, lib in enumerate(self.loaded):
+                            v = lib.exports.get(name)
+                            if lib.is_global and (isinstance(v, wasmtime.Func) or v is FUNC_EXPORT):
+                                out.append(("lib", i, name))
+                                break
+                        else:
+                            out.append(("missing", name, ty))
+                else:
+                    raise DylinkError(f"{path}: unsupported import {mod_name}.{name}")
+        return out
+
+    def instantiate_planned(self, module: wasmtime.Module, plan: list[tuple], path: str,
+                            memory_base: int, table_base: int) -> wasmtime.Instance:
+        """Instantiate ``module`` with the imports ``plan`` describes, through the C API
+        directly (no Python wrapper per import: a side module like pydantic_core has ~170)."""
+        iso, store = self.iso, self.iso.store
+        ctx = store._context()
+        inst_ref = ctypes.byref(iso.instance._instance)
+        linker_ptr = iso.runtime.linker.ptr()
+        arr = (ffi.wasmtime_extern_t * len(plan))()
+        for i, entry in enumerate(plan):
+            kind = entry[0]
+            slot = arr[i]
+            if kind == "main":
+                b = entry[1].encode()
+                if not ffi.wasmtime_instance_export_get(ctx, inst_ref, b, len(b), ctypes.byref(slot)):
+                    raise DylinkError(f"{path}: main module does not export {entry[1]}")
+            elif kind == "host":
+                m, n = entry[1].encode(), entry[2].encode()
+                if not ffi.wasmtime_linker_get(linker_ptr, ctx, m, len(m), n, len(n), ctypes.byref(slot)):
+                    raise DylinkError(f"{path}: host function {entry[2]} not defined")
+            elif kind == "got":
+                g = self._got_entry(entry[1], entry[2])
+                arr[i] = get_extern_ptr(g)
+            elif kind == "memory_base" or kind == "table_base":
+                arr[i] = get_extern_ptr(_const_i32(store, memory_base if kind == "memory_base" else table_base))
+            elif kind == "memory":
+                arr[i] = get_extern_ptr(iso.memory)
+            elif kind == "table":
+                arr[i] = get_extern_ptr(iso.table)
+            elif kind == "lib":
+                arr[i] = get_extern_ptr(self.loaded[entry[1]].exports[entry[2]])
+            else:  # missing
+                arr[i] = get_extern_ptr(wasmtime.Func(store, entry[2], _missing_symbol(entry[1], path)))
+        raw = ffi.wasmtime_instance_t()
+        with enter_wasm(store) as trap:
+            error = ffi.wasmtime_instance_new(ctx, module.ptr(), arr, len(plan), ctypes.byref(raw), trap)
+            if error:
+                raise wasmtime.WasmtimeError._from_ptr(error)
+        return wasmtime.Instance._from_raw(raw)
+
+    def build_imports(self, module: wasmtime.Module, path: str, memory_base: int, table_base: int,
+                      weak_imports: set[str]) -> list[Any]:
+        """The import list for ``module`` at the given bases, as wasmtime-py objects (slow path,
+        kept for callers that need the objects)."""
+        raise NotImplementedError("use plan() + instantiate_planned()")
 
     @staticmethod
     def relocated_exports(instance: wasmtime.Instance, store, memory_base: int) -> dict[str, Any]:
@@ -459,6 +518,31 @@ class DynamicLinker:
                 g.set_value(store, wasmtime.Val.i32(0))
                 continue
             raise DylinkError(f"{path}: undefined symbol '{name}'")
+
+
+_MUT_I32 = wasmtime.GlobalType(wasmtime.ValType.i32(), True)
+_CONST_I32 = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
+
+
+def _new_global(store, ty: wasmtime.GlobalType, value: int) -> wasmtime.Global:
+    """A global holding i32 ``value`` (straight through the C API: ~10x cheaper than
+    ``wasmtime.Global(...)``, which matters when restoring a few hundred GOT entries)."""
+    val = ffi.wasmtime_val_t()
+    val.kind = ffi.WASMTIME_I32.value
+    val.of.i32 = _i32(value)
+    out = ffi.wasmtime_global_t()
+    error = ffi.wasmtime_global_new(store._context(), ty.ptr(), ctypes.byref(val), ctypes.byref(out))
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+    return wasmtime.Global._from_raw(out)
+
+
+def _mut_i32(store, value: int) -> wasmtime.Global:
+    return _new_global(store, _MUT_I32, value)
+
+
+def _const_i32(store, value: int) -> wasmtime.Global:
+    return _new_global(store, _CONST_I32, value)
 
 
 def _i32(v: int) -> int:

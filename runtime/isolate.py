@@ -115,6 +115,16 @@ class Runtime:
         except Exception:  # pragma: no cover - older wasmtime-py
             self.pre = None
         self._mutable_globals: list[int] | None = None
+        self._export_names: dict[str, int] | None = None
+
+    @property
+    def export_names(self) -> dict[str, int]:
+        """``{export name: kind}`` of the main module (kinds as in :mod:`wasmbin`), parsed once."""
+        if self._export_names is None:
+            from pyworkers.runtime.wasmbin import export_names
+
+            self._export_names = {n: k for n, (k, _i) in export_names(self.installed.wasm.read_bytes()).items()}
+        return self._export_names
 
     @property
     def mutable_globals(self) -> list[int]:

@@ -387,8 +387,12 @@ def build_image_module(data: bytes, image: bytes | memoryview, global_values: di
                        *, drop_start: bool = True) -> bytes:
     """A module whose instantiation *is* a snapshot (Wizer-style).
 
-    - the data section is replaced by one active segment per run of non-zero 4 KiB pages of
-      ``image`` (absolute offsets), the datacount section updated;
+    - the data section is replaced by one active segment spanning ``image`` from its first to its
+      last non-zero 4 KiB page (absolute offset), the datacount section updated. One *dense*
+      segment, not one per run of non-zero pages: wasmtime only turns data segments into a
+      static copy-on-write memory image when they are dense enough (a sparse image beyond its
+      16 MiB "always allowed" size falls back to paged initialisation, i.e. a copy per
+      instance: measured 7.8 ms vs 0.03 ms per instantiation for a 30 MiB CPython image);
     - the defined memory's minimum becomes ``len(image)`` (64 KiB pages);
     - each defined global listed in ``global_values`` (by global index) is initialized to its
       snapshot value;
@@ -411,6 +415,8 @@ def build_image_module(data: bytes, image: bytes | memoryview, global_values: di
             pos += ln
     mv = memoryview(image)
     runs = page_runs(mv)
+    if runs:
+        runs = [(runs[0][0], runs[-1][0] + runs[-1][1] - runs[0][0])]
     segs = bytearray(uleb(len(runs)))
     for off, ln in runs:
         segs += b"\x00" + _const_expr(0x7F, off) + uleb(ln) + mv[off:off + ln]

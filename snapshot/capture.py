@@ -133,6 +133,7 @@ def take_snapshot(iso, out_path: str | os.PathLike, *, snapshot_type: str = "ded
     if iso.dead:
         raise ValueError(f"cannot snapshot a dead isolate ({iso.dead})")
     t0 = time.perf_counter()
+    reply, _out, _err = iso.request({"op": "prepare_snapshot"})
     with iso._entered():
         image, state = capture_state(iso)
     t1 = time.perf_counter()

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import wasmtime
 
 from pyworkers.runtime import vfs as V
-from pyworkers.runtime.dylink import LoadedLibrary, compile_side_module, read_dylink
+from pyworkers.runtime.dylink import FUNC_EXPORT, LoadedLibrary, compile_side_module, read_dylink
 from pyworkers.runtime.engine import config_fingerprint, load_module, wasmtime_version
 from pyworkers.runtime.install import cache_root, ensure_compiled
 from pyworkers.runtime.isolate import Isolate, Runtime
@@ -96,6 +96,7 @@ class Restorer:
         self.pre = self.runtime.linker.instantiate_pre(self.module)
         self.lib_modules = self._side_modules(progress)
         self._lock = threading.Lock()
+        self._lib_plans: list[list[tuple]] | None = None
         self.timings = {"prepare_ms": (time.perf_counter() - t0) * 1000}
 
     # ------------------------------------------------------------------ once per process
@@ -183,14 +184,13 @@ class Restorer:
                 inst = wasmtime.Instance(store, count_args_module(), [table])
                 table.set(store, idx, inst.exports(store)["f"])
         linker = iso.linker
-        i32 = wasmtime.ValType.i32()
         for name, value in st["got"].items():
-            linker.got[name] = wasmtime.Global(store, wasmtime.GlobalType(i32, True), wasmtime.Val.i32(value))
+            linker._got_entry(name, True, value)
         linker.got_required = set(st["got_required"])
-        for lib_state, (module, weak) in zip(st["libs"], self.lib_modules):
-            imports = linker.build_imports(module, lib_state["path"], lib_state["memory_base"],
-                                           lib_state["table_base"], weak)
-            instance = wasmtime.Instance(store, module, imports)
+        plans = self._plans(linker)
+        for lib_state, (module, weak), plan in zip(st["libs"], self.lib_modules, plans):
+            instance = linker.instantiate_planned(module, plan, lib_state["path"], lib_state["memory_base"],
+                                                  lib_state["table_base"])
             ex = instance.exports(store)
             for gidx, value in lib_state["globals"].items():
                 ex[f"{GLOBAL_EXPORT_PREFIX}{gidx}"].set_value(store, value)
@@ -213,6 +213,22 @@ class Restorer:
         if table.size(store) != target:
             raise SnapshotError(f"{self.path}: table has {table.size(store)} entries after restore, "
                                 f"snapshot has {target}: layout not reproducible")
+
+    def _plans(self, linker) -> list[list[tuple]]:
+        """Import plans of the side modules (computed with the first isolate, then reused: the
+        resolution depends only on the module, the main module and the libraries before it)."""
+        if self._lib_plans is None:
+            plans = []
+            saved = list(linker.loaded)
+            try:
+                for lib_state, (module, weak) in zip(self.state["libs"], self.lib_modules):
+                    plans.append(linker.plan(module, lib_state["path"], weak))
+                    # plan() consults earlier libraries' exports: stand-ins with their export names
+                    linker.loaded.append(_ExportsOnly(module, lib_state["global"]))
+            finally:
+                linker.loaded[:] = saved
+            self._lib_plans = plans
+        return self._lib_plans
 
     def _restore_host(self, iso: Isolate, h: dict) -> None:
         fs, host = iso.fs, iso.host
@@ -248,6 +264,14 @@ class Restorer:
         host.mono_offset_ns = max(0, h["monotonic_ns"] - time.monotonic_ns() + 1_000_000)
         host.entropy_calls = h["entropy_calls"]
         host.entropy_bytes = h["entropy_bytes"]
+
+
+class _ExportsOnly:
+    """A stand-in for a loaded library while planning imports: only its function export names."""
+
+    def __init__(self, module: wasmtime.Module, is_global: bool):
+        self.is_global = is_global
+        self.exports = {e.name: FUNC_EXPORT for e in module.exports if isinstance(e.type, wasmtime.FuncType)}
 
 
 _restorers: dict[tuple, Restorer] = {}

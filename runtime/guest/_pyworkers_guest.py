@@ -11,6 +11,7 @@ Requests (``op``):
 - ``run``: ``{"code", "filename"}`` -> exec in ``__main__``; reply ``{"ok": true}``.
 - ``eval``: ``{"code"}`` -> ``{"ok": true, "value": repr(result)}``.
 - ``import``: ``{"name"}`` -> import a module.
+- ``prepare_snapshot``: ``gc.collect()`` then ``gc.freeze()`` (copy-on-write friendly image).
 - ``reseed``: reseed ``random`` from the host's entropy (after a snapshot restore).
 - ``call``: ``{"target": "module:function", "args": [...], "kwargs": {...}}`` -> the result
   (literals only: str, bytes, int, float, bool, None, list, tuple, dict).
@@ -135,6 +136,15 @@ def _handle(req):
     if op == "call":
         fn = _resolve(req["target"])
         return {"ok": True, "value": fn(*req.get("args", ()), **req.get("kwargs", {}))}
+    if op == "prepare_snapshot":
+        # Collect, then move every surviving object to the permanent generation: restored
+        # isolates map the image copy-on-write, and a collection that walks the whole heap
+        # would fault in (and dirty) every page on the first request.
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        return {"ok": True, "frozen": gc.get_freeze_count()}
     if op == "reseed":
         # after a snapshot restore: no two isolates may share the Mersenne Twister state
         rnd = sys.modules.get("random")
