@@ -211,6 +211,8 @@ class Isolate:
                            stdout or (lambda b: self._captured[1].append(b)),
                            stderr or (lambda b: self._captured[2].append(b)))
         self.host.isolate = self
+        # the host's entropy counter, read by the guest to attribute entropy use to modules
+        self.fs.add_dynamic("/dev/pyworkers/entropy", lambda: str(self.host.entropy_calls).encode())
         self.dead: str | None = None
         self._exports: dict[str, Any] = {}
         self._cstrs: dict[str, int] = {}

@@ -111,6 +111,20 @@ class DevNull(Node):
         return dict(mode=S_IFCHR | 0o666, size=0, ino=self.ino, mtime=self.mtime, nlink=1, rdev=0x103)
 
 
+class DynamicFile(Node):
+    """A read-only file whose content is produced by the host when it is opened."""
+
+    def __init__(self, produce):
+        super().__init__()
+        self.produce = produce
+
+    def size(self) -> int:
+        return len(self.produce())
+
+    def stat(self) -> dict:
+        return dict(mode=S_IFREG | 0o444, size=0, ino=self.ino, mtime=self.mtime, nlink=1)
+
+
 class HostFile(Node):
     """A read-only file of a layer; ``path`` was checked to lie inside the layer root."""
 
@@ -250,6 +264,11 @@ class VFS:
             node = nxt
         return node
 
+    def add_dynamic(self, guest: str, produce) -> None:
+        """A read-only file at ``guest`` whose bytes are ``produce()`` at each open."""
+        parent, _, name = guest.rpartition("/")
+        self._mkdir_p(parent).children[name] = DynamicFile(produce)
+
     def mount(self, guest: str, host: str | os.PathLike) -> None:
         """Map host file or directory ``host`` read-only at guest path ``guest``."""
         real = os.path.realpath(os.fspath(host))
@@ -332,6 +351,8 @@ class VFS:
                 of.host_fd = os.open(node.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except OSError as e:
                 raise FSError(_HOST_TO_WASI.get(e.errno, EIO), apath)
+        elif isinstance(node, DynamicFile):
+            of.entries = [("", MemFile(node.produce()))]  # content fixed at open
         return of
 
     def close(self, of: OpenFile) -> None:
@@ -349,6 +370,8 @@ class VFS:
             raise FSError(EISDIR)
         if isinstance(node, HostFile):
             data = os.pread(of.host_fd, n, pos)  # type: ignore[arg-type]
+        elif isinstance(node, DynamicFile):
+            data = bytes(of.entries[0][1].data[pos:pos + n])  # type: ignore[index,union-attr]
         elif isinstance(node, MemFile):
             data = bytes(node.data[pos:pos + n])
         else:

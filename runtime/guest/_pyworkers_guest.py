@@ -12,6 +12,8 @@ Requests (``op``):
 - ``eval``: ``{"code"}`` -> ``{"ok": true, "value": repr(result)}``.
 - ``import``: ``{"name"}`` -> import a module.
 - ``prepare_snapshot``: ``gc.collect()`` then ``gc.freeze()`` (copy-on-write friendly image).
+- ``import_tracked``: ``{"target": "module:attribute"}`` -> import it (kept as
+  ``__main__.__pyworkers_app__``) and report the modules whose top level used entropy.
 - ``reseed``: reseed ``random`` from the host's entropy (after a snapshot restore).
 - ``call``: ``{"target": "module:function", "args": [...], "kwargs": {...}}`` -> the result
   (literals only: str, bytes, int, float, bool, None, list, tuple, dict).
@@ -37,6 +39,36 @@ class _NoJavaScript:
         return None
 
 
+class _LoaderProxy:
+    """Wraps one module's loader so ``after(module)`` runs after its top level; everything else
+    is forwarded. A proxy per spec, because loaders are shared (one ``zipimporter`` for the
+    whole stdlib zip, the ``BuiltinImporter`` class for every builtin module)."""
+
+    def __init__(self, inner, around):
+        self._inner = inner
+        self._around = around
+
+    def create_module(self, spec):
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module):
+        self._around(self._inner.exec_module, module)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def _find_spec_elsewhere(skip, name, path, target):
+    for finder in sys.meta_path:
+        if finder is skip or isinstance(finder, (_NoJavaScript, _PostImportPatches, _EntropyTracker)):
+            continue
+        find = getattr(finder, "find_spec", None)
+        spec = find(name, path, target) if find else None
+        if spec is not None:
+            return spec
+    return None
+
+
 class _PostImportPatches:
     """Meta path finder that patches stdlib modules right after they are first imported.
 
@@ -52,18 +84,15 @@ class _PostImportPatches:
         patch = self.PATCHES.get(name)
         if patch is None:
             return None
-        from importlib.machinery import PathFinder
-
-        spec = PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
+        spec = _find_spec_elsewhere(self, name, path, target)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        loader_exec = spec.loader.exec_module
 
-        def exec_module(module):
-            loader_exec(module)
+        def around(exec_module, module):
+            exec_module(module)
             patch(module)
 
-        spec.loader.exec_module = exec_module
+        spec.loader = _LoaderProxy(spec.loader, around)
         return spec
 
 
@@ -120,6 +149,64 @@ def _resolve(target):
     return obj
 
 
+def _entropy_calls():
+    with open("/dev/pyworkers/entropy", "rb") as f:
+        return int(f.read())
+
+
+class _EntropyTracker:
+    """Meta path finder wrapping each module's ``exec_module`` to count the host's entropy
+    calls (``random_get``) its top level makes, excluding nested imports."""
+
+    def __init__(self):
+        self.per_module = {}
+        self.stack = []
+
+    def find_spec(self, name, path=None, target=None):
+        spec = _PostImportPatches().find_spec(name, path, target)
+        if spec is None:
+            spec = _find_spec_elsewhere(self, name, path, target)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        tracker = self
+
+        def around(exec_module, module):
+            tracker.stack.append(0)
+            before = _entropy_calls()
+            try:
+                exec_module(module)
+            finally:
+                nested = tracker.stack.pop()
+                own = _entropy_calls() - before - nested
+                if tracker.stack:
+                    tracker.stack[-1] += own + nested
+                if own > 0:
+                    tracker.per_module[name] = tracker.per_module.get(name, 0) + own
+
+        spec.loader = _LoaderProxy(spec.loader, around)
+        return spec
+
+
+def _import_tracked(target):
+    """Import ``module:attribute`` and report which modules used entropy at top level."""
+    import time
+
+    tracker = _EntropyTracker()
+    sys.meta_path.insert(0, tracker)
+    t0 = time.perf_counter()
+    try:
+        before = _entropy_calls()
+        obj = _resolve(target)
+        total = _entropy_calls() - before
+    finally:
+        sys.meta_path.remove(tracker)
+    main = sys.modules["__main__"].__dict__
+    main["__pyworkers_app__"] = obj
+    return {"ok": True, "seconds": time.perf_counter() - t0, "entropy_calls": total,
+            "entropy_modules": sorted(tracker.per_module.items()), "type": type(obj).__name__,
+            "callable": callable(obj)}
+
+
 def _handle(req):
     op = req["op"]
     if op == "run":
@@ -136,6 +223,8 @@ def _handle(req):
     if op == "call":
         fn = _resolve(req["target"])
         return {"ok": True, "value": fn(*req.get("args", ()), **req.get("kwargs", {}))}
+    if op == "import_tracked":
+        return _import_tracked(req["target"])
     if op == "prepare_snapshot":
         # Collect, then move every surviving object to the permanent generation: restored
         # isolates map the image copy-on-write, and a collection that walks the whole heap
