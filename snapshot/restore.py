@@ -70,6 +70,7 @@ class Restorer:
         t0 = time.perf_counter()
         self.path = Path(path)
         self.snap = read_snapshot(self.path)
+        self.snap.verify_checksums()  # also when the image module is already cached
         meta = self.snap.metadata
         self.metadata = meta
         p = self.path
