@@ -39,6 +39,7 @@ from pyworkers.runtime import host as H
 from pyworkers.runtime.engine import get_engine, load_module
 from pyworkers.runtime.install import InstalledRelease, ensure_release
 from pyworkers.runtime.trampolines import count_args_module, trampoline_call_module
+from pyworkers.runtime import vfs as V
 from pyworkers.runtime.vfs import VFS
 
 GUEST_DIR = Path(__file__).with_name("guest")
@@ -492,11 +493,32 @@ class Isolate:
         return self.memory.data_len(self.store)
 
     def close(self) -> None:
-        """Drop the store (linear memory and instance); the isolate cannot be used after."""
+        """Drop the store (linear memory and instance) now; the isolate cannot be used after.
+
+        Breaks the isolate's reference cycles (host, dynamic linker, memory view) so the store
+        is freed immediately by reference counting instead of by a later garbage collection
+        (which would otherwise unmap memory in the middle of some other isolate's work).
+        """
         self.dead = self.dead or "closed"
         self._exports.clear()
-        self.store = None  # type: ignore[assignment]
+        if getattr(self, "host", None) is not None:
+            for of in list(self.host.fds.values()):
+                if isinstance(of, V.OpenFile):
+                    self.fs.close(of)
+            self.host.fds.clear()
+            self.host.isolate = None
+            self.host.mem = None  # type: ignore[assignment]
+        if getattr(self, "linker", None) is not None:
+            self.linker.loaded.clear()
+            self.linker.by_handle.clear()
+            self.linker.by_name.clear()
+            self.linker.got.clear()
+            self.linker.iso = None  # type: ignore[assignment]
+        self.mem = None  # type: ignore[assignment]
+        self.memory = None  # type: ignore[assignment]
+        self.table = None  # type: ignore[assignment]
         self.instance = None  # type: ignore[assignment]
+        self.store = None  # type: ignore[assignment]
 
     def __enter__(self) -> "Isolate":
         return self

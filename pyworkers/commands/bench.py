@@ -24,3 +24,16 @@ def engine_cmd(release: str, runs: int, process_runs: int, as_json: bool) -> Non
 
     res = engine.run(release, runs, process_runs)
     click.echo(json.dumps(res, indent=2) if as_json else engine.format_table(res))
+
+
+@bench.command("snapshot")
+@click.option("--app", "app", default="examples/fastapi-full", show_default=True,
+              type=click.Path(exists=True, file_okay=False), help="App directory to deploy and restore.")
+@click.option("--runs", default=30, show_default=True, help="Counted restores.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def snapshot_cmd(app: str, runs: int, as_json: bool) -> None:
+    """Snapshot restore time, memory per isolate and leaks, beside boot + import."""
+    from pyworkers.benchmarks import snapshot
+
+    res = snapshot.run(app, runs)
+    click.echo(json.dumps(res, indent=2) if as_json else snapshot.format_table(res))
