@@ -105,8 +105,9 @@ class ServerApp:
                 try:
                     await self.startup()
                 except BaseException as e:  # noqa: BLE001 - reported to uvicorn
-                    detail = e.traceback.rstrip() if isinstance(e, GuestError) else repr(e)
-                    log.error("startup failed:\n%s", detail)
+                    cause = e.__cause__
+                    if isinstance(cause, GuestError) and cause.traceback:
+                        log.error("%s\n%s", e, cause.traceback.rstrip())
                     await send({"type": "lifespan.startup.failed", "message": str(e)})
                     return
                 await send({"type": "lifespan.startup.complete"})

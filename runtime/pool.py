@@ -453,7 +453,9 @@ class Pool:
                 done, _ = await asyncio.wait({fut}, timeout=timeout)
             except asyncio.CancelledError:
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    self._offer(fut.result())
+                    w = fut.result()
+                    self.busy.discard(w)
+                    self._offer(w)
                 fut.cancel()
                 raise
             if not done:
@@ -566,6 +568,7 @@ class Pool:
         while self.waiters:
             f = self.waiters.popleft()
             if not f.done():
+                self.busy.add(w)  # busy from the hand-off on, so live() never undercounts
                 f.set_result(w)
                 return
         w.last_used = time.monotonic()

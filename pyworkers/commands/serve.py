@@ -1,1 +1,264 @@
-"""CLI commands for `pyworkers serve`."""
+"""``pyworkers serve``: serve app directories over HTTP/1.1 (uvicorn in front) from pools of
+sandboxed isolates (``pyworkers.runtime.pool``, ``pyworkers.runtime.asgi``).
+
+For each APP_DIR (default ``.``): load its worker config (``pyworkers.toml`` or
+``[tool.pyworkers]``; ``pyworkers.config``), select the runtime from its compatibility date,
+resolve ``requirements.txt`` (``pyworkers.packages.resolve``; the lock is the app's
+``pylock.toml`` if it has one, else one kept in the cache per app directory), download and
+install the site-packages layer into ``<cache>/serve/layers/<digest of the pinned wheels>``,
+and copy the app's files into ``<cache>/serve/apps/<name>-<digest of its files>`` so that a
+running deployment never sees half-edited files. ``SIGHUP`` rebuilds every app directory and
+swaps each deployment to the new build without dropping in-flight requests (the stand-in for
+``pyworkers deploy`` until deployments exist).
+
+Logs (uvicorn's, the pools' and the guests' stdout/stderr, tagged ``[deployment#n stdout]``)
+go to stderr; nothing is written to stdout.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+import click
+
+from pyworkers.cli import UserError, main
+
+log = logging.getLogger("pyworkers.serve")
+
+#: Directory names never copied from an app directory.
+IGNORED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules",
+                ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".pyworkers"}
+IGNORED_SUFFIXES = (".pyc", ".pyo")
+
+
+def _files(app_dir: Path) -> list[Path]:
+    out = []
+    for root, dirs, files in os.walk(app_dir):
+        dirs[:] = sorted(d for d in dirs if d not in IGNORED_DIRS)
+        for f in sorted(files):
+            if not f.endswith(IGNORED_SUFFIXES):
+                out.append(Path(root) / f)
+    return out
+
+
+def stage_app(app_dir: Path, name: str, root: Path) -> Path:
+    """Copy ``app_dir`` (minus VCS, venv and bytecode directories) to
+    ``root/apps/<name>-<sha256 of relative paths and contents, 16 hex>`` unless that copy
+    exists; returns it. The copy is made in a temporary sibling and renamed into place."""
+    h = hashlib.sha256()
+    files = _files(app_dir)
+    for p in files:
+        rel = p.relative_to(app_dir).as_posix()
+        h.update(rel.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+    dest = root / "apps" / f"{name}-{h.hexdigest()[:16]}"
+    if dest.is_dir():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    try:
+        for p in files:
+            target = tmp / p.relative_to(app_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, target)
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not dest.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def build_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
+                progress) -> Path | None:
+    """The site-packages layer for ``app_dir/requirements.txt`` (``None`` without one, or
+    when it pins nothing). Raises ``pyworkers.packages.PackagesError``."""
+    from filelock import FileLock
+
+    from pyworkers.packages import download, install_layer, resolve
+    from pyworkers.runtime.install import ensure_release
+
+    req = app_dir / "requirements.txt"
+    if not req.is_file():
+        return None
+    own = app_dir / "pylock.toml"
+    if own.is_file():
+        lock = own
+    else:
+        key = hashlib.sha256(str(app_dir.resolve()).encode()).hexdigest()[:16]
+        lock = root / "locks" / key / "pylock.toml"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    inst = ensure_release(selection.release, cache_dir=cache_dir)
+    res = resolve(req, selection, pyodide_lock=inst.lock_json, lock_path=lock,
+                  cache_dir=cache_dir, progress=progress)
+    if not res.wheels:
+        return None
+    wheels = download(res, cache_dir, progress=progress)
+    h = hashlib.sha256(selection.release.pyodide_version.encode())
+    for cw in sorted(wheels, key=lambda c: c.wheel.name):
+        h.update(f"\n{cw.wheel.name} {cw.wheel.version} {cw.wheel.sha256}".encode())
+    dest = root / "layers" / h.hexdigest()[:20]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if not (dest / ".pyworkers-layer.json").is_file():
+            install_layer(wheels, dest, progress=progress)
+    return dest
+
+
+def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | None,
+                 progress=None):
+    """``(name, AppFactory)`` for one app directory (see the module docstring). Raises
+    :class:`UserError` for configuration and package errors."""
+    from pyworkers.config import ConfigError, load_worker_config
+    from pyworkers.compat import CompatError
+    from pyworkers.packages import PackagesError, cache_root
+    from pyworkers.runtime.pool import AppFactory
+
+    try:
+        cfg = load_worker_config(app_dir)
+        sel = cfg.runtime_selection()
+    except (ConfigError, CompatError) as e:
+        raise UserError(str(e)) from None
+    root = cache_root(cache_dir) / "serve"
+    try:
+        layer = build_layer(app_dir, sel, root, cache_dir, progress)
+    except PackagesError as e:
+        detail = f"\n{e.detail}" if getattr(e, "detail", None) else ""
+        raise UserError(f"{app_dir}: {e}{detail}") from None
+    staged = stage_app(app_dir, cfg.name, root)
+    return cfg.name, AppFactory(release=sel.release.pyodide_version, app_dir=staged,
+                                main=cfg.main, site_packages=layer, env=dict(cfg.vars),
+                                memory_limit=memory_limit,
+                                cache_dir=Path(cache_dir) if cache_dir else None)
+
+
+def log_config(level: str) -> dict:
+    """uvicorn's logging config with every handler on stderr and pyworkers' loggers added."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    for h in cfg["handlers"].values():
+        h["stream"] = "ext://sys.stderr"
+    cfg["loggers"]["pyworkers"] = {"handlers": ["default"], "level": level.upper(),
+                                   "propagate": False}
+    return cfg
+
+
+@main.command("serve", short_help="Serve app directories over HTTP from pools of isolates.")
+@click.argument("app_dirs", nargs=-1, type=click.Path(path_type=Path, file_okay=False,
+                                                      exists=True))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to bind (0: any free port; the log says which).")
+@click.option("--min-idle", default=1, show_default=True, type=click.IntRange(0),
+              help="Isolates per deployment booted ahead of demand.")
+@click.option("--max-isolates", type=click.IntRange(1),
+              help="Most isolates per deployment (one request each at a time). "
+                   "Default: number of CPUs, at least 2.")
+@click.option("--request-timeout", default=30.0, show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="Seconds from dispatch to the end of a response: past it the guest is "
+                   "interrupted, the client gets 504 and the isolate is replaced.")
+@click.option("--memory-limit", default=512, show_default=True, type=click.IntRange(16),
+              metavar="MB", help="Linear memory cap per isolate, in MiB.")
+@click.option("--queue-timeout", default=30.0, show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="Seconds a request may wait for a free isolate (then 503).")
+@click.option("--idle-timeout", default=300.0, show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="Seconds an isolate beyond --min-idle may stay idle before it retires.")
+@click.option("--cache-dir", metavar="DIR",
+              help="Cache root (default: PYWORKERS_CACHE_DIR or the user cache directory).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
+def serve_cmd(app_dirs: tuple[Path, ...], host: str, port: int, min_idle: int,
+              max_isolates: int | None, request_timeout: float, memory_limit: int,
+              queue_timeout: float, idle_timeout: float, cache_dir: str | None,
+              log_level: str, no_access_log: bool) -> None:
+    """Serve the ASGI apps in APP_DIR... (default: the current directory) over HTTP.
+
+    \b
+    Routing, first match wins:
+      Host: <name>.localhost      -> deployment <name>, path unchanged
+      /<name>/...                 -> deployment <name>, root_path /<name>
+      anything, one deployment    -> that deployment
+    Send SIGHUP to rebuild the app directories and redeploy without dropping requests.
+    """
+    import uvicorn
+
+    from pyworkers.packages import RichProgress
+    from pyworkers.runtime.asgi import make_server_app
+    from pyworkers.runtime.pool import default_max_isolates
+
+    dirs = list(app_dirs) or [Path(".")]
+    max_isolates = max_isolates or default_max_isolates()
+    if min_idle > max_isolates:
+        raise UserError(f"--min-idle {min_idle} is more than --max-isolates {max_isolates}")
+    limit = memory_limit << 20
+    targets: dict = {}
+    where: dict[str, Path] = {}
+    with RichProgress() as progress:
+        for d in dirs:
+            name, factory = build_target(d, memory_limit=limit, cache_dir=cache_dir,
+                                         progress=progress)
+            if name in targets:
+                raise UserError(f"{d}: deployment name {name!r} is also used by {where[name]}: "
+                                'set a different name = "..." in its pyworkers.toml')
+            targets[name], where[name] = factory, d
+
+    async def reload(app) -> None:
+        loop = asyncio.get_running_loop()
+        for d in dirs:
+            try:
+                name, factory = await loop.run_in_executor(
+                    None, lambda d=d: build_target(d, memory_limit=limit, cache_dir=cache_dir,
+                                                   progress=lambda m: log.debug("%s", m)))
+                gen = await app.swap(name, factory)
+                log.info("[%s] redeployed from %s (generation %d)", name, d, gen)
+            except Exception as e:  # noqa: BLE001 - keep serving the old deployment
+                msg = e.format_message() if isinstance(e, click.ClickException) else repr(e)
+                log.error("redeploy of %s failed, still serving the previous build: %s", d, msg)
+
+    def on_started(app) -> None:
+        loop = asyncio.get_running_loop()
+        busy = {"reloading": False}
+
+        async def guarded() -> None:
+            if busy["reloading"]:
+                log.warning("a redeploy is already running; SIGHUP ignored")
+                return
+            busy["reloading"] = True
+            try:
+                await reload(app)
+            finally:
+                busy["reloading"] = False
+
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(guarded()))
+        except (NotImplementedError, AttributeError, ValueError):  # pragma: no cover
+            pass
+        for name in app.pools:
+            log.info("[%s] serving %s at /%s/ and http://%s.localhost:<port>/", name,
+                     where[name], name, name)
+
+    app = make_server_app(targets, min_idle=min_idle, max_isolates=max_isolates,
+                          request_timeout=request_timeout, queue_timeout=queue_timeout,
+                          idle_timeout=idle_timeout, memory_limit=limit,
+                          on_startup=[on_started])
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on",
+                            log_config=log_config(log_level), log_level=log_level,
+                            access_log=not no_access_log, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise UserError("the server did not start (see the log above)")
