@@ -493,16 +493,24 @@ class Host:
         old = self.mem.memory.data_len(self.mem.store)
         if requested > HEAP_MAX:
             return 0
+        sizes = []
         cut = 1
         while cut <= 4:
             over = min(old * (1 + 0.2 / cut), requested + 100663296)
-            new = min(HEAP_MAX, _align(max(requested, int(over)), WASM_PAGE))
+            sizes.append(min(HEAP_MAX, _align(max(requested, int(over)), WASM_PAGE)))
+            cut *= 2
+        # unlike the glue, finally try the exact size: under a memory limit the over-grown
+        # sizes can all fail while the request itself still fits
+        sizes.append(_align(requested, WASM_PAGE))
+        for new in sizes:
+            if new <= old:
+                return 1
             try:
                 self.mem.memory.grow(self.mem.store, (new - old + WASM_PAGE - 1) // WASM_PAGE)
                 self.mem.refresh()
                 return 1
             except wasmtime.WasmtimeError:
-                cut *= 2
+                continue
         return 0
 
     @imp("_abort_js")

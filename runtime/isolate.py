@@ -45,6 +45,28 @@ from pyworkers.runtime.vfs import VFS
 
 GUEST_DIR = Path(__file__).with_name("guest")
 NO_DEADLINE = 1 << 62
+#: Epoch tick (seconds): timeouts are enforced with this granularity.
+EPOCH_TICK_S = 0.01
+_ticker_lock = threading.Lock()
+_ticker: threading.Thread | None = None
+
+
+def _ensure_epoch_ticker() -> None:
+    """Start (once per process) the daemon thread that advances the engine's epoch every
+    :data:`EPOCH_TICK_S`; running wasm checks its store's deadline against it."""
+    global _ticker
+    with _ticker_lock:
+        if _ticker is not None:
+            return
+        engine = get_engine()
+
+        def tick() -> None:
+            while True:
+                time.sleep(EPOCH_TICK_S)
+                engine.increment_epoch()
+
+        _ticker = threading.Thread(target=tick, name="pyworkers-epoch", daemon=True)
+        _ticker.start()
 
 
 class IsolateError(RuntimeError):
@@ -226,6 +248,7 @@ class Isolate:
         self.table_log: list[tuple[int, tuple]] = []
         self.store = wasmtime.Store(get_engine())
         self.store.set_epoch_deadline(NO_DEADLINE)
+        self.memory_limit = memory_limit
         if memory_limit:
             self.store.set_limits(memory_size=memory_limit)
         from pyworkers.runtime.dylink import DynamicLinker
@@ -449,7 +472,13 @@ class Isolate:
             if not res:
                 self._call("PyErr_Print")
                 out, err = self._drain()
-                raise IsolateCrashed("guest dispatch failed: " + err.decode(errors="replace")[-2000:])
+                text = err.decode(errors="replace")
+                if "MemoryError" in text:
+                    self.dead = (f"out of memory: linear memory is {self.memory_size() >> 20} MiB"
+                                 + (f" (limit {self.memory_limit >> 20} MiB)" if self.memory_limit else ""))
+                else:
+                    self.dead = "guest dispatch failed: " + text.strip()[-2000:]
+                raise IsolateCrashed(self.dead)
             ptr = self._call("PyBytes_AsString", res)
             n = self._call("PyBytes_Size", res)
             data = self.mem.read(ptr, n)
@@ -493,6 +522,26 @@ class Isolate:
         """Call guest function ``"module:function"`` with marshal-able arguments; returns its
         result, which must be made of literals (str, bytes, numbers, None, list, tuple, dict)."""
         return self._result({"op": "call", "target": target, "args": list(args), "kwargs": kwargs}).value
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """Interrupt guest execution after ``seconds`` of wall time from now (``None``: never).
+
+        Uses wasmtime epoch interruption: the guest traps (:class:`IsolateCrashed`, "interrupted
+        (time limit exceeded)") at its next epoch check once the deadline passed, and the
+        isolate is dead. Granularity :data:`EPOCH_TICK_S`. Call between requests, from the
+        thread that runs the isolate.
+        """
+        if seconds is None:
+            self.store.set_epoch_deadline(NO_DEADLINE)
+            return
+        _ensure_epoch_ticker()
+        self.store.set_epoch_deadline(max(1, int(seconds / EPOCH_TICK_S + 0.999)))
+
+    @property
+    def at_memory_limit(self) -> bool:
+        """True when linear memory cannot grow by another 1 MiB under ``memory_limit``: the
+        isolate should be replaced after its current request."""
+        return bool(self.memory_limit) and self.memory_size() + (1 << 20) > self.memory_limit
 
     def memory_size(self) -> int:
         """Current linear memory size in bytes."""

@@ -20,7 +20,7 @@ Time limits use wasmtime epoch interruption (the engine is configured with
 ``epoch_interruption``): a process-wide ticker thread increments the engine's epoch every
 :data:`EPOCH_TICK` seconds, and before every guest call the worker sets the store's deadline to
 the time left; running past it traps the guest (``IsolateCrashed``, isolate dead). When the
-engine grows ``Isolate.set_deadline(seconds | None)`` this module uses it instead (see
+engine provides ``Isolate.set_timeout(seconds | None)`` this module uses it instead (see
 :func:`arm_deadline`).
 """
 from __future__ import annotations
@@ -131,9 +131,11 @@ def arm_deadline(iso: Isolate, deadline: float | None) -> None:
     """Make wasm running in ``iso`` trap once ``time.monotonic()`` passes ``deadline``
     (``None``: no limit). Call on the thread about to run the isolate.
 
-    Uses ``iso.set_deadline(seconds_or_None)`` when the engine provides it; otherwise sets the
-    store's epoch deadline in ticks of :data:`EPOCH_TICK` (with this module's ticker)."""
-    setter = getattr(iso, "set_deadline", None)
+    Uses the engine's ``iso.set_timeout(seconds_or_None)`` (epoch interruption with the
+    engine's own ticker) when it exists; otherwise sets the store's epoch deadline in ticks of
+    :data:`EPOCH_TICK` with this module's ticker (only one ticker ever runs: the engine's is
+    used whenever the engine has the method)."""
+    setter = getattr(iso, "set_timeout", None)
     if setter is not None:
         setter(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return

@@ -245,3 +245,36 @@ def test_cli_python_behaves_like_python(tmp_path):
     assert r.stdout == "__main__ ['/app/prog.py', 'x']\n", r.stderr
     r = subprocess.run(cli + ["python", "--runtime", "1.2.3", "-c", "1"], capture_output=True, text=True, env=env)
     assert r.returncode == 1 and r.stderr.startswith("error: unknown runtime release '1.2.3'")
+
+
+def test_timeout_interrupts_a_hang_and_only_that_isolate(runtime_314):
+    import time
+
+    other = Isolate(runtime_314)
+    hung = Isolate(runtime_314)
+    hung.set_timeout(0.3)
+    t0 = time.perf_counter()
+    with pytest.raises(IsolateCrashed, match="interrupted"):
+        hung.run("while True:\n    pass\n")
+    assert time.perf_counter() - t0 < 5
+    other.set_timeout(5)
+    assert other.eval("sum(range(10))") == "45"
+    other.set_timeout(None)
+
+
+def test_memory_limit_stops_a_memory_bomb(runtime_314):
+    bystander = Isolate(runtime_314)
+    iso = Isolate(runtime_314, memory_limit=64 << 20)
+    # a bomb whose memory is released again is an ordinary MemoryError in the guest
+    with pytest.raises(GuestError) as ei:
+        iso.run("def bomb():\n    blocks = []\n    while True:\n        blocks.append(bytearray(1 << 20))\nbomb()\n")
+    assert ei.value.type_name == "MemoryError"
+    assert iso.eval("1 + 1") == "2"
+    assert not iso.at_memory_limit
+    # one that keeps the memory: still a MemoryError, and the isolate reports it is full
+    with pytest.raises(GuestError) as ei:
+        iso.run("blocks = []\nwhile True:\n    blocks.append(bytearray(1 << 20))\n")
+    assert ei.value.type_name == "MemoryError"
+    assert iso.at_memory_limit
+    assert iso.memory_size() <= 64 << 20
+    assert bystander.eval("2 + 2") == "4"

@@ -249,6 +249,22 @@ def dispatch(raw):
         reply = _handle(marshal.loads(raw))
     except SystemExit as exc:
         reply = {"exit": _exit_code(exc)}
+    except MemoryError as exc:
+        # The traceback keeps the failing frames (and what they allocated) alive: note where it
+        # happened, drop the frames so their memory is freed, then report.
+        where = ""
+        try:
+            tb = exc.__traceback__
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            where = 'File "%s", line %d' % (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+            del tb
+        except BaseException:  # noqa: BLE001
+            pass
+        exc.__traceback__ = None
+        del exc
+        reply = {"ok": False, "type": "MemoryError", "module": "builtins", "message": "out of memory",
+                 "traceback": "Traceback (frames dropped to free memory):\n  %s\nMemoryError: out of memory\n" % where}
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the host as data
         reply = _error(exc)
     _flush()
