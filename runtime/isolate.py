@@ -540,7 +540,9 @@ class Isolate:
     @property
     def at_memory_limit(self) -> bool:
         """True when linear memory cannot grow by another 1 MiB under ``memory_limit``: the
-        isolate should be replaced after its current request."""
+        isolate should be replaced after its current request. Linear memory never shrinks, so
+        an isolate that once reached its limit stays flagged even if the guest freed the
+        memory again."""
         return bool(self.memory_limit) and self.memory_size() + (1 << 20) > self.memory_limit
 
     def memory_size(self) -> int:
