@@ -51,20 +51,24 @@ Deployment record (``deployment.json``; paths relative to the store root)::
                       "files": int, "bytes": int, "unresolved_libraries": {so: [lib]}},
      "snapshot": null | {"path": "deployments/<id>/snapshot.bin", "type": "dedicated",
                          "bytes": int, "sha256": "sha256:<hex>", "metadata": {...}},
-     "asgi": {"object": "<module.qualname of the app's type>"},
+     "asgi": {"object": "<module.qualname of the app's type>", "adapter": "guest" | "inline"},
      "smoke": {"restored_from_snapshot": bool, "adapter": "guest" | "inline",
                "lifespan": "complete" | "unsupported", "lifespan_message": str | null,
                "status": int | null, "body_bytes": int, "error": str | null,
-               "ready_ms": float, "requests_ms": float},
+               "prepare_ms": float | null, "ready_ms": float, "requests_ms": float},
      "timings_ms": {"config", "runtime", "resolve", "download", "layer", "app", "boot",
                     "import", "snapshot", "smoke", "total": float}}
 
 (``timings_ms``: milliseconds per stage; ``total`` runs from the start to the publish step,
 whose own time, a few milliseconds of renames, is only shown in the progress output.
-``smoke.ready_ms``: restoring the snapshot into a fresh isolate, including the first-use
-preparation of its image module, which ``pyworkers.snapshot`` caches per machine; or, without
-a snapshot, booting and importing again. ``smoke.requests_ms``: lifespan startup, ``GET /`` and
-lifespan shutdown.)
+``smoke.prepare_ms``: the first-use preparation of the snapshot's image module (a full
+compile, cached per machine by ``pyworkers.snapshot``, so ``pyworkers serve`` restores the
+published snapshot without it); ``null`` without a snapshot. ``smoke.ready_ms``: restoring
+the snapshot into a fresh isolate; or, without a snapshot, booting and importing again. ``smoke.requests_ms``: lifespan startup, ``GET /`` and
+lifespan shutdown.) ``asgi.adapter``/``smoke.adapter``: ``"guest"`` when the guest ASGI adapter
+of ``pyworkers serve`` (``runtime/guest/_pyworkers_asgi.py``) is present: it is loaded before
+the snapshot (a restored isolate is ready to serve) and drives the smoke test; ``"inline"``
+otherwise (plain ``asyncio`` calls of the app).
 
 ``lock``, ``wheels`` and ``layer`` are ``null`` for an app without ``requirements.txt``
 (``wheels`` and ``layer`` also when the requirements resolve to no wheels). ``wheels.cached``
@@ -895,14 +899,8 @@ def deploy(app_dir: str | os.PathLike, *,
 
         try:
             with stages("import") as info:
-                _install_harness(iso)
-                rep = iso.call("_pyworkers_deploy:load", cfg.module, cfg.attribute)
-                if not rep.get("ok"):
-                    raise DeployError("import", rep["message"],
-                                      _with_output(rep.get("traceback", ""), out))
-                _remove_harness(iso)
-                record["asgi"] = {"object": rep["object"]}
-                info["summary"] = f"{cfg.main} is an ASGI app ({rep['object']})"
+                record["asgi"] = _load_app(iso, cfg, out)
+                info["summary"] = f"{cfg.main} is an ASGI app ({record['asgi']['object']})"
 
             with stages("snapshot") as info:
                 snap = take_dedicated_snapshot(
@@ -930,8 +928,12 @@ def deploy(app_dir: str | os.PathLike, *,
             if s["error"]:
                 status += f" ({s['error'].strip().splitlines()[-1]})"
                 prog.warn(f"GET / raised in the smoke test:\n{s['error'].rstrip()}")
-            info["summary"] = (f"{'restored snapshot' if s['restored_from_snapshot'] else 'fresh isolate'}"
-                               f", lifespan {s['lifespan']}, {status}")
+            how = (f"restored snapshot in {s['ready_ms']:.0f} ms"
+                   + (f" (image module prepared in {_fmt_s(s['prepare_ms'] / 1000)}, cached "
+                      "for serve)" if s.get("prepare_ms") else "")
+                   if s["restored_from_snapshot"] else
+                   f"fresh isolate (no snapshot) ready in {s['ready_ms']:.0f} ms")
+            info["summary"] = f"{how}, lifespan {s['lifespan']}, {status}"
 
         with stages("publish") as info:
             record["created"] = utc_now()
@@ -944,39 +946,159 @@ def deploy(app_dir: str | os.PathLike, *,
         return dep
 
 
+def adapter_available() -> bool:
+    """Whether the guest ASGI adapter (``runtime/guest/_pyworkers_asgi.py``, used by
+    ``pyworkers serve``) and its host side (:mod:`pyworkers.runtime.pool`) are present."""
+    try:
+        from pyworkers.runtime.isolate import GUEST_DIR
+        from pyworkers.runtime.pool import Worker  # noqa: F401
+    except ImportError:
+        return False
+    return (GUEST_DIR / "_pyworkers_asgi.py").is_file()
+
+
+def _load_app(iso, cfg, out: _Out) -> dict:
+    """Import the app in ``iso`` (its top level runs), check it is ASGI and, when the guest
+    ASGI adapter exists, load it there too (``_pyworkers_asgi.load``), so that a snapshot of
+    ``iso`` is an isolate ready to serve. Returns the record's ``asgi`` entry,
+    ``{"object": "<type>", "adapter": "guest" | "inline"}``. Raises :class:`DeployError`."""
+    _install_harness(iso)
+    rep = iso.call("_pyworkers_deploy:load", cfg.module, cfg.attribute)
+    if not rep.get("ok"):
+        raise DeployError("import", rep["message"], _with_output(rep.get("traceback", ""), out))
+    _remove_harness(iso)
+    adapter = adapter_available()
+    if adapter:
+        iso.call("_pyworkers_asgi:load", cfg.main, "/app")
+    return {"object": rep["object"], "adapter": "guest" if adapter else "inline"}
+
+
+#: Seconds the smoke test allows the lifespan startup, and ``GET /``.
+SMOKE_STARTUP_TIMEOUT = 120.0
+SMOKE_REQUEST_TIMEOUT = 60.0
+
+
 def _smoke(iso_kwargs: dict, restore_kwargs: dict, snapshot: Path | None, cfg,
            out: _Out) -> dict:
     """Restore the snapshot (or, without one, boot and import again), then lifespan startup +
-    ``GET /`` in that isolate."""
+    ``GET /`` in that isolate: through the guest ASGI adapter that ``pyworkers serve`` uses
+    when it exists, else through the harness's inline ASGI calls."""
     from pyworkers.runtime import Isolate
 
     _take, restore = snapshot_api()
     restored = bool(snapshot) and restore is not None
-    t0 = time.perf_counter()
-    if restored:
-        iso = restore(snapshot, **restore_kwargs)
-    else:
-        iso = Isolate(**iso_kwargs)
-        iso.run(_SETUP, "<pyworkers deploy>")
-    try:
-        _install_harness(iso)
-        if not restored:
-            rep = iso.call("_pyworkers_deploy:load", cfg.module, cfg.attribute)
-            if not rep.get("ok"):
+    adapter = adapter_available()
+    timing = {}
+
+    def make_isolate(**_sinks) -> Any:
+        t0 = time.perf_counter()
+        if restored:
+            restorer_cls = _restorer_class()
+            if restorer_cls is not None:  # same as restore_isolate, with the timings split
+                kw = {k: v for k, v in restore_kwargs.items() if k not in ("stdout", "stderr")}
+                r = restorer_cls(snapshot, **kw)
+                timing["prepare_ms"] = round(r.timings.get("prepare_ms", 0.0), 1)
+                t0 = time.perf_counter()
+                iso = r.new_isolate(stdout=restore_kwargs.get("stdout"),
+                                    stderr=restore_kwargs.get("stderr"))
+            else:
+                iso = restore(snapshot, **restore_kwargs)
+        else:
+            iso = Isolate(**iso_kwargs)
+            try:
+                iso.run(_SETUP, "<pyworkers deploy>")
+                _load_app(iso, cfg, out)
+            except DeployError as e:
+                iso.close()
                 raise DeployError("smoke", "the app failed to load again in a fresh isolate: "
-                                  + rep["message"], _with_output(rep.get("traceback", ""), out))
-        ready_ms = round((time.perf_counter() - t0) * 1000, 1)
-        t1 = time.perf_counter()
-        res = iso.call("_pyworkers_deploy:smoke", cfg.module, cfg.attribute)
-        res["requests_ms"] = round((time.perf_counter() - t1) * 1000, 1)
-        res["ready_ms"] = ready_ms
+                                  + e.message, e.detail) from None
+        timing["ready_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        return iso
+
+    t1 = time.perf_counter()
+    if adapter:
+        res = _smoke_adapter(make_isolate, out)
+    else:
+        iso = make_isolate()
+        try:
+            _install_harness(iso)
+            t1 = time.perf_counter()
+            res = iso.call("_pyworkers_deploy:smoke", cfg.module, cfg.attribute)
+        finally:
+            iso.close()
+        if res["lifespan"] == "failed":
+            raise DeployError("smoke", "the app's lifespan startup failed: "
+                              f"{res['lifespan_message'] or '(no message)'}",
+                              _with_output("", out))
+    res["requests_ms"] = round((time.perf_counter() - t1) * 1000 - (
+        timing.get("ready_ms", 0) + timing.get("prepare_ms", 0) if adapter else 0), 1)
+    return {"restored_from_snapshot": restored, "adapter": "guest" if adapter else "inline",
+            **res, "prepare_ms": timing.get("prepare_ms"), "ready_ms": timing.get("ready_ms")}
+
+
+def _restorer_class() -> Any:
+    try:
+        from pyworkers.snapshot import Restorer
+    except ImportError:
+        return None
+    return Restorer
+
+
+def _smoke_adapter(make_isolate: Callable[..., Any], out: _Out) -> dict:
+    """Lifespan startup and ``GET /`` through ``pyworkers.runtime.pool.Worker`` (the host side
+    of the guest adapter, with its time limits), then lifespan shutdown."""
+    from pyworkers.runtime.isolate import IsolateCrashed
+    from pyworkers.runtime.pool import RequestTimeout, StartupFailed, Worker
+
+    res: dict[str, Any] = {"lifespan": None, "lifespan_message": None, "status": None,
+                           "body_bytes": 0, "error": None}
+    w = Worker("deploy-smoke", 0, 0)
+    try:
+        try:
+            w.boot(make_isolate, SMOKE_STARTUP_TIMEOUT)
+        except StartupFailed as e:
+            msg = str(e).removeprefix("lifespan.startup.failed: ")
+            raise DeployError("smoke", f"the app's lifespan startup failed: {msg or '(no message)'}",
+                              _with_output("", out)) from None
+        res["lifespan"] = "complete" if w.lifespan == "on" else "unsupported"
+        end = getattr(w, "_lifespan_end", None) or {}
+        if res["lifespan"] == "unsupported" and end.get("error"):
+            res["lifespan_message"] = f"{end['error']['type']}: {end['error']['message']}"
+        fields = {"http_version": "1.1", "method": "GET", "scheme": "http", "path": "/",
+                  "raw_path": b"/", "query_string": b"", "root_path": "",
+                  "headers": [(b"host", b"localhost"), (b"user-agent", b"pyworkers-deploy-smoke")],
+                  "client": ("127.0.0.1", 0), "server": ("localhost", 80)}
+        deadline = time.monotonic() + SMOKE_REQUEST_TIMEOUT
+        try:
+            r = w.call("start_http", fields, b"", False, deadline=deadline)
+            while True:
+                for m in r["messages"]:
+                    if m.get("type") == "http.response.start":
+                        res["status"] = int(m["status"])
+                    elif m.get("type") == "http.response.body":
+                        res["body_bytes"] += len(m.get("body", b""))
+                if r["done"]:
+                    if r.get("error"):
+                        res["error"] = r["error"].get("traceback") or (
+                            f"{r['error']['type']}: {r['error']['message']}")
+                    break
+                if r["idle"]:
+                    if r["wait"] is None:
+                        if not r.get("complete"):
+                            res["error"] = ("GET / is stuck: the app awaits something nothing "
+                                            "will deliver")
+                        break
+                    time.sleep(max(0.0, min(r["wait"], deadline - time.monotonic())))
+                r = w.call("step", r["cid"], [], deadline=deadline)
+        except RequestTimeout:
+            res["error"] = f"GET / did not finish within {SMOKE_REQUEST_TIMEOUT:.0f} s"
+        except IsolateCrashed as e:
+            res["error"] = f"GET / crashed the isolate: {e.reason}"
+        if w.iso is not None and not w.iso.dead:
+            w.shutdown(10.0)
     finally:
-        iso.close()
-    if res["lifespan"] == "failed":
-        raise DeployError("smoke", "the app's lifespan startup failed: "
-                          f"{res['lifespan_message'] or '(no message)'}",
-                          _with_output("", out))
-    return {"restored_from_snapshot": restored, "adapter": "inline", **res}
+        w.close()
+    return res
 
 
 def _version() -> str:

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from pyworkers.cli import main as cli
 from pyworkers.compat import select
-from pyworkers.deploy import STAGES, DeployError, deploy, snapshot_api
+from pyworkers.deploy import STAGES, DeployError, adapter_available, deploy, snapshot_api
 from pyworkers.store import Store
 
 pytestmark = pytest.mark.slow
@@ -30,6 +30,10 @@ pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent / "data" / "deploy"
 RECORD_KEYS = {"format", "id", "name", "created", "pyworkers_version", "config", "selection",
                "lock", "wheels", "layer", "app", "asgi", "snapshot", "smoke", "timings_ms"}
+
+
+def smoke_adapter() -> str:
+    return "guest" if adapter_available() else "inline"
 
 
 def fixture_app(name: str, tmp_path: Path) -> Path:
@@ -126,7 +130,8 @@ def test_plain_app_deploys_with_a_complete_record(tmp_path, store):
     assert rec["selection"] == select("2026-11-15").to_json()
     assert rec["config"]["main"] == "main:app" and rec["config"]["app_dir"] == str(app.resolve())
     assert rec["lock"] is None and rec["wheels"] is None and rec["layer"] is None
-    assert rec["asgi"] == {"object": "builtins.function"}
+    assert rec["asgi"]["object"] == "builtins.function"
+    assert rec["asgi"]["adapter"] == smoke_adapter() == rec["smoke"]["adapter"]
     assert rec["app"]["files"] == 2 and rec["app"]["path"] == f"deployments/{dep.id}/app"
     assert (dep.app_dir / "main.py").read_bytes() == (app / "main.py").read_bytes()
     smoke = rec["smoke"]
@@ -157,6 +162,9 @@ def test_plain_app_deploys_with_a_complete_record(tmp_path, store):
             assert iso.eval("sorted(k for k in __import__('sys').modules if k == 'main')") \
                 == "['main']"
             assert iso.eval("'_pyworkers_deploy' in __import__('sys').modules") == "False"
+            # with the guest adapter, the snapshot is an isolate ready to serve
+            assert iso.eval("'_pyworkers_asgi' in __import__('sys').modules") == \
+                str(adapter_available())
         finally:
             iso.close()
     # progress: every stage started and finished, in order

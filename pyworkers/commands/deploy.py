@@ -235,8 +235,10 @@ def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
     else:
         lines.append(("snapshot", "none (pyworkers.snapshot was not available)"))
     s = r["smoke"]
+    prep = (f" + {s['prepare_ms'] / 1000:.1f} s image preparation" if s.get("prepare_ms")
+            else "")
     lines.append(("smoke", f"{'restored snapshot' if s['restored_from_snapshot'] else 'fresh isolate'}"
-                           f" in {s.get('ready_ms', 0):.0f} ms, lifespan {s['lifespan']}, "
+                           f" in {s.get('ready_ms') or 0:.0f} ms{prep}, lifespan {s['lifespan']}, "
                            f"GET / -> {s['status']}"
                            + (f" (error: {s['error'].strip().splitlines()[-1]})"
                               if s.get("error") else "")))
