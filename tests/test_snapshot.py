@@ -214,3 +214,32 @@ def test_cli_inspect_and_verify(tmp_path, runtime_314):
     r = subprocess.run(cli + [str(path), "--verify"], capture_output=True, text=True)
     assert r.returncode == 1
     assert "section 'memory' fails its checksum" in r.stderr
+
+
+def test_cli_create_baseline_restores(tmp_path):
+    out = tmp_path / "base.pyws"
+    r = subprocess.run([sys.executable, "-m", "pyworkers", "snapshot", "create", "--type", "baseline",
+                        "--runtime", "314.0.7", "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "baseline snapshot" in r.stdout
+    iso = Restorer(out, expect_type="baseline").new_isolate()
+    assert iso.eval("'asyncio' in __import__('sys').modules") == "True"
+
+
+@pytest.mark.network
+def test_create_package_snapshot_imports_the_layer(tmp_path):
+    from pathlib import Path
+
+    from pyworkers.snapshot.create import create_snapshot
+
+    app = Path(__file__).resolve().parents[1] / "examples" / "hello"
+    out = tmp_path / "pkg.pyws"
+    meta = create_snapshot(app, "package", out, store=tmp_path / "store")
+    assert meta["snapshot_type"] == "package"
+    assert "fastapi" in meta["package_modules"]
+    from pyworkers.store import Store
+
+    layer = next((Store(tmp_path / "store").root / "layers").iterdir())
+    iso = Restorer(out, site_packages=layer, expect_type="package").new_isolate()
+    assert iso.eval("'fastapi' in __import__('sys').modules") == "True"
+    assert iso.eval("'main' in __import__('sys').modules") == "False"  # no app code in it

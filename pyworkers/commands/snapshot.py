@@ -22,6 +22,40 @@ def _fmt_bytes(n: int) -> str:
     return str(n)
 
 
+@snapshot.command("create")
+@click.argument("app_dir", required=False, type=click.Path(exists=True, file_okay=False))
+@click.option("--type", "snapshot_type", type=click.Choice(["baseline", "package", "dedicated"]),
+              default="dedicated", show_default=True, help="What the snapshot contains.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Snapshot file to write.")
+@click.option("--runtime", "release", metavar="VERSION", help="Pyodide version (baseline without an app).")
+@click.option("--store", type=click.Path(file_okay=False), help="Deployment store for layers (default: a temporary one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot metadata as JSON.")
+def create_cmd(app_dir, snapshot_type, output, release, store, as_json) -> None:
+    """Create a baseline, package or dedicated snapshot of APP_DIR into a file.
+
+    baseline: runtime + warm standard library (APP_DIR optional); package: + the app's packages
+    imported; dedicated: + the app's whole top level (what `pyworkers deploy` takes).
+    """
+    from pyworkers.commands.engine import progress_printer
+    from pyworkers.snapshot.create import create_snapshot
+
+    try:
+        meta = create_snapshot(app_dir, snapshot_type, output, release=release, store=store,
+                               progress=progress_printer("snapshot: "))
+    except Exception as e:  # noqa: BLE001 - one clear line, details on stderr
+        from pyworkers.runtime import GuestError
+
+        detail = getattr(e, "detail", None) or (e.traceback if isinstance(e, GuestError) else None)
+        if detail:
+            click.echo(str(detail).rstrip(), err=True)
+        raise UserError(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if as_json:
+        click.echo(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    else:
+        click.echo(f"{output}: {meta['snapshot_type']} snapshot of {meta['memory_size'] / 2**20:.1f} MiB "
+                   f"linear memory for Pyodide {meta['release']}")
+
+
 @snapshot.command("inspect")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print header, metadata and sections as JSON.")
