@@ -243,3 +243,38 @@ def test_create_package_snapshot_imports_the_layer(tmp_path):
     iso = Restorer(out, site_packages=layer, expect_type="package").new_isolate()
     assert iso.eval("'fastapi' in __import__('sys').modules") == "True"
     assert iso.eval("'main' in __import__('sys').modules") == "False"  # no app code in it
+
+
+@pytest.mark.network
+def test_pydantic_model_validation_in_restored_fastapi_deployment(tmp_path):
+    from pathlib import Path
+
+    from pyworkers.deploy import deploy
+    from pyworkers.store import Store
+
+    app = Path(__file__).resolve().parents[1] / "examples" / "fastapi-full"
+    dep = deploy(app, store=tmp_path / "store", progress=lambda m: None)
+    rec = dep.record
+    root = Path(Store(tmp_path / "store").root)
+    assert rec["snapshot"]["metadata"]["snapshot_type"] == "dedicated"
+    r = Restorer(root / rec["snapshot"]["path"], site_packages=root / rec["layer"]["path"],
+                 mounts={"/app": str(root / rec["app"]["path"])}, expect_type="dedicated",
+                 layer_hash=rec["layer"]["hash"], app_hash=rec["app"]["hash"])
+    isolates = [r.new_isolate() for _ in range(3)]
+    code = r'''
+import pydantic
+class Item(pydantic.BaseModel):
+    name: str
+    price: float
+    tags: list[str] = []
+print(Item(name="x", price="1.5", tags=["a"]).model_dump())
+try:
+    Item(name="x", price="not a number")
+except pydantic.ValidationError as e:
+    print(e.error_count(), e.errors()[0]["loc"])
+import sys
+print("fastapi" in sys.modules, "httpx" in sys.modules)
+'''
+    for iso in isolates:
+        out = iso.run(code).stdout.decode().splitlines()
+        assert out == ["{'name': 'x', 'price': 1.5, 'tags': ['a']}", "1 ('price',)", "True True"]
