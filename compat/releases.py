@@ -58,6 +58,12 @@ class Release:
     allow_disable: bool = False
     description: str = ""
 
+    def to_json(self) -> dict:
+        """The release's identity: ``{release (flag), pyodide_version, python_version,
+        platform_tag}``."""
+        return {"release": self.flag, "pyodide_version": self.pyodide_version,
+                "python_version": self.python_version, "platform_tag": self.platform_tag}
+
     @property
     def python_minor(self) -> str:
         """``"3.14"`` for Python 3.14.2."""

@@ -125,12 +125,8 @@ class RuntimeSelection:
 
     def to_json(self) -> dict:
         """The selection as a JSON-ready dict (shape in the class docstring; dates as strings)."""
-        r = self.release
         return {
-            "release": r.flag,
-            "pyodide_version": r.pyodide_version,
-            "python_version": r.python_version,
-            "platform_tag": r.platform_tag,
+            **self.release.to_json(),
             "package_set_date": self.package_set_date.isoformat(),
             "compatibility_date": self.compatibility_date.isoformat(),
             "flags": list(self.flags),

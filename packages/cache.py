@@ -18,24 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import filelock
-import platformdirs
+from pyworkers.paths import cache_root  # noqa: F401  (re-exported)
 
 from .errors import HashMismatchError
 from .index import Http
 
 #: Seconds to wait for another process holding an entry's lock.
 LOCK_TIMEOUT = 900
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The pyworkers cache directory: ``cache_dir``, else ``$PYWORKERS_CACHE_DIR``, else
-    platformdirs' user cache dir (the same root the runtime installer uses)."""
-    if cache_dir:
-        return Path(cache_dir).expanduser().resolve()
-    env = os.environ.get("PYWORKERS_CACHE_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    return Path(platformdirs.user_cache_dir("pyworkers", appauthor=False))
 
 
 def sha256_file(path: Path) -> str:

@@ -119,11 +119,4 @@ class Target:
         ``to_json()`` when there is one, else the release's identifying fields."""
         if self.selection is not None and hasattr(self.selection, "to_json"):
             return dict(self.selection.to_json())
-        r = self.release
-        return {
-            "release": r.flag,
-            "pyodide_version": r.pyodide_version,
-            "python_version": r.python_version,
-            "platform_tag": r.platform_tag,
-            "package_set_date": self.package_set_date.isoformat(),
-        }
+        return {**self.release.to_json(), "package_set_date": self.package_set_date.isoformat()}

@@ -38,9 +38,9 @@ from pathlib import Path
 from typing import Callable
 
 import filelock
-import platformdirs
 
 from pyworkers.compat.releases import Release, Tool, get_release, tool
+from pyworkers.paths import cache_root  # noqa: F401  (re-exported)
 
 Progress = Callable[[str], None]
 
@@ -58,17 +58,6 @@ class MissingToolError(RuntimeInstallError):
 
 class IntegrityError(RuntimeInstallError):
     """A downloaded tarball does not match the sha512 integrity pinned in the release table."""
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The pyworkers cache directory: ``cache_dir``, else ``$PYWORKERS_CACHE_DIR``, else the
-    per-user cache directory from platformdirs."""
-    if cache_dir:
-        return Path(cache_dir).expanduser().resolve()
-    env = os.environ.get("PYWORKERS_CACHE_DIR")
-    if env:
-        return Path(env).expanduser().resolve()
-    return Path(platformdirs.user_cache_dir("pyworkers", appauthor=False))
 
 
 @dataclasses.dataclass(frozen=True)
