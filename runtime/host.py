@@ -210,6 +210,7 @@ class Host:
         self.mem: Mem = None  # type: ignore[assignment]  # set by the isolate
         self.isolate: Any = None
         self.exit_code: int | None = None
+        self.pending_exc: BaseException | None = None
         self.abort_message: str | None = None
         self.mono_offset_ns = 0  # keeps the guest's monotonic clock increasing across a restore
         self.entropy_calls = 0
@@ -873,7 +874,14 @@ def _dispatch(name: str, fn: Callable[..., Any]):
         h = current.host
         if h is None:
             raise RuntimeError(f"host import {name} called with no isolate current on this thread")
-        return fn(h, *args)
+        try:
+            return fn(h, *args)
+        except BaseException as e:
+            # wasmtime-py carries a host function's exception across the trap in one
+            # process-wide variable; keep it on this isolate too, so concurrent isolates on
+            # other threads cannot swap their errors
+            h.pending_exc = e
+            raise
 
     call.__name__ = name
     return call

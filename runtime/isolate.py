@@ -319,12 +319,17 @@ class Isolate:
                 raise IsolateCrashed(f"isolate is dead ({self.iso.dead})")
             self.prev = H.current.host
             H.current.host = self.iso.host
+            self.iso.host.pending_exc = None
 
         def __exit__(self, et, ev, tb):
             H.current.host = self.prev
             if ev is None:
                 return False
             iso = self.iso
+            pending, iso.host.pending_exc = iso.host.pending_exc, None
+            if pending is not None and isinstance(ev, (wasmtime.Trap, wasmtime.WasmtimeError, H.GuestExit,
+                                                       H.GuestAbort, H.JsBridgeUnavailable)):
+                ev = pending  # this isolate's own host exception (see host._dispatch)
             if isinstance(ev, H.GuestExit):
                 iso.dead = f"exited with status {ev.code}"
                 raise GuestExited(ev.code) from None

@@ -278,3 +278,23 @@ def test_memory_limit_stops_a_memory_bomb(runtime_314):
     assert iso.at_memory_limit
     assert iso.memory_size() <= 64 << 20
     assert bystander.eval("2 + 2") == "4"
+
+
+def test_concurrent_host_errors_stay_with_their_isolate(runtime_314):
+    results: dict[str, list] = {"abort": [], "exit": []}
+
+    def work(kind: str) -> None:
+        for _ in range(8):
+            iso = Isolate(runtime_314)
+            try:
+                iso.run("import os; os.abort()" if kind == "abort" else "import os; os._exit(3)")
+            except (IsolateCrashed, GuestExited) as e:
+                results[kind].append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in ("abort", "exit")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results["abort"]) == 8 and all(isinstance(e, IsolateCrashed) for e in results["abort"])
+    assert len(results["exit"]) == 8 and all(isinstance(e, GuestExited) and e.code == 3 for e in results["exit"])
