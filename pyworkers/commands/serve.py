@@ -259,6 +259,9 @@ def serve_cmd(app_dirs: tuple[Path, ...], host: str, port: int, min_idle: int,
                             log_config=log_config(log_level), log_level=log_level,
                             access_log=not no_access_log, timeout_graceful_shutdown=10)
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down for: exit quietly
+        return
     if not server.started:
         raise UserError("the server did not start (see the log above)")

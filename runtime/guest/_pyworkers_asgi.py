@@ -45,6 +45,8 @@ unsupported), and later delivers ``lifespan.shutdown`` with :func:`step`.
 ``def`` endpoints: Starlette/FastAPI run them with ``anyio.to_thread.run_sync``, which starts a
 worker thread; the sandbox cannot start threads, so when ``anyio.to_thread`` is imported its
 ``run_sync`` is replaced by an inline call (one request per isolate: blocking the loop is fine).
+The loop's default executor (``asyncio.to_thread``, ``run_in_executor(None, ...)``) runs calls
+inline too.
 """
 import sys
 
@@ -136,6 +138,23 @@ def _make_selector_class():
     return _HostSelector
 
 
+def _inline_executor():
+    """A ``ThreadPoolExecutor`` (asyncio insists on the type) whose ``submit`` runs the call
+    on the spot and returns a finished future: the sandbox cannot start threads."""
+    import concurrent.futures
+
+    class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            fut = concurrent.futures.Future()
+            try:
+                fut.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - delivered through the future
+                fut.set_exception(exc)
+            return fut
+
+    return _InlineExecutor(max_workers=1)
+
+
 class _Driver:
     """Owns the isolate's event loop and runs it one *step* at a time (see module docstring)."""
 
@@ -145,6 +164,8 @@ class _Driver:
 
         self.asyncio = asyncio
         self.loop = asyncio.SelectorEventLoop(_make_selector_class()(self))
+        # asyncio.to_thread / run_in_executor(None, ...) would start a thread: run inline
+        self.loop.set_default_executor(_inline_executor())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             asyncio.set_event_loop(self.loop)

@@ -1,7 +1,8 @@
 """Example FastAPI app served by the serve tests, in the sandbox and under native uvicorn.
 
-Every endpoint returns the same thing in both places (nothing depends on the process, the
-thread or the port), so the tests compare responses byte for byte.
+Every endpoint but ``/state`` returns the same thing in both places (nothing depends on the
+process, the thread or the port), so the tests compare responses byte for byte; ``/state``
+names the isolate (a random token) so that the tests can group requests by isolate.
 """
 import asyncio
 import hashlib
@@ -12,6 +13,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+# differs per process / isolate: only /state returns it (never compared with native)
+TOKEN = os.urandom(8).hex()
 
 @asynccontextmanager
 async def lifespan(app):
@@ -98,7 +101,7 @@ async def scope_view(request: Request):
 @app.get("/state")
 async def state(request: Request):
     request.state.hits[0] += 1
-    return {"hits": request.state.hits[0], "started": request.state.started}
+    return {"hits": request.state.hits[0], "started": request.state.started, "isolate": TOKEN}
 
 
 @app.get("/error")
