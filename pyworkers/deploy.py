@@ -82,7 +82,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -324,6 +323,14 @@ def _as_deploy_error(stage: str, e: BaseException) -> BaseException:
                                   f"{e.message}", e.traceback)
     if isinstance(e, IsolateError):
         return DeployError(stage, f"the sandbox failed during the {stage} stage: {e}")
+    if isinstance(e, OSError):
+        return DeployError(stage, f"{e} (during the {stage} stage)")
+    if isinstance(e, Exception):  # a bug: keep the host traceback for the report
+        import traceback
+
+        return DeployError(stage, f"unexpected {type(e).__name__} during the {stage} stage: "
+                                  f"{e} (a pyworkers bug: please report it with the traceback "
+                                  "above)", "".join(traceback.format_exception(e)))
     return e
 
 
@@ -894,7 +901,11 @@ def deploy(app_dir: str | os.PathLike, *,
             from pyworkers.runtime import Isolate
 
             iso = Isolate(**iso_kwargs)
-            iso.run(_SETUP, "<pyworkers deploy>")
+            try:
+                iso.run(_SETUP, "<pyworkers deploy>")
+            except BaseException:
+                iso.close()
+                raise
             info["summary"] = f"isolate up in {iso.timings.get('boot_ms', 0):.0f} ms"
 
         try:

@@ -8,7 +8,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -265,6 +264,24 @@ def test_failing_apps_fail_with_their_traceback_and_write_nothing(tmp_path, seed
     assert tree(seeded.root) == before
     assert staging_dirs(seeded.root) == []
     assert len(seeded.list()) == 1
+
+
+def test_a_failing_snapshot_step_writes_nothing(tmp_path, seeded, monkeypatch):
+    import pyworkers.deploy as deploy_mod
+
+    def broken_take(iso, out_path, **kw):
+        Path(out_path).write_bytes(b"half a snapshot")
+        raise RuntimeError("disk went away (marker 3b8e)")
+
+    monkeypatch.setattr(deploy_mod, "snapshot_api", lambda: (broken_take, None))
+    before = tree(seeded.root)
+    with pytest.raises(DeployError) as ei:
+        deploy(fixture_app("plain", tmp_path), store=seeded)
+    assert ei.value.stage == "snapshot"
+    assert "RuntimeError during the snapshot stage: disk went away (marker 3b8e)" in \
+        ei.value.message
+    assert "broken_take" in ei.value.detail  # the host traceback, for the bug report
+    assert tree(seeded.root) == before and staging_dirs(seeded.root) == []
 
 
 def test_cli_failure_prints_traceback_then_error_on_stderr(tmp_path, seeded):
