@@ -122,6 +122,9 @@ class Restorer:
                 ensure_compiled(tmp, key, "snapshot", root=root, progress=progress)
             finally:
                 tmp.unlink(missing_ok=True)
+            prune_image_modules(cwasm.parent, keep=cwasm)
+        else:
+            os.utime(cwasm.with_suffix(".json"))  # mark as recently used for pruning
         return load_module(cwasm)
 
     def _layer_fs(self) -> V.VFS:
@@ -273,6 +276,30 @@ class _ExportsOnly:
     def __init__(self, module: wasmtime.Module, is_global: bool):
         self.is_global = is_global
         self.exports = {e.name: FUNC_EXPORT for e in module.exports if isinstance(e.type, wasmtime.FuncType)}
+
+
+def prune_image_modules(directory: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Delete the least recently used snapshot image modules beyond ``limit`` (default
+    ``$PYWORKERS_SNAPSHOT_IMAGES`` or 24) in ``directory``; each is ~35 MiB and is rebuilt on
+    demand. Returns the deleted paths. A module another process has loaded stays usable (its
+    file is only unlinked)."""
+    limit = limit if limit is not None else int(os.environ.get("PYWORKERS_SNAPSHOT_IMAGES", "24"))
+    entries = []
+    for manifest in directory.glob("snapshot-*.json"):
+        cw = manifest.with_suffix(".cwasm")
+        if cw == keep:
+            continue
+        try:
+            entries.append((manifest.stat().st_mtime, manifest, cw))
+        except OSError:
+            continue
+    entries.sort(reverse=True)
+    removed = []
+    for _mtime, manifest, cw in entries[max(0, limit - 1):]:
+        for p in (manifest, cw):
+            p.unlink(missing_ok=True)
+        removed.append(cw)
+    return removed
 
 
 _restorers: dict[tuple, Restorer] = {}
