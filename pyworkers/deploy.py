@@ -910,8 +910,18 @@ def deploy(app_dir: str | os.PathLike, *,
 
         try:
             with stages("import") as info:
+                entropy = _entropy_at_import(iso, cfg.module)
                 record["asgi"] = _load_app(iso, cfg, out)
+                record["entropy_at_import"] = entropy
                 info["summary"] = f"{cfg.main} is an ASGI app ({record['asgi']['object']})"
+                if entropy:
+                    names = ", ".join(f"{m} ({n} call{'s' * (n != 1)})" for m, n in entropy)
+                    msg = (f"top-level code used entropy before the snapshot: {names}; every isolate "
+                           "restored from it starts with the same values (e.g. keys or tokens made at "
+                           "import time): create them per request or in lifespan startup instead")
+                    if sel.enabled("python_entropy_at_import_error"):
+                        raise DeployError("import", msg, "")
+                    prog.warn(msg)
 
             with stages("snapshot") as info:
                 snap = take_dedicated_snapshot(
@@ -966,6 +976,20 @@ def adapter_available() -> bool:
     except ImportError:
         return False
     return (GUEST_DIR / "_pyworkers_asgi.py").is_file()
+
+
+#: Modules whose import-time entropy use is expected: pyworkers reseeds them after a restore.
+RESEEDED_MODULES = frozenset({"random"})
+
+
+def _entropy_at_import(iso, module: str) -> list[tuple[str, int]]:
+    """Import ``module`` while attributing host entropy calls to the modules whose top level
+    made them (``import_tracked`` in the guest helper); returns ``[(module, calls)]`` without
+    :data:`RESEEDED_MODULES`. An import failure is left to :func:`_load_app` to report."""
+    reply, _out, _err = iso.request({"op": "import_tracked", "target": module})
+    if not reply.get("ok"):
+        return []
+    return [(m, n) for m, n in reply.get("entropy_modules", []) if m not in RESEEDED_MODULES]
 
 
 def _load_app(iso, cfg, out: _Out) -> dict:
