@@ -97,6 +97,25 @@ class AppFactory:
         return iso
 
 
+def with_app(make: Callable[..., Isolate], main: str, path: str | None = "/app") -> IsolateFactory:
+    """An :data:`IsolateFactory` from any isolate maker ``make(*, stdout, stderr) -> Isolate``
+    (e.g. ``functools.partial(restore_isolate, snapshot_path, memory_limit=...)``): after
+    ``make`` it runs ``_pyworkers_asgi.load(main, path)``, which is cheap and idempotent when
+    the app is already imported (an isolate restored from a snapshot taken after ``load``).
+    The isolate is closed if ``load`` raises."""
+
+    def factory(*, stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> Isolate:
+        iso = make(stdout=stdout, stderr=stderr)
+        try:
+            iso.call(f"{ADAPTER}:load", main, path)
+        except BaseException:
+            iso.close()
+            raise
+        return iso
+
+    return factory
+
+
 # ---------------------------------------------------------------------------- time limits
 class RequestTimeout(Exception):
     """The deadline passed before (or while) the guest was called."""
@@ -672,5 +691,5 @@ def default_max_isolates() -> int:
     return max(2, os.cpu_count() or 1)
 
 
-__all__ = ["AppFactory", "EPOCH_TICK", "IsolateFactory", "Pool", "PoolUnavailable",
+__all__ = ["AppFactory", "EPOCH_TICK", "with_app", "IsolateFactory", "Pool", "PoolUnavailable",
            "RequestTimeout", "StartupFailed", "Worker", "arm_deadline", "default_max_isolates"]

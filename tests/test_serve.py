@@ -156,6 +156,13 @@ CASES = [
 ]
 
 
+def fresh_connections() -> httpx.Client:
+    """A client that opens a new connection per request: a test talks to two servers in turn,
+    and a pooled connection left idle past uvicorn's keep-alive timeout (5 s, reachable on a
+    loaded machine) can be reset by the server just as the client reuses it."""
+    return httpx.Client(timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def comparable(r: httpx.Response) -> tuple:
     return (r.status_code, [(k, v) for k, v in r.headers.multi_items() if k != "date"],
             r.content)
@@ -165,7 +172,7 @@ def comparable(r: httpx.Response) -> tuple:
 def test_every_endpoint_matches_native_uvicorn(servers):
     pyw, native, _ = servers
     mismatches = []
-    with httpx.Client(timeout=60) as c:
+    with fresh_connections() as c:
         for method, path, kw, status in CASES:
             kw = dict(kw)
             headers = {**kw.pop("headers", {})}
@@ -191,7 +198,7 @@ def test_validation_error_body(servers):
 @pytest.mark.network
 def test_path_prefix_routing_matches_native_root_path(servers):
     pyw, _, rooted = servers
-    with httpx.Client(timeout=60) as c:
+    with fresh_connections() as c:
         for path in ("/scope?x=1", "/openapi.json", "/items/7", "/docs", "/missing"):
             a = c.get(pyw.url + "/demo" + path)
             b = c.get(rooted.url + path)
@@ -219,7 +226,7 @@ def test_one_megabyte_upload(servers):
 def test_streaming_response_arrives_incrementally(servers):
     pyw, native, _ = servers
     arrivals: list[tuple[float, bytes]] = []
-    with httpx.Client(timeout=60) as c:
+    with fresh_connections() as c:
         t0 = time.monotonic()
         with c.stream("GET", pyw.url + "/demo/stream?n=4&delay=0.4") as r:
             for chunk in r.iter_raw():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pyworkers.runtime import GuestError
-from pyworkers.runtime.pool import AppFactory, Pool, PoolUnavailable
+from pyworkers.runtime import GuestError, Isolate
+from pyworkers.runtime.pool import AppFactory, Pool, PoolUnavailable, with_app
 
 pytestmark = pytest.mark.slow
 
@@ -115,6 +115,26 @@ def test_threads_wanted_by_the_app_run_inline():
         return body
 
     assert asyncio.run(main()) == b"to_thread 6\n"
+
+
+def test_with_app_turns_any_isolate_maker_into_a_factory():
+    """The plug-in point for deployments: any ``make(*, stdout, stderr) -> Isolate``."""
+    import functools
+
+    make = functools.partial(Isolate, RELEASE, mounts={"/app": PLAIN}, cwd="/app",
+                             env={"VERSION": "v9"})
+
+    async def main():
+        pool = Pool("plain", with_app(make, "app:app"), min_idle=1, max_isolates=1)
+        await pool.start()
+        w = await pool.acquire(30)
+        body, _ = await request(pool, w, "/version")
+        pool.release(w)
+        await pool.close()
+        return w, body
+
+    w, body = asyncio.run(main())
+    assert body.startswith(b"v9 ") and w.lifespan == "on"
 
 
 def test_app_without_lifespan_support_serves():
