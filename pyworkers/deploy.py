@@ -49,6 +49,7 @@ Deployment record (``deployment.json``; paths relative to the store root)::
      "wheels": null | {"count": int, "bytes": int, "cached": int, "downloaded": int},
      "layer": null | {"hash": "sha256:<hex>", "path": "layers/<hex>", "reused": bool,
                       "files": int, "bytes": int, "unresolved_libraries": {so: [lib]}},
+     "entropy_at_import": [[module, calls], ...],  # top-level entropy use (not `random`)
      "snapshot": null | {"path": "deployments/<id>/snapshot.bin", "type": "dedicated",
                          "bytes": int, "sha256": "sha256:<hex>", "metadata": {...}},
      "asgi": {"object": "<module.qualname of the app's type>", "adapter": "guest" | "inline"},
