@@ -1,7 +1,14 @@
-"""``pyworkers serve``: serve app directories over HTTP/1.1 (uvicorn in front) from pools of
+"""``pyworkers serve``: serve deployments over HTTP/1.1 (uvicorn in front) from pools of
 sandboxed isolates (``pyworkers.runtime.pool``, ``pyworkers.runtime.asgi``).
 
-For each APP_DIR (default ``.``): load its worker config (``pyworkers.toml`` or
+Targets: each argument is a worker name in the deployment store (its *current* deployment,
+restored from its dedicated snapshot; :func:`deployment_target`) or an app directory
+(development mode, below). With no argument, every worker in the store is served. The store is
+watched: when a worker's current deployment changes (``pyworkers deploy``,
+``pyworkers deployments rollback``), its pool switches to the new one without dropping
+in-flight requests.
+
+For each APP_DIR: load its worker config (``pyworkers.toml`` or
 ``[tool.pyworkers]``; ``pyworkers.config``), select the runtime from its compatibility date,
 resolve ``requirements.txt`` (``pyworkers.packages.resolve``; the lock is the app's
 ``pylock.toml`` if it has one, else one kept in the cache per app directory), download and
@@ -139,6 +146,32 @@ def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | No
                                 cache_dir=Path(cache_dir) if cache_dir else None)
 
 
+def deployment_target(store, name: str, *, memory_limit: int | None):
+    """``(deployment id, IsolateFactory)`` for worker ``name``'s current deployment: isolates
+    restored from its dedicated snapshot (the image module is prepared here, once per machine
+    and snapshot), or booted and imported when it has no snapshot. Raises
+    :class:`click.ClickException` when the worker has no deployment or its snapshot is refused."""
+    from functools import partial
+
+    from pyworkers.runtime.pool import AppFactory, with_app
+    from pyworkers.snapshot import Restorer, SnapshotError
+
+    dep = store.current(name)
+    if dep is None:
+        raise UserError(f"worker {name!r} has no deployment in {store.root}: run `pyworkers deploy` first")
+    main = dep.record["config"]["main"]
+    if dep.snapshot_path is None:
+        kw = dep.isolate_kwargs()
+        return dep.id, AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
+                                  site_packages=kw["site_packages"], env=kw["env"],
+                                  memory_limit=memory_limit)
+    try:
+        restorer = Restorer(dep.snapshot_path, **dep.restore_kwargs())
+    except SnapshotError as e:
+        raise UserError(f"deployment {dep.id}: {e}") from None
+    return dep.id, with_app(partial(restorer.new_isolate, memory_limit=memory_limit), main)
+
+
 def log_config(level: str) -> dict:
     """uvicorn's logging config with every handler on stderr and pyworkers' loggers added."""
     import copy
@@ -153,9 +186,12 @@ def log_config(level: str) -> dict:
     return cfg
 
 
-@main.command("serve", short_help="Serve app directories over HTTP from pools of isolates.")
-@click.argument("app_dirs", nargs=-1, type=click.Path(path_type=Path, file_okay=False,
-                                                      exists=True))
+@main.command("serve", short_help="Serve deployments over HTTP from pools of isolates.")
+@click.argument("targets_args", metavar="[NAME|APP_DIR]...", nargs=-1)
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), envvar="PYWORKERS_STORE",
+              help="Deployment store (default: PYWORKERS_STORE or the user data directory).")
+@click.option("--watch-interval", default=1.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds between checks of the store for new current deployments.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="Port to bind (0: any free port; the log says which).")
@@ -181,18 +217,23 @@ def log_config(level: str) -> dict:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
-def serve_cmd(app_dirs: tuple[Path, ...], host: str, port: int, min_idle: int,
+def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interval: float,
+              host: str, port: int, min_idle: int,
               max_isolates: int | None, request_timeout: float, memory_limit: int,
               queue_timeout: float, idle_timeout: float, cache_dir: str | None,
               log_level: str, no_access_log: bool) -> None:
-    """Serve the ASGI apps in APP_DIR... (default: the current directory) over HTTP.
+    """Serve deployments (default: every worker in the store) over HTTP.
+
+    Each NAME is a worker in the deployment store: its current deployment is served, restored
+    from its snapshot, and replaced without dropping requests when a new deployment (or a
+    rollback) makes another one current. An APP_DIR is served straight from its files
+    (development mode; SIGHUP rebuilds it).
 
     \b
     Routing, first match wins:
       Host: <name>.localhost      -> deployment <name>, path unchanged
       /<name>/...                 -> deployment <name>, root_path /<name>
       anything, one deployment    -> that deployment
-    Send SIGHUP to rebuild the app directories and redeploy without dropping requests.
     """
     import uvicorn
 
@@ -200,21 +241,43 @@ def serve_cmd(app_dirs: tuple[Path, ...], host: str, port: int, min_idle: int,
     from pyworkers.runtime.asgi import make_server_app
     from pyworkers.runtime.pool import default_max_isolates
 
-    dirs = list(app_dirs) or [Path(".")]
+    from pyworkers.store import Store, StoreError
+
     max_isolates = max_isolates or default_max_isolates()
     if min_idle > max_isolates:
         raise UserError(f"--min-idle {min_idle} is more than --max-isolates {max_isolates}")
     limit = memory_limit << 20
+    try:
+        store = Store(store_dir)
+        names = store.names()
+    except StoreError as e:
+        raise UserError(str(e))
+    dirs = [Path(t) for t in targets_args if Path(t).is_dir() and t not in names]
+    workers = [t for t in targets_args if t not in {str(d) for d in dirs}]
+    if not targets_args:
+        workers = names
+        if not workers:
+            raise UserError(f"nothing to serve: the store {store.root} has no deployments "
+                            "(run `pyworkers deploy APP_DIR`, or give app directories)")
+    unknown = [w for w in workers if w not in names]
+    if unknown:
+        raise UserError(f"no deployment or app directory named {', '.join(map(repr, unknown))} "
+                        f"(deployed workers: {', '.join(names) or 'none'})")
     targets: dict = {}
-    where: dict[str, Path] = {}
+    where: dict[str, str] = {}
+    served: dict[str, str] = {}  # worker -> deployment id being served
     with RichProgress() as progress:
+        for w in workers:
+            progress.note(f"preparing {w}: restoring from its snapshot")
+            served[w], targets[w] = deployment_target(store, w, memory_limit=limit)
+            where[w] = f"deployment {served[w]}"
         for d in dirs:
             name, factory = build_target(d, memory_limit=limit, cache_dir=cache_dir,
                                          progress=progress)
             if name in targets:
                 raise UserError(f"{d}: deployment name {name!r} is also used by {where[name]}: "
                                 'set a different name = "..." in its pyworkers.toml')
-            targets[name], where[name] = factory, d
+            targets[name], where[name] = factory, str(d)
 
     async def reload(app) -> None:
         loop = asyncio.get_running_loop()
@@ -250,6 +313,29 @@ def serve_cmd(app_dirs: tuple[Path, ...], host: str, port: int, min_idle: int,
         for name in app.pools:
             log.info("[%s] serving %s at /%s/ and http://%s.localhost:<port>/", name,
                      where[name], name, name)
+        if served:
+            asyncio.ensure_future(watch_store(app))
+
+    async def watch_store(app) -> None:
+        """Swap a worker's pool when its current deployment changes in the store."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(watch_interval)
+            for w in list(served):
+                try:
+                    cur = store.current_id(w)
+                    if cur is None or cur == served[w]:
+                        continue
+                    dep_id, factory = await loop.run_in_executor(
+                        None, lambda w=w: deployment_target(store, w, memory_limit=limit))
+                    gen = await app.swap(w, factory)
+                    log.info("[%s] switched from deployment %s to %s (generation %d)", w, served[w],
+                             dep_id, gen)
+                    served[w] = dep_id
+                except Exception as e:  # noqa: BLE001 - keep serving the previous deployment
+                    msg = e.format_message() if isinstance(e, click.ClickException) else repr(e)
+                    log.error("[%s] cannot switch to the new current deployment, still serving %s: %s",
+                              w, served[w], msg)
 
     app = make_server_app(targets, min_idle=min_idle, max_isolates=max_isolates,
                           request_timeout=request_timeout, queue_timeout=queue_timeout,
