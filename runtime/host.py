@@ -60,6 +60,10 @@ class GuestAbort(Exception):
     """The guest called ``abort()`` (or failed an assertion)."""
 
 
+class GuestInterrupted(Exception):
+    """A host-side wait reached the isolate's deadline, or :meth:`Isolate.interrupt` was called."""
+
+
 class _Current(threading.local):
     host: "Host | None" = None
 
@@ -211,6 +215,10 @@ class Host:
         self.isolate: Any = None
         self.exit_code: int | None = None
         self.pending_exc: BaseException | None = None
+        #: wall-clock deadline (``time.monotonic()`` seconds) of the current call, or None
+        self.deadline: float | None = None
+        #: set from any thread by ``Isolate.interrupt()``; host-side waits stop at once
+        self.interrupted = threading.Event()
         self.abort_message: str | None = None
         self.mono_offset_ns = 0  # keeps the guest's monotonic clock increasing across a restore
         self.entropy_calls = 0
@@ -777,8 +785,20 @@ class Host:
             # nothing can become ready later in the sandbox (no sockets, no pipes): wait out
             # the timeout instead of letting the caller spin; -1 ("forever") would hang, so
             # cap it.
-            time.sleep(min(timeout if timeout > 0 else 1000, 60_000) / 1000.0)
+            self.wait(min(timeout if timeout > 0 else 1000, 60_000) / 1000.0)
         return count
+
+    def wait(self, seconds: float) -> None:
+        """Sleep on the host for ``seconds``, but stop at the isolate's deadline or when it is
+        interrupted: then raise :class:`GuestInterrupted` (the call traps; wasm code is
+        interrupted by epochs instead, which cannot reach a host-side wait)."""
+        end = time.monotonic() + seconds
+        if self.deadline is not None and self.deadline < end:
+            if self.interrupted.wait(max(0.0, self.deadline - time.monotonic())):
+                raise GuestInterrupted("interrupted")
+            raise GuestInterrupted("time limit exceeded")
+        if self.interrupted.wait(seconds):
+            raise GuestInterrupted("interrupted")
 
     @imp("__syscall_statfs64", "__syscall_fstatfs64")
     @syscall

@@ -328,7 +328,8 @@ class Isolate:
             iso = self.iso
             pending, iso.host.pending_exc = iso.host.pending_exc, None
             if pending is not None and isinstance(ev, (wasmtime.Trap, wasmtime.WasmtimeError, H.GuestExit,
-                                                       H.GuestAbort, H.JsBridgeUnavailable)):
+                                                       H.GuestAbort, H.JsBridgeUnavailable,
+                                                       H.GuestInterrupted)):
                 ev = pending  # this isolate's own host exception (see host._dispatch)
             if isinstance(ev, H.GuestExit):
                 iso.dead = f"exited with status {ev.code}"
@@ -340,6 +341,9 @@ class Isolate:
                 msg = _explain_trap(ev)
                 iso.dead = msg
                 raise IsolateCrashed(msg) from None
+            if isinstance(ev, H.GuestInterrupted):
+                iso.dead = f"wasm trap: interrupted ({ev})"
+                raise IsolateCrashed(iso.dead) from None
             if isinstance(ev, H.JsBridgeUnavailable):
                 iso.dead = str(ev)
                 raise IsolateCrashed(str(ev)) from None
@@ -538,9 +542,17 @@ class Isolate:
         """
         if seconds is None:
             self.store.set_epoch_deadline(NO_DEADLINE)
+            self.host.deadline = None
             return
         _ensure_epoch_ticker()
         self.store.set_epoch_deadline(max(1, int(seconds / EPOCH_TICK_S + 0.999)))
+        self.host.deadline = time.monotonic() + seconds
+
+    def interrupt(self) -> None:
+        """Stop the isolate's current host-side wait (``poll``/sleep timeouts) from any thread:
+        the call traps with "interrupted" and the isolate is dead. Running wasm code is stopped
+        by :meth:`set_timeout`'s deadline instead (wasmtime stores are single-threaded)."""
+        self.host.interrupted.set()
 
     @property
     def at_memory_limit(self) -> bool:

@@ -16,12 +16,10 @@ Pieces:
   isolate, idle retirement after ``idle_timeout`` seconds, :meth:`Pool.swap` to a new factory
   (a redeploy) without dropping in-flight requests.
 
-Time limits use wasmtime epoch interruption (the engine is configured with
-``epoch_interruption``): a process-wide ticker thread increments the engine's epoch every
-:data:`EPOCH_TICK` seconds, and before every guest call the worker sets the store's deadline to
-the time left; running past it traps the guest (``IsolateCrashed``, isolate dead). When the
-engine provides ``Isolate.set_timeout(seconds | None)`` this module uses it instead (see
-:func:`arm_deadline`).
+Time limits: before every guest call the worker gives the isolate the time left
+(:meth:`Isolate.set_timeout`: wasmtime epoch interruption for wasm code, with the engine's
+ticker advancing every :data:`EPOCH_TICK` seconds, and a deadline for host-side waits); running
+past it traps the guest (``IsolateCrashed``, isolate dead). See :func:`arm_deadline`.
 """
 from __future__ import annotations
 
@@ -30,7 +28,6 @@ import concurrent.futures
 import dataclasses
 import itertools
 import logging
-import math
 import os
 import threading
 import time
@@ -38,13 +35,12 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
-from pyworkers.runtime.isolate import NO_DEADLINE, GuestError, Isolate, IsolateCrashed
+from pyworkers.runtime.isolate import EPOCH_TICK_S as EPOCH_TICK
+from pyworkers.runtime.isolate import GuestError, Isolate, IsolateCrashed
 
 log = logging.getLogger("pyworkers.serve")
 guest_log = logging.getLogger("pyworkers.guest")
 
-#: Seconds between two epoch increments (resolution of every time limit).
-EPOCH_TICK = 0.01
 ADAPTER = "_pyworkers_asgi"
 
 
@@ -121,51 +117,12 @@ class RequestTimeout(Exception):
     """The deadline passed before (or while) the guest was called."""
 
 
-class _EpochTicker:
-    """Process-wide thread incrementing the engine epoch every :data:`EPOCH_TICK` seconds."""
-
-    _lock = threading.Lock()
-    _thread: threading.Thread | None = None
-
-    @classmethod
-    def ensure(cls) -> None:
-        if cls._thread is not None:
-            return
-        with cls._lock:
-            if cls._thread is None:
-                from pyworkers.runtime.engine import get_engine
-
-                engine = get_engine()
-
-                def tick():
-                    while True:
-                        time.sleep(EPOCH_TICK)
-                        engine.increment_epoch()
-
-                cls._thread = threading.Thread(target=tick, name="pyworkers-epoch", daemon=True)
-                cls._thread.start()
-
-
 def arm_deadline(iso: Isolate, deadline: float | None) -> None:
-    """Make wasm running in ``iso`` trap once ``time.monotonic()`` passes ``deadline``
-    (``None``: no limit). Call on the thread about to run the isolate.
-
-    Uses the engine's ``iso.set_timeout(seconds_or_None)`` (epoch interruption with the
-    engine's own ticker) when it exists; otherwise sets the store's epoch deadline in ticks of
-    :data:`EPOCH_TICK` with this module's ticker (only one ticker ever runs: the engine's is
-    used whenever the engine has the method)."""
-    setter = getattr(iso, "set_timeout", None)
-    if setter is not None:
-        setter(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return
-    if iso.store is None:
-        return
-    if deadline is None:
-        iso.store.set_epoch_deadline(NO_DEADLINE)
-        return
-    _EpochTicker.ensure()
-    ticks = max(1, math.ceil((deadline - time.monotonic()) / EPOCH_TICK))
-    iso.store.set_epoch_deadline(ticks)
+    """Make ``iso`` trap once ``time.monotonic()`` passes ``deadline`` (``None``: no limit),
+    in wasm code (epoch interruption) and in host-side waits (:meth:`Isolate.set_timeout`).
+    Call on the thread about to run the isolate."""
+    if iso.store is not None:
+        iso.set_timeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 # ---------------------------------------------------------------------------- workers

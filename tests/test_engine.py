@@ -298,3 +298,22 @@ def test_concurrent_host_errors_stay_with_their_isolate(runtime_314):
         t.join()
     assert len(results["abort"]) == 8 and all(isinstance(e, IsolateCrashed) for e in results["abort"])
     assert len(results["exit"]) == 8 and all(isinstance(e, GuestExited) and e.code == 3 for e in results["exit"])
+
+
+def test_host_side_waits_honour_the_deadline_and_interrupt(runtime_314):
+    import time
+
+    iso = Isolate(runtime_314)
+    iso.run("import select")
+    iso.set_timeout(0.3)
+    t0 = time.perf_counter()
+    with pytest.raises(IsolateCrashed, match="time limit exceeded"):
+        iso.run("select.select([], [], [], 30)")  # a 30 s host-side poll
+    assert time.perf_counter() - t0 < 5
+    other = Isolate(runtime_314)
+    other.run("import select")
+    threading.Timer(0.3, other.interrupt).start()
+    t0 = time.perf_counter()
+    with pytest.raises(IsolateCrashed, match="interrupted"):
+        other.run("select.select([], [], [], 30)")
+    assert time.perf_counter() - t0 < 5
