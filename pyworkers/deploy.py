@@ -658,8 +658,24 @@ def snapshot_api() -> tuple[Callable | None, Callable | None]:
     return getattr(snap, "take_snapshot", None), getattr(snap, "restore_isolate", None)
 
 
+def _package_isolate(iso_kwargs: dict, layer: Path | None, sel, out: _Out):
+    """A fresh isolate with the layer's packages imported and the adapter configured, but not
+    the app (``no_python_dedicated_snapshot``: a package snapshot; the app is imported when
+    each isolate is restored)."""
+    from pyworkers.runtime import Isolate
+    from pyworkers.snapshot.create import top_level_modules
+
+    iso = Isolate(**iso_kwargs)
+    iso.run(_SETUP, "<pyworkers deploy>")
+    for m in (top_level_modules(layer) if layer else []):
+        iso.request({"op": "import", "name": m})  # a package that does not import alone is skipped
+    iso.call("_pyworkers_asgi:configure", inline_sync=sel.enabled("python_inline_sync_endpoints"))
+    return iso
+
+
 def take_dedicated_snapshot(iso, out_path: Path, *, selection, layer_hash: str | None,
-                            app_hash: str, progress: DeployProgress) -> dict | None:
+                            app_hash: str, progress: DeployProgress,
+                            snapshot_type: str = "dedicated") -> dict | None:
     """The snapshot step: write the dedicated snapshot of ``iso`` (the app's top level has run)
     to ``out_path`` and return its record (``{"path": <absolute>, "type": "dedicated", "bytes",
     "sha256", "metadata"}``), or ``None`` with a warning while
@@ -673,7 +689,7 @@ def take_dedicated_snapshot(iso, out_path: Path, *, selection, layer_hash: str |
     layers = {"/app": f"app {app_hash}"}
     if layer_hash:
         layers[iso.runtime.site_packages_guest_path] = f"layer {layer_hash}"
-    meta = take(iso, out_path, snapshot_type="dedicated", selection=selection,
+    meta = take(iso, out_path, snapshot_type=snapshot_type, selection=selection,
                 layer_hash=layer_hash, app_hash=app_hash, layers=layers,
                 progress=progress.status)
     if not out_path.is_file():
@@ -682,7 +698,7 @@ def take_dedicated_snapshot(iso, out_path: Path, *, selection, layer_hash: str |
     with open(out_path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
-    return {"path": out_path, "type": "dedicated", "bytes": out_path.stat().st_size,
+    return {"path": out_path, "type": snapshot_type, "bytes": out_path.stat().st_size,
             "sha256": "sha256:" + h.hexdigest(), "metadata": _jsonable(meta or {})}
 
 
@@ -912,7 +928,7 @@ def deploy(app_dir: str | os.PathLike, *,
         try:
             with stages("import") as info:
                 entropy = _entropy_at_import(iso, cfg.module)
-                record["asgi"] = _load_app(iso, cfg, out)
+                record["asgi"] = _load_app(iso, cfg, out, sel.enabled("python_inline_sync_endpoints"))
                 record["entropy_at_import"] = entropy
                 info["summary"] = f"{cfg.main} is an ASGI app ({record['asgi']['object']})"
                 if entropy:
@@ -925,26 +941,35 @@ def deploy(app_dir: str | os.PathLike, *,
                     prog.warn(msg)
 
             with stages("snapshot") as info:
-                snap = take_dedicated_snapshot(
-                    iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
-                    app_hash=record["app"]["hash"], progress=prog)
+                if sel.enabled("python_dedicated_snapshot"):
+                    snap = take_dedicated_snapshot(
+                        iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
+                        app_hash=record["app"]["hash"], progress=prog)
+                else:  # no_python_dedicated_snapshot: packages imported, the app is not
+                    iso.close()
+                    iso = _package_isolate(iso_kwargs, layer_mount, sel, out)
+                    snap = take_dedicated_snapshot(
+                        iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
+                        app_hash=record["app"]["hash"], progress=prog, snapshot_type="package")
                 if snap is None:
                     record["snapshot"] = None
                     info["summary"] = "skipped: pyworkers.snapshot is not available"
                 else:
                     snap["path"] = f"{dep_rel}/{SNAPSHOT_FILE}"
                     record["snapshot"] = snap
-                    info["summary"] = f"dedicated, {fmt_bytes(snap['bytes'])}"
+                    info["summary"] = f"{snap['type']}, {fmt_bytes(snap['bytes'])}"
         finally:
             iso.close()
 
         with stages("smoke") as info:
+            snap_type = record["snapshot"]["type"] if record["snapshot"] else None
             restore_kwargs = {"site_packages": layer_mount, "mounts": {"/app": app_copy},
-                              "expect_type": "dedicated", "layer_hash": lh,
+                              "expect_type": snap_type, "layer_hash": lh,
                               "app_hash": record["app"]["hash"], "cache_dir": cache_dir,
                               "stdout": out, "stderr": out}
             record["smoke"] = _smoke(iso_kwargs, restore_kwargs,
-                                     record["snapshot"] and ddir / SNAPSHOT_FILE, cfg, out)
+                                     record["snapshot"] and ddir / SNAPSHOT_FILE, cfg, out,
+                                     sel.enabled("python_inline_sync_endpoints"))
             s = record["smoke"]
             status = f"GET / -> {s['status']}" if s["status"] is not None else "GET / -> no response"
             if s["error"]:
@@ -993,7 +1018,7 @@ def _entropy_at_import(iso, module: str) -> list[tuple[str, int]]:
     return [(m, n) for m, n in reply.get("entropy_modules", []) if m not in RESEEDED_MODULES]
 
 
-def _load_app(iso, cfg, out: _Out) -> dict:
+def _load_app(iso, cfg, out: _Out, inline_sync: bool = True) -> dict:
     """Import the app in ``iso`` (its top level runs), check it is ASGI and, when the guest
     ASGI adapter exists, load it there too (``_pyworkers_asgi.load``), so that a snapshot of
     ``iso`` is an isolate ready to serve. Returns the record's ``asgi`` entry,
@@ -1005,6 +1030,7 @@ def _load_app(iso, cfg, out: _Out) -> dict:
     _remove_harness(iso)
     adapter = adapter_available()
     if adapter:
+        iso.call("_pyworkers_asgi:configure", inline_sync=inline_sync)
         iso.call("_pyworkers_asgi:load", cfg.main, "/app")
     return {"object": rep["object"], "adapter": "guest" if adapter else "inline"}
 
@@ -1015,7 +1041,7 @@ SMOKE_REQUEST_TIMEOUT = 60.0
 
 
 def _smoke(iso_kwargs: dict, restore_kwargs: dict, snapshot: Path | None, cfg,
-           out: _Out) -> dict:
+           out: _Out, inline_sync: bool = True) -> dict:
     """Restore the snapshot (or, without one, boot and import again), then lifespan startup +
     ``GET /`` in that isolate: through the guest ASGI adapter that ``pyworkers serve`` uses
     when it exists, else through the harness's inline ASGI calls."""
@@ -1039,11 +1065,13 @@ def _smoke(iso_kwargs: dict, restore_kwargs: dict, snapshot: Path | None, cfg,
                                     stderr=restore_kwargs.get("stderr"))
             else:
                 iso = restore(snapshot, **restore_kwargs)
+            if restore_kwargs.get("expect_type") == "package":  # the app is not in it: load it
+                _load_app(iso, cfg, out, inline_sync)
         else:
             iso = Isolate(**iso_kwargs)
             try:
                 iso.run(_SETUP, "<pyworkers deploy>")
-                _load_app(iso, cfg, out)
+                _load_app(iso, cfg, out, inline_sync)
             except DeployError as e:
                 iso.close()
                 raise DeployError("smoke", "the app failed to load again in a fresh isolate: "

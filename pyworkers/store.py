@@ -216,14 +216,14 @@ class Deployment:
     def restore_kwargs(self) -> dict:
         """Keyword arguments for ``pyworkers.snapshot.restore_isolate(self.snapshot_path,
         **kwargs)``: the same layers the snapshot was taken with (``site_packages``,
-        ``mounts``) and the checks that refuse a mismatching file (``expect_type``
-        ``"dedicated"``, ``layer_hash``, ``app_hash``). Only meaningful when
+        ``mounts``) and the checks that refuse a mismatching file (``expect_type``: the
+        recorded snapshot type, ``layer_hash``, ``app_hash``). Only meaningful when
         :attr:`snapshot_path` is not ``None``."""
         layer = self.record.get("layer")
         return {
             "site_packages": self.layer_dir,
             "mounts": {"/app": self.app_dir},
-            "expect_type": "dedicated",
+            "expect_type": self.record["snapshot"]["type"] if self.record.get("snapshot") else None,
             "layer_hash": layer["hash"] if layer else None,
             "app_hash": self.record["app"]["hash"],
         }

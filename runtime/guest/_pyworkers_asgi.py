@@ -71,34 +71,28 @@ def _patch_anyio_to_thread(mod):
     mod.run_sync = _run_sync_inline
 
 
-class _PatchAfterImport:
-    """Meta path finder: runs ``PATCHES[name](module)`` right after ``name`` is first imported
-    (so even ``from anyio.to_thread import run_sync`` done later gets the inline version)."""
+#: Whether ``def`` endpoints and the default executor run inline (compatibility flag
+#: ``python_inline_sync_endpoints``; remembered, so it survives into snapshots).
+_inline_sync = True
 
-    PATCHES = {"anyio.to_thread": _patch_anyio_to_thread}
 
-    def find_spec(self, name, path=None, target=None):
-        patch = self.PATCHES.get(name)
-        if patch is None:
-            return None
-        from importlib.machinery import PathFinder
-
-        spec = PathFinder.find_spec(name, path)
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_and_patch(module):
-            exec_module(module)
-            patch(module)
-
-        spec.loader.exec_module = exec_and_patch
-        return spec
+def configure(inline_sync=None):
+    """Set adapter options before :func:`load` (``inline_sync``: run ``def`` endpoints /
+    ``anyio.to_thread.run_sync`` / the loop's default executor inline; ``False`` keeps thread
+    pools, which cannot start threads in the sandbox). Returns the current options."""
+    global _inline_sync
+    if inline_sync is not None:
+        _inline_sync = bool(inline_sync)
+    return {"inline_sync": _inline_sync}
 
 
 def _install_patches():
-    if not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchAfterImport())
+    """Patch ``anyio.to_thread`` now if imported, else right after its first import (through
+    the guest helper's post-import hooks, so even ``from anyio.to_thread import run_sync``
+    done later gets the inline version)."""
+    import _pyworkers_guest
+
+    _pyworkers_guest._PostImportPatches.PATCHES["anyio.to_thread"] = _patch_anyio_to_thread
     mod = sys.modules.get("anyio.to_thread")
     if mod is not None:
         _patch_anyio_to_thread(mod)
@@ -165,7 +159,8 @@ class _Driver:
         self.asyncio = asyncio
         self.loop = asyncio.SelectorEventLoop(_make_selector_class()(self))
         # asyncio.to_thread / run_in_executor(None, ...) would start a thread: run inline
-        self.loop.set_default_executor(_inline_executor())
+        if _inline_sync:
+            self.loop.set_default_executor(_inline_executor())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             asyncio.set_event_loop(self.loop)
@@ -363,7 +358,8 @@ def load(target, path=None):
 
     if path and path not in sys.path:
         sys.path.insert(0, path)
-    _install_patches()
+    if _inline_sync:
+        _install_patches()
     mod_name, _, attr = target.partition(":")
     if not attr:
         raise ValueError(f"app {target!r} is not module:attribute")
