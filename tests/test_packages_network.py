@@ -153,3 +153,23 @@ def test_cli_resolve_json(tmp_path):
     assert out["pydantic-core"]["wheel"].endswith("pyemscripten_2026_0_wasm32.whl")
     assert out["pydantic-core"]["source"] == "index"
     assert (tmp_path / "pylock.toml").is_file()
+
+
+@pytest.mark.slow
+def test_installed_layer_imports_in_the_sandbox(tmp_path):
+    """Issue must-show: resolve + install a layer for 314.0.7, then
+    `pyworkers python --site-packages LAYER -c "import fastapi, pydantic; print(pydantic.VERSION)"`."""
+    import subprocess
+    import sys
+
+    from pyworkers.packages import install_layer, resolve
+
+    res = resolve(["fastapi", "pydantic"], "314.0.7", package_base_url=None)
+    layer = tmp_path / "layer"
+    install_layer(res, layer)
+    r = subprocess.run([sys.executable, "-m", "pyworkers", "python", "--runtime", "314.0.7",
+                        "--site-packages", str(layer), "-c",
+                        "import fastapi, pydantic; print(pydantic.VERSION)"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == res.get("pydantic").version
