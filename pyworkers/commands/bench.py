@@ -2,15 +2,98 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
-from pyworkers.cli import main
+from pyworkers.cli import UserError, main
 
 
-@main.group("bench")
-def bench() -> None:
-    """Benchmarks, measured side by side on this machine (medians, not timed tests)."""
+SKIPPABLE = ("no_snapshot", "snapshot_restore", "prewarmed", "native_uvicorn", "pyodide_node",
+             "warm", "memory")
+
+
+@main.group("bench", invoke_without_command=True)
+@click.option("--workload", default="reference", show_default=True, metavar="reference|hello|APP_DIR",
+              help="reference: examples/fastapi-full (fastapi, pydantic, httpx; GET /items/1); "
+                   "hello: examples/hello (GET /); or an app directory (GET /).")
+@click.option("--runs", default=20, show_default=True, type=click.IntRange(1),
+              help="Counted runs per mode (interleaved rounds).")
+@click.option("--warmup", default=2, show_default=True, type=click.IntRange(0),
+              help="Uncounted warm-up rounds before the counted ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (for scripts).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), metavar="FILE.png",
+              help="Draw the cold-start distributions (needs matplotlib: pyworkers[plot]).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="Also write the JSON result to FILE (compare two with `bench compare`).")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False),
+              help="Deploy into this store (default: a temporary one, removed afterwards).")
+@click.option("--path", "req_path", metavar="PATH",
+              help="Request path (default: /items/1 for reference, / otherwise).")
+@click.option("--requests", default=2000, show_default=True, type=click.IntRange(10),
+              help="Warm HTTP requests per server (sequential, then again concurrent).")
+@click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1),
+              help="Connections for the warm requests/s measurement.")
+@click.option("--skip", multiple=True, type=click.Choice(SKIPPABLE),
+              help="Leave a mode or measurement out (repeatable).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@click.pass_context
+def bench(ctx: click.Context, workload: str, runs: int, warmup: int, as_json: bool,
+          plot_path: str | None, output: str | None, store_dir: str | None, req_path: str | None,
+          requests: int, concurrency: int, skip: tuple[str, ...], quiet: bool) -> None:
+    """Cold-start benchmark, side by side on this machine (subcommands: other benchmarks).
+
+    \b
+    Without a subcommand: deploy the workload, then N interleaved runs of
+      1 pyworkers, no snapshot      (fresh isolate, import, lifespan, first response)
+      2 pyworkers, snapshot restore (the cold start users see: no idle isolate)
+      3 pyworkers, pre-warmed pool  (an idle restored isolate)
+      4 peer: native CPython + uvicorn, new process
+      5 peer: Pyodide in Node with its own snapshot (pure-Python stand-in; skipped without node)
+    plus warm requests/s and p50/p99 against native uvicorn, memory per isolate, snapshot sizes
+    and deploy stage timings. Prints a table (ratios to mode 2), or JSON with --json.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from pyworkers.benchmarks import coldstart
+
+    if plot_path:  # fail before a long run, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UserError("--plot needs matplotlib: pip install 'pyworkers[plot]' "
+                            "(or pip install matplotlib)") from None
+    try:
+        res = coldstart.run(workload, runs, warmup=warmup, store=store_dir, path=req_path,
+                            requests=requests, concurrency=concurrency, skip=skip,
+                            progress=None if quiet else coldstart._stderr)
+    except coldstart.BenchError as e:
+        raise UserError(str(e)) from None
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(res, indent=1) + "\n")
+    if plot_path:
+        from pyworkers.benchmarks import plot
+
+        plot.plot_result(res, plot_path)
+        if not quiet:
+            click.echo(f"[bench] plot written to {plot_path}", err=True)
+    click.echo(json.dumps(res, indent=1) if as_json else coldstart.format_table(res))
+
+
+@bench.command("compare")
+@click.argument("a", type=click.Path(exists=True, dir_okay=False), metavar="A.json")
+@click.argument("b", type=click.Path(exists=True, dir_okay=False), metavar="B.json")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare_cmd(a: str, b: str, as_json: bool) -> None:
+    """Two `pyworkers bench` result files side by side: per-mode medians and B / A."""
+    from pyworkers.benchmarks import coldstart
+
+    try:
+        c = coldstart.compare(coldstart.load_result(a), coldstart.load_result(b), (a, b))
+    except coldstart.BenchError as e:
+        raise UserError(str(e)) from None
+    click.echo(json.dumps(c, indent=1) if as_json else coldstart.format_compare(c))
 
 
 @bench.command("engine")
