@@ -15,12 +15,14 @@ layer      the site-packages layer, content-addressed by :func:`layer_hash`; reu
 app        copy the app's files into the deployment (hashed; VCS/cache/venv dirs skipped)
 boot       a fresh isolate: the layer as site-packages, the app copy read-only at ``/app``,
            the worker's vars as environment, ``/app`` on ``sys.path``
-import     import ``main``'s module (runs its top level) and check the attribute is an ASGI 3
-           application (an ``async`` callable taking ``scope, receive, send``)
-snapshot   the dedicated snapshot (:func:`pyworkers.snapshot.take_snapshot`; skipped with a
-           warning and recorded as ``null`` while that module is not available)
-smoke      restore the snapshot into a fresh isolate (or boot and import again without one),
-           run the ASGI ``lifespan`` startup and a ``GET /`` (its status is only reported)
+import     import ``main``'s module (runs its top level), check the attribute is an ASGI 3
+           application (an ``async`` callable taking ``scope, receive, send``) and load it
+           into the guest ASGI adapter (``runtime/guest/_pyworkers_asgi.py``)
+snapshot   the dedicated snapshot (:func:`pyworkers.snapshot.take_snapshot`), or a package
+           snapshot with ``no_python_dedicated_snapshot``
+smoke      restore the snapshot into a fresh isolate and, through the guest ASGI adapter of
+           ``pyworkers serve``, run the ASGI ``lifespan`` startup and a ``GET /`` (its status is
+           only reported)
 publish    write the record and publish the deployment atomically (:mod:`pyworkers.store`)
 =========  ===================================================================================
 
@@ -50,13 +52,13 @@ Deployment record (``deployment.json``; paths relative to the store root)::
      "layer": null | {"hash": "sha256:<hex>", "path": "layers/<hex>", "reused": bool,
                       "files": int, "bytes": int, "unresolved_libraries": {so: [lib]}},
      "entropy_at_import": [[module, calls], ...],  # top-level entropy use (not `random`)
-     "snapshot": null | {"path": "deployments/<id>/snapshot.bin", "type": "dedicated",
-                         "bytes": int, "sha256": "sha256:<hex>", "metadata": {...}},
-     "asgi": {"object": "<module.qualname of the app's type>", "adapter": "guest" | "inline"},
-     "smoke": {"restored_from_snapshot": bool, "adapter": "guest" | "inline",
+     "snapshot": {"path": "deployments/<id>/snapshot.bin", "type": "dedicated" | "package",
+                  "bytes": int, "sha256": "sha256:<hex>", "metadata": {...}},
+     "asgi": {"object": "<module.qualname of the app's type>", "adapter": "guest"},
+     "smoke": {"restored_from_snapshot": true, "adapter": "guest",
                "lifespan": "complete" | "unsupported", "lifespan_message": str | null,
                "status": int | null, "body_bytes": int, "error": str | null,
-               "prepare_ms": float | null, "ready_ms": float, "requests_ms": float},
+               "prepare_ms": float, "ready_ms": float, "requests_ms": float},
      "timings_ms": {"config", "runtime", "resolve", "download", "layer", "app", "boot",
                     "import", "snapshot", "smoke", "total": float}}
 
@@ -64,12 +66,11 @@ Deployment record (``deployment.json``; paths relative to the store root)::
 whose own time, a few milliseconds of renames, is only shown in the progress output.
 ``smoke.prepare_ms``: the first-use preparation of the snapshot's image module (a full
 compile, cached per machine by ``pyworkers.snapshot``, so ``pyworkers serve`` restores the
-published snapshot without it); ``null`` without a snapshot. ``smoke.ready_ms``: restoring
-the snapshot into a fresh isolate; or, without a snapshot, booting and importing again. ``smoke.requests_ms``: lifespan startup, ``GET /`` and
-lifespan shutdown.) ``asgi.adapter``/``smoke.adapter``: ``"guest"`` when the guest ASGI adapter
-of ``pyworkers serve`` (``runtime/guest/_pyworkers_asgi.py``) is present: it is loaded before
-the snapshot (a restored isolate is ready to serve) and drives the smoke test; ``"inline"``
-otherwise (plain ``asyncio`` calls of the app).
+published snapshot without it). ``smoke.ready_ms``: restoring the snapshot into a fresh
+isolate (and, for a package snapshot, importing the app). ``smoke.requests_ms``: lifespan
+startup, ``GET /`` and lifespan shutdown.) ``asgi.adapter``/``smoke.adapter``: always
+``"guest"``: the guest ASGI adapter of ``pyworkers serve`` (``runtime/guest/_pyworkers_asgi.py``)
+is loaded before the snapshot (a restored isolate is ready to serve) and drives the smoke test.
 
 ``lock``, ``wheels`` and ``layer`` are ``null`` for an app without ``requirements.txt``
 (``wheels`` and ``layer`` also when the requirements resolve to no wheels). ``wheels.cached``
@@ -143,7 +144,7 @@ class DeployProgress(Progress):
         """Stage ``stage`` failed after ``seconds`` (the error follows as an exception)."""
 
     def warn(self, message: str) -> None:
-        """A warning (e.g. the snapshot stage is unavailable)."""
+        """A warning (e.g. the app's top level used entropy before the snapshot)."""
 
 
 class _CallableDeployProgress(DeployProgress):
@@ -410,8 +411,8 @@ def copy_app(src: Path, dest: Path, *, exclude: Sequence[Path] = (),
 
 # --------------------------------------------------------------------------- guest harness
 
-#: Code run inside the sandbox (as the module ``_pyworkers_deploy``): loads the app, checks it
-#: is ASGI, and runs the inline smoke test. Removed from ``sys.modules`` before the snapshot.
+#: Code run inside the sandbox (as the module ``_pyworkers_deploy``): loads the app and checks
+#: it is ASGI. Removed from ``sys.modules`` before the snapshot.
 GUEST_HARNESS = r'''
 import sys
 
@@ -488,16 +489,6 @@ def asgi_problem(obj, target):
     return None
 
 
-def _find(module, attribute):
-    import importlib
-
-    mod = importlib.import_module(module)
-    obj = mod
-    for part in attribute.split("."):
-        obj = getattr(obj, part)
-    return mod, obj
-
-
 def load(module, attribute):
     """Import ``module`` (running its top level) and check ``attribute``. Returns a dict:
     ``{"ok": True, "object": "<type>"}`` or ``{"ok": False, "kind": "import" | "asgi",
@@ -545,91 +536,6 @@ def load(module, attribute):
     t = type(obj)
     return {"ok": True, "object": f"{t.__module__}.{t.__qualname__}"}
 
-
-async def _smoke(app):
-    import asyncio
-
-    res = {"lifespan": None, "lifespan_message": None, "status": None, "body_bytes": 0,
-           "error": None}
-    state = {}
-    inbox = asyncio.Queue()
-    answered = asyncio.Event()
-    replies = []
-
-    async def lreceive():
-        return await inbox.get()
-
-    async def lsend(msg):
-        replies.append(msg)
-        if str(msg.get("type", "")).startswith("lifespan.startup."):
-            answered.set()
-
-    scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
-             "state": state}
-    task = asyncio.ensure_future(app(scope, lreceive, lsend))
-    await inbox.put({"type": "lifespan.startup"})
-    waiter = asyncio.ensure_future(answered.wait())
-    await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-    if answered.is_set():
-        msg = [m for m in replies if str(m.get("type", "")).startswith("lifespan.startup.")][0]
-        if msg["type"] == "lifespan.startup.complete":
-            res["lifespan"] = "complete"
-        else:
-            res["lifespan"] = "failed"
-            res["lifespan_message"] = str(msg.get("message", ""))
-            return res
-    else:
-        waiter.cancel()
-        exc = None if task.cancelled() else task.exception()
-        res["lifespan"] = "unsupported"
-        res["lifespan_message"] = (f"{type(exc).__name__}: {exc}" if exc is not None
-                                   else "the app returned without answering lifespan.startup")
-
-    done = asyncio.Event()
-    sent = False
-
-    async def receive():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(msg):
-        t = msg.get("type")
-        if t == "http.response.start":
-            res["status"] = int(msg["status"])
-        elif t == "http.response.body":
-            res["body_bytes"] += len(msg.get("body", b""))
-            if not msg.get("more_body", False):
-                done.set()
-
-    http = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1", "method": "GET", "scheme": "http", "path": "/",
-            "raw_path": b"/", "query_string": b"", "root_path": "",
-            "headers": [(b"host", b"localhost"), (b"user-agent", b"pyworkers-deploy-smoke")],
-            "client": ("127.0.0.1", 0), "server": ("localhost", 80), "state": dict(state)}
-    try:
-        await app(http, receive, send)
-    except Exception as exc:
-        res["error"] = _app_traceback(exc)
-    done.set()
-    if res["lifespan"] == "complete":
-        await inbox.put({"type": "lifespan.shutdown"})
-        try:
-            await task
-        except Exception:
-            pass
-    return res
-
-
-def smoke(module, attribute):
-    """Lifespan startup + ``GET /`` against the app (see ``pyworkers.deploy``)."""
-    import asyncio
-
-    _mod, app = _find(module, attribute)
-    return asyncio.run(_smoke(app))
 '''
 
 
@@ -646,17 +552,7 @@ def _remove_harness(iso) -> None:
 _SETUP = "import sys\nif '/app' not in sys.path:\n    sys.path.insert(0, '/app')\n"
 
 
-# --------------------------------------------------------------------------- engine seams
-
-def snapshot_api() -> tuple[Callable | None, Callable | None]:
-    """``(take_snapshot, restore_isolate)`` from :mod:`pyworkers.snapshot`, ``None`` for
-    whatever is not importable yet."""
-    try:
-        import pyworkers.snapshot as snap
-    except ImportError:
-        return None, None
-    return getattr(snap, "take_snapshot", None), getattr(snap, "restore_isolate", None)
-
+# --------------------------------------------------------------------------- snapshot
 
 def _package_isolate(iso_kwargs: dict, layer: Path | None, sel, out: _Out):
     """A fresh isolate with the layer's packages imported and the adapter configured, but not
@@ -675,21 +571,16 @@ def _package_isolate(iso_kwargs: dict, layer: Path | None, sel, out: _Out):
 
 def take_dedicated_snapshot(iso, out_path: Path, *, selection, layer_hash: str | None,
                             app_hash: str, progress: DeployProgress,
-                            snapshot_type: str = "dedicated") -> dict | None:
-    """The snapshot step: write the dedicated snapshot of ``iso`` (the app's top level has run)
-    to ``out_path`` and return its record (``{"path": <absolute>, "type": "dedicated", "bytes",
-    "sha256", "metadata"}``), or ``None`` with a warning while
-    ``pyworkers.snapshot.take_snapshot`` does not exist."""
-    take, _restore = snapshot_api()
-    if take is None:
-        progress.warn("pyworkers.snapshot.take_snapshot is not available in this build: the "
-                      "deployment records no snapshot (\"snapshot\": null) and cold-starts by "
-                      "importing the app")
-        return None
+                            snapshot_type: str = "dedicated") -> dict:
+    """The snapshot step: write the snapshot of ``iso`` (for a dedicated one, the app's top
+    level has run) to ``out_path`` and return its record (``{"path": <absolute>, "type":
+    snapshot_type, "bytes", "sha256", "metadata"}``)."""
+    from pyworkers.snapshot import take_snapshot
+
     layers = {"/app": f"app {app_hash}"}
     if layer_hash:
         layers[iso.runtime.site_packages_guest_path] = f"layer {layer_hash}"
-    meta = take(iso, out_path, snapshot_type=snapshot_type, selection=selection,
+    meta = take_snapshot(iso, out_path, snapshot_type=snapshot_type, selection=selection,
                 layer_hash=layer_hash, app_hash=app_hash, layers=layers,
                 progress=progress.status)
     if not out_path.is_file():
@@ -951,24 +842,17 @@ def deploy(app_dir: str | os.PathLike, *,
                     snap = take_dedicated_snapshot(
                         iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
                         app_hash=record["app"]["hash"], progress=prog, snapshot_type="package")
-                if snap is None:
-                    record["snapshot"] = None
-                    info["summary"] = "skipped: pyworkers.snapshot is not available"
-                else:
-                    snap["path"] = f"{dep_rel}/{SNAPSHOT_FILE}"
-                    record["snapshot"] = snap
-                    info["summary"] = f"{snap['type']}, {fmt_bytes(snap['bytes'])}"
+                snap["path"] = f"{dep_rel}/{SNAPSHOT_FILE}"
+                record["snapshot"] = snap
+                info["summary"] = f"{snap['type']}, {fmt_bytes(snap['bytes'])}"
         finally:
             iso.close()
 
         with stages("smoke") as info:
-            snap_type = record["snapshot"]["type"] if record["snapshot"] else None
             restore_kwargs = {"site_packages": layer_mount, "mounts": {"/app": app_copy},
-                              "expect_type": snap_type, "layer_hash": lh,
-                              "app_hash": record["app"]["hash"], "cache_dir": cache_dir,
-                              "stdout": out, "stderr": out}
-            record["smoke"] = _smoke(iso_kwargs, restore_kwargs,
-                                     record["snapshot"] and ddir / SNAPSHOT_FILE, cfg, out,
+                              "expect_type": record["snapshot"]["type"], "layer_hash": lh,
+                              "app_hash": record["app"]["hash"], "cache_dir": cache_dir}
+            record["smoke"] = _smoke(restore_kwargs, ddir / SNAPSHOT_FILE, cfg, out,
                                      sel.enabled("python_inline_sync_endpoints"))
             s = record["smoke"]
             status = f"GET / -> {s['status']}" if s["status"] is not None else "GET / -> no response"
@@ -977,9 +861,7 @@ def deploy(app_dir: str | os.PathLike, *,
                 prog.warn(f"GET / raised in the smoke test:\n{s['error'].rstrip()}")
             how = (f"restored snapshot in {s['ready_ms']:.0f} ms"
                    + (f" (image module prepared in {_fmt_s(s['prepare_ms'] / 1000)}, cached "
-                      "for serve)" if s.get("prepare_ms") else "")
-                   if s["restored_from_snapshot"] else
-                   f"fresh isolate (no snapshot) ready in {s['ready_ms']:.0f} ms")
+                      "for serve)" if s.get("prepare_ms") else ""))
             info["summary"] = f"{how}, lifespan {s['lifespan']}, {status}"
 
         with stages("publish") as info:
@@ -991,17 +873,6 @@ def deploy(app_dir: str | os.PathLike, *,
             dep = st.publish(staging, record)
             info["summary"] = f"{dep.id} is now current for {cfg.name}"
         return dep
-
-
-def adapter_available() -> bool:
-    """Whether the guest ASGI adapter (``runtime/guest/_pyworkers_asgi.py``, used by
-    ``pyworkers serve``) and its host side (:mod:`pyworkers.runtime.pool`) are present."""
-    try:
-        from pyworkers.runtime.isolate import GUEST_DIR
-        from pyworkers.runtime.pool import Worker  # noqa: F401
-    except ImportError:
-        return False
-    return (GUEST_DIR / "_pyworkers_asgi.py").is_file()
 
 
 #: Modules whose import-time entropy use is expected: pyworkers reseeds them after a restore.
@@ -1019,20 +890,18 @@ def _entropy_at_import(iso, module: str) -> list[tuple[str, int]]:
 
 
 def _load_app(iso, cfg, out: _Out, inline_sync: bool = True) -> dict:
-    """Import the app in ``iso`` (its top level runs), check it is ASGI and, when the guest
-    ASGI adapter exists, load it there too (``_pyworkers_asgi.load``), so that a snapshot of
-    ``iso`` is an isolate ready to serve. Returns the record's ``asgi`` entry,
-    ``{"object": "<type>", "adapter": "guest" | "inline"}``. Raises :class:`DeployError`."""
+    """Import the app in ``iso`` (its top level runs), check it is ASGI and load it into the
+    guest ASGI adapter too (``_pyworkers_asgi.load``), so that a snapshot of ``iso`` is an
+    isolate ready to serve. Returns the record's ``asgi`` entry,
+    ``{"object": "<type>", "adapter": "guest"}``. Raises :class:`DeployError`."""
     _install_harness(iso)
     rep = iso.call("_pyworkers_deploy:load", cfg.module, cfg.attribute)
     if not rep.get("ok"):
         raise DeployError("import", rep["message"], _with_output(rep.get("traceback", ""), out))
     _remove_harness(iso)
-    adapter = adapter_available()
-    if adapter:
-        iso.call("_pyworkers_asgi:configure", inline_sync=inline_sync)
-        iso.call("_pyworkers_asgi:load", cfg.main, "/app")
-    return {"object": rep["object"], "adapter": "guest" if adapter else "inline"}
+    iso.call("_pyworkers_asgi:configure", inline_sync=inline_sync)
+    iso.call("_pyworkers_asgi:load", cfg.main, "/app")
+    return {"object": rep["object"], "adapter": "guest"}
 
 
 #: Seconds the smoke test allows the lifespan startup, and ``GET /``.
@@ -1040,72 +909,31 @@ SMOKE_STARTUP_TIMEOUT = 120.0
 SMOKE_REQUEST_TIMEOUT = 60.0
 
 
-def _smoke(iso_kwargs: dict, restore_kwargs: dict, snapshot: Path | None, cfg,
-           out: _Out, inline_sync: bool = True) -> dict:
-    """Restore the snapshot (or, without one, boot and import again), then lifespan startup +
-    ``GET /`` in that isolate: through the guest ASGI adapter that ``pyworkers serve`` uses
-    when it exists, else through the harness's inline ASGI calls."""
-    from pyworkers.runtime import Isolate
+def _smoke(restore_kwargs: dict, snapshot: Path, cfg, out: _Out,
+           inline_sync: bool = True) -> dict:
+    """Restore the snapshot into a fresh isolate (for a package snapshot, importing the app
+    there), then lifespan startup + ``GET /`` in it through the guest ASGI adapter that
+    ``pyworkers serve`` uses."""
+    from pyworkers.snapshot import Restorer
 
-    _take, restore = snapshot_api()
-    restored = bool(snapshot) and restore is not None
-    adapter = adapter_available()
     timing = {}
 
     def make_isolate(**_sinks) -> Any:
+        r = Restorer(snapshot, **restore_kwargs)  # restore_isolate, with the timings split
+        timing["prepare_ms"] = round(r.timings.get("prepare_ms", 0.0), 1)
         t0 = time.perf_counter()
-        if restored:
-            restorer_cls = _restorer_class()
-            if restorer_cls is not None:  # same as restore_isolate, with the timings split
-                kw = {k: v for k, v in restore_kwargs.items() if k not in ("stdout", "stderr")}
-                r = restorer_cls(snapshot, **kw)
-                timing["prepare_ms"] = round(r.timings.get("prepare_ms", 0.0), 1)
-                t0 = time.perf_counter()
-                iso = r.new_isolate(stdout=restore_kwargs.get("stdout"),
-                                    stderr=restore_kwargs.get("stderr"))
-            else:
-                iso = restore(snapshot, **restore_kwargs)
-            if restore_kwargs.get("expect_type") == "package":  # the app is not in it: load it
-                _load_app(iso, cfg, out, inline_sync)
-        else:
-            iso = Isolate(**iso_kwargs)
-            try:
-                iso.run(_SETUP, "<pyworkers deploy>")
-                _load_app(iso, cfg, out, inline_sync)
-            except DeployError as e:
-                iso.close()
-                raise DeployError("smoke", "the app failed to load again in a fresh isolate: "
-                                  + e.message, e.detail) from None
+        iso = r.new_isolate(stdout=out, stderr=out)
+        if restore_kwargs.get("expect_type") == "package":  # the app is not in it: load it
+            _load_app(iso, cfg, out, inline_sync)
         timing["ready_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return iso
 
     t1 = time.perf_counter()
-    if adapter:
-        res = _smoke_adapter(make_isolate, out)
-    else:
-        iso = make_isolate()
-        try:
-            _install_harness(iso)
-            t1 = time.perf_counter()
-            res = iso.call("_pyworkers_deploy:smoke", cfg.module, cfg.attribute)
-        finally:
-            iso.close()
-        if res["lifespan"] == "failed":
-            raise DeployError("smoke", "the app's lifespan startup failed: "
-                              f"{res['lifespan_message'] or '(no message)'}",
-                              _with_output("", out))
-    res["requests_ms"] = round((time.perf_counter() - t1) * 1000 - (
-        timing.get("ready_ms", 0) + timing.get("prepare_ms", 0) if adapter else 0), 1)
-    return {"restored_from_snapshot": restored, "adapter": "guest" if adapter else "inline",
-            **res, "prepare_ms": timing.get("prepare_ms"), "ready_ms": timing.get("ready_ms")}
-
-
-def _restorer_class() -> Any:
-    try:
-        from pyworkers.snapshot import Restorer
-    except ImportError:
-        return None
-    return Restorer
+    res = _smoke_adapter(make_isolate, out)
+    res["requests_ms"] = round((time.perf_counter() - t1) * 1000
+                               - (timing.get("ready_ms", 0) + timing.get("prepare_ms", 0)), 1)
+    return {"restored_from_snapshot": True, "adapter": "guest", **res,
+            "prepare_ms": timing.get("prepare_ms"), "ready_ms": timing.get("ready_ms")}
 
 
 def _smoke_adapter(make_isolate: Callable[..., Any], out: _Out) -> dict:

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 from pyworkers.cli import main as cli
 from pyworkers.compat import select
-from pyworkers.deploy import STAGES, DeployError, adapter_available, deploy, snapshot_api
+from pyworkers.deploy import STAGES, DeployError, deploy
+from pyworkers.snapshot import restore_isolate
 from pyworkers.store import Store
 
 pytestmark = pytest.mark.slow
@@ -30,10 +31,6 @@ DATA = Path(__file__).parent / "data" / "deploy"
 RECORD_KEYS = {"format", "id", "name", "created", "pyworkers_version", "config", "selection",
                "lock", "wheels", "layer", "app", "asgi", "entropy_at_import", "snapshot", "smoke",
                "timings_ms"}
-
-
-def smoke_adapter() -> str:
-    return "guest" if adapter_available() else "inline"
 
 
 def fixture_app(name: str, tmp_path: Path) -> Path:
@@ -131,7 +128,7 @@ def test_plain_app_deploys_with_a_complete_record(tmp_path, store):
     assert rec["config"]["main"] == "main:app" and rec["config"]["app_dir"] == str(app.resolve())
     assert rec["lock"] is None and rec["wheels"] is None and rec["layer"] is None
     assert rec["asgi"]["object"] == "builtins.function"
-    assert rec["asgi"]["adapter"] == smoke_adapter() == rec["smoke"]["adapter"]
+    assert rec["asgi"]["adapter"] == "guest" == rec["smoke"]["adapter"]
     assert rec["app"]["files"] == 2 and rec["app"]["path"] == f"deployments/{dep.id}/app"
     assert (dep.app_dir / "main.py").read_bytes() == (app / "main.py").read_bytes()
     smoke = rec["smoke"]
@@ -141,32 +138,25 @@ def test_plain_app_deploys_with_a_complete_record(tmp_path, store):
     assert all(v >= 0 for v in rec["timings_ms"].values())
     assert rec["timings_ms"]["total"] >= sum(v for k, v in rec["timings_ms"].items()
                                              if k != "total")
-    take, _ = snapshot_api()
-    if take is None:
-        assert rec["snapshot"] is None and smoke["restored_from_snapshot"] is False
-        assert any("take_snapshot is not available" in x for x in lines)
-    else:
-        snap = rec["snapshot"]
-        assert snap["type"] == "dedicated" and snap["path"] == f"deployments/{dep.id}/snapshot.bin"
-        assert snap["bytes"] == dep.snapshot_path.stat().st_size
-        assert snap["sha256"] == "sha256:" + hashlib.sha256(
-            dep.snapshot_path.read_bytes()).hexdigest()
-        meta = snap["metadata"]
-        assert meta["snapshot_type"] == "dedicated" and meta["app_hash"] == rec["app"]["hash"]
-        assert meta["sizes"]["file"] == snap["bytes"]
-        assert smoke["restored_from_snapshot"] is True
-        # the published snapshot restores with the record's own kwargs
-        _, restore = snapshot_api()
-        iso = restore(dep.snapshot_path, **dep.restore_kwargs())
-        try:
-            assert iso.eval("sorted(k for k in __import__('sys').modules if k == 'main')") \
-                == "['main']"
-            assert iso.eval("'_pyworkers_deploy' in __import__('sys').modules") == "False"
-            # with the guest adapter, the snapshot is an isolate ready to serve
-            assert iso.eval("'_pyworkers_asgi' in __import__('sys').modules") == \
-                str(adapter_available())
-        finally:
-            iso.close()
+    snap = rec["snapshot"]
+    assert snap["type"] == "dedicated" and snap["path"] == f"deployments/{dep.id}/snapshot.bin"
+    assert snap["bytes"] == dep.snapshot_path.stat().st_size
+    assert snap["sha256"] == "sha256:" + hashlib.sha256(
+        dep.snapshot_path.read_bytes()).hexdigest()
+    meta = snap["metadata"]
+    assert meta["snapshot_type"] == "dedicated" and meta["app_hash"] == rec["app"]["hash"]
+    assert meta["sizes"]["file"] == snap["bytes"]
+    assert smoke["restored_from_snapshot"] is True
+    # the published snapshot restores with the record's own kwargs
+    iso = restore_isolate(dep.snapshot_path, **dep.restore_kwargs())
+    try:
+        assert iso.eval("sorted(k for k in __import__('sys').modules if k == 'main')") \
+            == "['main']"
+        assert iso.eval("'_pyworkers_deploy' in __import__('sys').modules") == "False"
+        # the guest adapter is loaded: the snapshot is an isolate ready to serve
+        assert iso.eval("'_pyworkers_asgi' in __import__('sys').modules") == "True"
+    finally:
+        iso.close()
     # progress: every stage started and finished, in order
     started = [x.split()[1] for x in lines if x.startswith("stage ")]
     assert started == list(STAGES)
@@ -268,13 +258,13 @@ def test_failing_apps_fail_with_their_traceback_and_write_nothing(tmp_path, seed
 
 
 def test_a_failing_snapshot_step_writes_nothing(tmp_path, seeded, monkeypatch):
-    import pyworkers.deploy as deploy_mod
+    import pyworkers.snapshot
 
     def broken_take(iso, out_path, **kw):
         Path(out_path).write_bytes(b"half a snapshot")
         raise RuntimeError("disk went away (marker 3b8e)")
 
-    monkeypatch.setattr(deploy_mod, "snapshot_api", lambda: (broken_take, None))
+    monkeypatch.setattr(pyworkers.snapshot, "take_snapshot", broken_take)
     before = tree(seeded.root)
     with pytest.raises(DeployError) as ei:
         deploy(fixture_app("plain", tmp_path), store=seeded)
@@ -328,7 +318,7 @@ def test_sigkill_mid_deploy_leaves_the_store_as_it_was(tmp_path, seeded, fixture
     left = staging_dirs(seeded.root)
     assert len(left) == 1, "the killed deploy should have had a staging directory"
     assert (left[0] / "deployment" / "app" / "main.py").is_file()
-    if stage == "smoke" and snapshot_api()[0] is not None:
+    if stage == "smoke":
         assert (left[0] / "deployment" / "snapshot.bin").is_file()
     assert run_cli("deployments", "list", "--store", str(seeded.root),
                    "--json").stdout == listed

@@ -2,7 +2,6 @@
 cleaning of the guest harness (plain Python, run here on the host), copy_app, layer_hash."""
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import os
@@ -92,44 +91,6 @@ def test_load_suggests_the_asgi_attribute(harness, tmp_path, monkeypatch):
     rep = harness.load("app_mod_9e3", "app")
     assert rep["kind"] == "asgi" and 'did you mean main = "app_mod_9e3:api"?' in rep["message"]
     assert harness.load("app_mod_9e3", "api") == {"ok": True, "object": "builtins.function"}
-
-
-def test_inline_smoke_runs_lifespan_and_get(harness):
-    seen = []
-
-    async def app(scope, receive, send):
-        seen.append(scope["type"])
-        if scope["type"] == "lifespan":
-            while True:
-                m = await receive()
-                seen.append(m["type"])
-                if m["type"] == "lifespan.startup":
-                    scope["state"]["db"] = "up"
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        assert scope["state"] == {"db": "up"} and scope["path"] == "/"
-        await send({"type": "http.response.start", "status": 418, "headers": []})
-        await send({"type": "http.response.body", "body": b"abc", "more_body": True})
-        await send({"type": "http.response.body", "body": b"de"})
-
-    res = asyncio.run(harness._smoke(app))
-    assert res == {"lifespan": "complete", "lifespan_message": None, "status": 418,
-                   "body_bytes": 5, "error": None}
-    assert seen == ["lifespan", "lifespan.startup", "http", "lifespan.shutdown"]
-
-
-def test_inline_smoke_without_lifespan_support_and_with_a_failing_get(harness):
-    async def app(scope, receive, send):
-        if scope["type"] == "lifespan":
-            raise ValueError("lifespan not supported")
-        raise RuntimeError("boom 5a1")
-
-    res = asyncio.run(harness._smoke(app))
-    assert res["lifespan"] == "unsupported"
-    assert res["lifespan_message"] == "ValueError: lifespan not supported"
-    assert res["status"] is None and "RuntimeError: boom 5a1" in res["error"]
 
 
 def test_copy_app_skips_caches_and_hashes_content(tmp_path):
