@@ -71,3 +71,68 @@ def precompile_layer(layer: str | os.PathLike, release, *, progress: Callable[[s
     if progress:
         progress(f"precompiled {files} modules ({total / 2**20:.1f} MiB of bytecode) in {res['seconds']} s")
     return res
+
+
+_STDLIB = r'''
+import importlib.util, marshal, zipfile, sys
+from importlib._bootstrap_external import _code_to_hash_pyc
+src_zip = %(zip)r
+out = %(out)r
+n = failed = 0
+with zipfile.ZipFile(src_zip) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zout:
+    for info in zin.infolist():
+        data = zin.read(info)
+        zout.writestr(info, data)
+        if not info.filename.endswith(".py"):
+            continue
+        try:
+            code = compile(data, src_zip + "/" + info.filename, "exec", dont_inherit=True)
+        except SyntaxError:
+            failed += 1
+            continue
+        pyc = _code_to_hash_pyc(code, importlib.util.source_hash(data), checked=False)
+        zi = zipfile.ZipInfo(info.filename[:-3] + ".pyc", info.date_time)
+        zout.writestr(zi, bytes(pyc))
+        n += 1
+print(n, failed)
+'''
+
+#: Bumped when the bytecode zip's layout changes (part of its cache file name).
+STDLIB_BYTECODE_VERSION = 1
+
+
+def stdlib_bytecode_zip(installed) -> Path:
+    """Where the release's stdlib zip with bytecode lives (may not exist yet)."""
+    return installed.root / f"python_stdlib.pyc.v{STDLIB_BYTECODE_VERSION}.zip"
+
+
+def ensure_stdlib_bytecode(rt, *, progress: Callable[[str], None] | None = None) -> Path:
+    """The release's ``python_stdlib.zip`` plus a ``.pyc`` beside every ``.py`` (compiled by the
+    guest's CPython; PEP 552 *unchecked* hash-based pycs, which zipimport uses without comparing
+    timestamps), built once per release into the runtime cache (file lock, atomic rename).
+    ``rt`` is a :class:`~pyworkers.runtime.isolate.Runtime` booted with the plain zip."""
+    import filelock
+
+    from pyworkers.runtime import Isolate
+
+    out = stdlib_bytecode_zip(rt.installed)
+    if out.exists():
+        return out
+    with filelock.FileLock(str(out) + ".lock", timeout=900):
+        if out.exists():
+            return out
+        t0 = time.perf_counter()
+        iso = Isolate(rt, mounts={"/work/stdlib.zip": str(rt.installed.stdlib_zip)}, tmp_cap=256 << 20)
+        try:
+            r = iso.run(_STDLIB % {"zip": "/work/stdlib.zip", "out": "/tmp/stdlib.pyc.zip"})
+            node = iso.fs.lookup("/tmp/stdlib.pyc.zip")
+            tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+            tmp.write_bytes(bytes(node.data))  # type: ignore[attr-defined]
+            os.replace(tmp, out)
+        finally:
+            iso.close()
+        if progress:
+            n, failed = r.stdout.split()
+            progress(f"precompiled the standard library ({n.decode()} modules) in "
+                     f"{time.perf_counter() - t0:.1f} s")
+    return out

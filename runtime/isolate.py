@@ -140,6 +140,23 @@ class Runtime:
             self.pre = None
         self._mutable_globals: list[int] | None = None
         self._export_names: dict[str, int] | None = None
+        #: the stdlib archive isolates mount (the bytecode one once built, see ``get``)
+        self.stdlib_zip: Path = installed.stdlib_zip
+        self._stdlib_sha256: str | None = None
+
+    @property
+    def stdlib_sha256(self) -> str:
+        """sha256 of :attr:`stdlib_zip` (snapshots record it: the guest's zipimporter caches the
+        archive's directory in linear memory, so a restore needs the identical file)."""
+        if self._stdlib_sha256 is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            with open(self.stdlib_zip, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+            self._stdlib_sha256 = h.hexdigest()
+        return self._stdlib_sha256
 
     @property
     def export_names(self) -> dict[str, int]:
@@ -174,6 +191,9 @@ class Runtime:
             rt = cls._cache.get(key)
             if rt is None:
                 rt = cls(ensure_release(release, cache_dir=cache_dir, progress=progress))
+                from pyworkers.runtime.bytecode import ensure_stdlib_bytecode
+
+                rt.stdlib_zip = ensure_stdlib_bytecode(rt, progress=progress)
                 cls._cache[key] = rt
             return rt
 
@@ -219,7 +239,7 @@ class Isolate:
             self.runtime = release if isinstance(release, Runtime) else Runtime.get(release, cache_dir=cache_dir)
         rt = self.runtime
         self.layers: dict[str, str] = {
-            rt.stdlib_guest_path: str(rt.installed.stdlib_zip),
+            rt.stdlib_guest_path: str(rt.stdlib_zip),
             "/lib/pyworkers": str(GUEST_DIR),
         }
         if site_packages:

@@ -144,6 +144,7 @@ def take_snapshot(iso, out_path: str | os.PathLike, *, snapshot_type: str = "ded
         "release": rt.release.pyodide_version,
         "python_version": rt.release.python_version,
         "build_sha256": rt.installed.wasm_sha256,
+        "stdlib_sha256": rt.stdlib_sha256,
         "wasmtime_version": wasmtime_version(),
         "engine": config_fingerprint(),
         "layer_hash": layer_hash,

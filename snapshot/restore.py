@@ -89,6 +89,10 @@ class Restorer:
         if self.runtime.installed.wasm_sha256 != meta.get("build_sha256"):
             raise SnapshotError(f"{p}: made for runtime build {str(meta.get('build_sha256'))[:16]}... of "
                                 f"{meta['release']}, installed build is {self.runtime.installed.wasm_sha256[:16]}...")
+        if meta.get("stdlib_sha256") != self.runtime.stdlib_sha256:
+            raise SnapshotError(f"{p}: made with another standard library archive "
+                                f"({str(meta.get('stdlib_sha256'))[:16]}...) than this runtime mounts "
+                                f"({self.runtime.stdlib_sha256[:16]}...): take the snapshot again (redeploy)")
         self.site_packages = str(site_packages) if site_packages else None
         self.mounts = {k: str(v) for k, v in (mounts or {}).items()}
         self.state = self.snap.section_json("state")
@@ -128,7 +132,7 @@ class Restorer:
         return load_module(cwasm)
 
     def _layer_fs(self) -> V.VFS:
-        layers = {self.runtime.stdlib_guest_path: str(self.runtime.installed.stdlib_zip)}
+        layers = {self.runtime.stdlib_guest_path: str(self.runtime.stdlib_zip)}
         if self.site_packages:
             layers[self.runtime.site_packages_guest_path] = self.site_packages
         layers.update(self.mounts)

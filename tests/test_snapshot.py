@@ -278,3 +278,19 @@ print("fastapi" in sys.modules, "httpx" in sys.modules)
     for iso in isolates:
         out = iso.run(code).stdout.decode().splitlines()
         assert out == ["{'name': 'x', 'price': 1.5, 'tags': ['a']}", "1 ('price',)", "True True"]
+
+
+def test_snapshot_refuses_another_stdlib_archive(tmp_path, runtime_314):
+    from pyworkers.snapshot.format import write_snapshot
+
+    iso = Isolate(runtime_314)
+    path = tmp_path / "a.pyws"
+    take_snapshot(iso, path, snapshot_type="baseline")
+    snap = read_snapshot(path)
+    assert snap.metadata["stdlib_sha256"] == runtime_314.stdlib_sha256
+    other = dict(snap.metadata, stdlib_sha256="f" * 64)
+    other.pop("sections")
+    p = tmp_path / "b.pyws"
+    write_snapshot(p, other, {"memory": (snap.section("memory"), True), "state": (snap.section("state"), True)})
+    with pytest.raises(SnapshotError, match="another standard library archive"):
+        Restorer(p)
