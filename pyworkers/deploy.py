@@ -10,8 +10,8 @@ resolve    ``requirements.txt`` -> hash-pinned wheels (:func:`pyworkers.packages
            the lock is reused without the network when its inputs are unchanged (seeded from
            the app's ``pylock.toml``, else from the worker's current deployment)
 download   the wheels into the shared, content-addressed wheel cache (verified)
-layer      the site-packages layer, content-addressed by :func:`layer_hash`; reused from the
-           store when a deployment already published it
+layer      the site-packages layer (:func:`build_layer`), content-addressed by
+           :func:`layer_hash`; reused from the store when a deployment already published it
 app        copy the app's files into the deployment (hashed; VCS/cache/venv dirs skipped)
 boot       a fresh isolate: the layer as site-packages, the app copy read-only at ``/app``,
            the worker's vars as environment, ``/app`` on ``sys.path``
@@ -93,7 +93,7 @@ from pyworkers.packages.progress import Progress
 from pyworkers.store import RECORD_FORMAT, Deployment, Store, StoreError, utc_now
 
 __all__ = ["DeployError", "DeployProgress", "RichDeployProgress", "deploy", "layer_hash",
-           "copy_app", "STAGES", "SNAPSHOT_FILE"]
+           "Layer", "build_layer", "copy_app", "STAGES", "SNAPSHOT_FILE"]
 
 #: The stages, in order (keys of ``timings_ms`` besides ``"total"``).
 STAGES = ("config", "runtime", "resolve", "download", "layer", "app", "boot", "import",
@@ -345,6 +345,46 @@ def layer_hash(wheels: Sequence[Any]) -> str:
     doc = {"format": LAYER_FORMAT,
            "wheels": sorted([w.name, w.version, w.sha256] for w in wheels)}
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    """A site-packages layer made by :func:`build_layer`."""
+
+    hash: str  #: :func:`layer_hash` of its wheels
+    path: Path  #: where it is now (to mount as site-packages)
+    reused: bool  #: it already existed in ``layers_dir``
+    unresolved_libraries: dict  #: ``{so: [lib]}`` of a new layer; ``{}`` when reused
+
+
+def build_layer(wheels: Sequence[Any], layers_dir: Path, *, staging_dir: Path | None = None,
+                progress: Any = None) -> Layer:
+    """The site-packages layer of ``wheels`` (downloaded ``CachedWheel`` objects), kept in
+    ``layers_dir`` under the hex of its :func:`layer_hash`.
+
+    An existing ``layers_dir/<hex>`` is reused. Otherwise the wheels are installed
+    (:func:`pyworkers.packages.install_layer`) into ``staging_dir`` when given (a store's
+    staging area, published later), else into ``layers_dir/<hex>`` itself, under a file lock
+    (processes building the same layer wait for each other). Raises
+    ``pyworkers.packages.PackagesError``.
+    """
+    from pyworkers.packages import install_layer
+
+    lh = layer_hash([c.wheel for c in wheels])
+    dest = Path(layers_dir) / lh.partition(":")[2]
+    if dest.is_dir():
+        return Layer(lh, dest, True, {})
+    if staging_dir is not None:
+        inst = install_layer(wheels, staging_dir, progress=progress)
+        return Layer(lh, Path(staging_dir), False, inst.unresolved_libraries)
+    from filelock import FileLock
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{dest}.lock"):
+        if dest.is_dir():  # built meanwhile by another process
+            return Layer(lh, dest, True, {})
+        inst = install_layer(wheels, dest, progress=progress)
+    return Layer(lh, dest, False, inst.unresolved_libraries)
 
 
 def _tree_size(root: Path) -> tuple[int, int]:
@@ -776,23 +816,15 @@ def deploy(app_dir: str | os.PathLike, *,
                 record["layer"] = None
                 info["summary"] = "no packages: no layer"
             else:
-                from pyworkers.packages import install_layer
-
-                lh = layer_hash([c.wheel for c in cached])
-                reused = st.has_layer(lh)
-                if reused:
-                    layer_mount = st.layer_path(lh)
-                    unresolved = {}
-                else:
-                    inst = install_layer(cached, staging.layer_dir, progress=prog)
-                    layer_mount = staging.layer_dir
-                    unresolved = inst.unresolved_libraries
+                layer = build_layer(cached, st.layers_dir, staging_dir=staging.layer_dir,
+                                    progress=prog)
+                lh, layer_mount = layer.hash, layer.path
                 files, size = _tree_size(layer_mount)
                 record["layer"] = {"hash": lh, "path": st.rel(st.layer_path(lh)),
-                                   "reused": reused, "files": files, "bytes": size,
-                                   "unresolved_libraries": unresolved}
+                                   "reused": layer.reused, "files": files, "bytes": size,
+                                   "unresolved_libraries": layer.unresolved_libraries}
                 info["summary"] = (f"{lh[:19]}..., {files} files, {fmt_bytes(size)}"
-                                   + (" (reused)" if reused else ""))
+                                   + (" (reused)" if layer.reused else ""))
 
         with stages("app") as info:
             app_copy = ddir / "app"

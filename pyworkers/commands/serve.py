@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import shutil
 import signal
 import tempfile
@@ -38,58 +37,39 @@ from pyworkers.cli import UserError, main
 
 log = logging.getLogger("pyworkers.serve")
 
-#: Directory names never copied from an app directory.
-IGNORED_DIRS = {".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules",
-                ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".pyworkers"}
-IGNORED_SUFFIXES = (".pyc", ".pyo")
 
+def stage_app(app_dir: Path, name: str, root: Path, note=None) -> Path:
+    """Copy ``app_dir`` as ``pyworkers deploy`` does (:func:`pyworkers.deploy.copy_app`: VCS,
+    venv and cache directories and bytecode skipped, read-only) to
+    ``root/apps/<name>-<first 16 hex of the copy's hash>``, unless that copy exists; returns
+    it. The copy is made in a temporary sibling and renamed into place."""
+    from pyworkers.deploy import copy_app
 
-def _files(app_dir: Path) -> list[Path]:
-    out = []
-    for root, dirs, files in os.walk(app_dir):
-        dirs[:] = sorted(d for d in dirs if d not in IGNORED_DIRS)
-        for f in sorted(files):
-            if not f.endswith(IGNORED_SUFFIXES):
-                out.append(Path(root) / f)
-    return out
-
-
-def stage_app(app_dir: Path, name: str, root: Path) -> Path:
-    """Copy ``app_dir`` (minus VCS, venv and bytecode directories) to
-    ``root/apps/<name>-<sha256 of relative paths and contents, 16 hex>`` unless that copy
-    exists; returns it. The copy is made in a temporary sibling and renamed into place."""
-    h = hashlib.sha256()
-    files = _files(app_dir)
-    for p in files:
-        rel = p.relative_to(app_dir).as_posix()
-        h.update(rel.encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
-    dest = root / "apps" / f"{name}-{h.hexdigest()[:16]}"
-    if dest.is_dir():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    parent = root / "apps"
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-"))
     try:
-        for p in files:
-            target = tmp / p.relative_to(app_dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(p, target)
-        try:
-            tmp.rename(dest)
-        except OSError:
-            if not dest.is_dir():
-                raise
+        info = copy_app(app_dir, tmp / "app", exclude=[root], note=note)
+        dest = parent / f"{name}-{info['hash'].partition(':')[2][:16]}"
+        if not dest.is_dir():
+            try:
+                (tmp / "app").rename(dest)
+            except OSError:
+                if not dest.is_dir():
+                    raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
-def build_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
-                progress) -> Path | None:
+def app_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
+              progress) -> Path | None:
     """The site-packages layer for ``app_dir/requirements.txt`` (``None`` without one, or
-    when it pins nothing). Raises ``pyworkers.packages.PackagesError``."""
-    from filelock import FileLock
-
-    from pyworkers.packages import download, install_layer, resolve
+    when it pins nothing): resolved, downloaded, then built or reused as
+    ``root/layers/<layer hash>`` by :func:`pyworkers.deploy.build_layer`. Raises
+    ``pyworkers.packages.PackagesError``."""
+    from pyworkers.deploy import build_layer
+    from pyworkers.packages import download, resolve
     from pyworkers.runtime.install import ensure_release
 
     req = app_dir / "requirements.txt"
@@ -108,15 +88,7 @@ def build_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
     if not res.wheels:
         return None
     wheels = download(res, cache_dir, progress=progress)
-    h = hashlib.sha256(selection.release.pyodide_version.encode())
-    for cw in sorted(wheels, key=lambda c: c.wheel.name):
-        h.update(f"\n{cw.wheel.name} {cw.wheel.version} {cw.wheel.sha256}".encode())
-    dest = root / "layers" / h.hexdigest()[:20]
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + ".lock"):
-        if not (dest / ".pyworkers-layer.json").is_file():
-            install_layer(wheels, dest, progress=progress)
-    return dest
+    return build_layer(wheels, root / "layers", progress=progress).path
 
 
 def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | None,
@@ -135,11 +107,11 @@ def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | No
         raise UserError(str(e)) from None
     root = cache_root(cache_dir) / "serve"
     try:
-        layer = build_layer(app_dir, sel, root, cache_dir, progress)
+        layer = app_layer(app_dir, sel, root, cache_dir, progress)
     except PackagesError as e:
         detail = f"\n{e.detail}" if getattr(e, "detail", None) else ""
         raise UserError(f"{app_dir}: {e}{detail}") from None
-    staged = stage_app(app_dir, cfg.name, root)
+    staged = stage_app(app_dir, cfg.name, root, note=getattr(progress, "note", progress))
     return cfg.name, AppFactory(release=sel.release.pyodide_version, app_dir=staged,
                                 main=cfg.main, site_packages=layer, env=dict(cfg.vars),
                                 memory_limit=memory_limit,
