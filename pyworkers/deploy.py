@@ -101,7 +101,7 @@ STAGES = ("config", "runtime", "resolve", "download", "layer", "app", "boot", "i
 #: Name of the snapshot file inside a deployment.
 SNAPSHOT_FILE = "snapshot.bin"
 #: Version of the layer key (bump when the layer's layout changes).
-LAYER_FORMAT = 1
+LAYER_FORMAT = 2  # 2: layers carry the guest's bytecode (__pycache__)
 #: Directories never copied from the app (version control, caches, virtual environments).
 IGNORED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules",
                           ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".idea",
@@ -313,11 +313,9 @@ def _as_deploy_error(stage: str, e: BaseException) -> BaseException:
         return DeployError(stage, str(e))
     if isinstance(e, PackagesError):
         return DeployError(stage, e.message, e.detail)
-    try:
-        from pyworkers.runtime import GuestError, IsolateError
-        from pyworkers.runtime.install import RuntimeInstallError
-    except ImportError:  # pragma: no cover - the engine is part of pyworkers
-        return e
+    from pyworkers.runtime import GuestError, IsolateError
+    from pyworkers.runtime.install import RuntimeInstallError
+
     if isinstance(e, RuntimeInstallError):
         return DeployError(stage, f"cannot install the runtime: {e}")
     if isinstance(e, GuestError):
@@ -357,16 +355,18 @@ class Layer:
     unresolved_libraries: dict  #: ``{so: [lib]}`` of a new layer; ``{}`` when reused
 
 
-def build_layer(wheels: Sequence[Any], layers_dir: Path, *, staging_dir: Path | None = None,
-                progress: Any = None) -> Layer:
+def build_layer(wheels: Sequence[Any], layers_dir: Path, *, release: Any,
+                staging_dir: Path | None = None, progress: Any = None) -> Layer:
     """The site-packages layer of ``wheels`` (downloaded ``CachedWheel`` objects), kept in
     ``layers_dir`` under the hex of its :func:`layer_hash`.
 
     An existing ``layers_dir/<hex>`` is reused. Otherwise the wheels are installed
     (:func:`pyworkers.packages.install_layer`) into ``staging_dir`` when given (a store's
     staging area, published later), else into ``layers_dir/<hex>`` itself, under a file lock
-    (processes building the same layer wait for each other). Raises
-    ``pyworkers.packages.PackagesError``.
+    (processes building the same layer wait for each other). A new layer then gets the
+    bytecode of its modules, compiled by ``release``'s own CPython
+    (:func:`pyworkers.runtime.bytecode.precompile_layer`: sandbox imports do not compile).
+    Raises ``pyworkers.packages.PackagesError``.
     """
     from pyworkers.packages import install_layer
 
@@ -374,8 +374,12 @@ def build_layer(wheels: Sequence[Any], layers_dir: Path, *, staging_dir: Path | 
     dest = Path(layers_dir) / lh.partition(":")[2]
     if dest.is_dir():
         return Layer(lh, dest, True, {})
+    from pyworkers.runtime.bytecode import precompile_layer
+
+    note = getattr(progress, "note", None)
     if staging_dir is not None:
         inst = install_layer(wheels, staging_dir, progress=progress)
+        precompile_layer(staging_dir, release, progress=note)
         return Layer(lh, Path(staging_dir), False, inst.unresolved_libraries)
     from filelock import FileLock
 
@@ -383,7 +387,11 @@ def build_layer(wheels: Sequence[Any], layers_dir: Path, *, staging_dir: Path | 
     with FileLock(f"{dest}.lock"):
         if dest.is_dir():  # built meanwhile by another process
             return Layer(lh, dest, True, {})
-        inst = install_layer(wheels, dest, progress=progress)
+        tmp = dest.with_name(dest.name + ".building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        inst = install_layer(wheels, tmp, progress=progress)
+        precompile_layer(tmp, release, progress=note)
+        os.replace(tmp, dest)
     return Layer(lh, dest, False, inst.unresolved_libraries)
 
 
@@ -816,8 +824,8 @@ def deploy(app_dir: str | os.PathLike, *,
                 record["layer"] = None
                 info["summary"] = "no packages: no layer"
             else:
-                layer = build_layer(cached, st.layers_dir, staging_dir=staging.layer_dir,
-                                    progress=prog)
+                layer = build_layer(cached, st.layers_dir, release=sel.release.pyodide_version,
+                                    staging_dir=staging.layer_dir, progress=prog)
                 lh, layer_mount = layer.hash, layer.path
                 files, size = _tree_size(layer_mount)
                 record["layer"] = {"hash": lh, "path": st.rel(st.layer_path(lh)),
@@ -854,14 +862,18 @@ def deploy(app_dir: str | os.PathLike, *,
                 record["asgi"] = _load_app(iso, cfg, out, sel.enabled("python_inline_sync_endpoints"))
                 record["entropy_at_import"] = entropy
                 info["summary"] = f"{cfg.main} is an ASGI app ({record['asgi']['object']})"
-                if entropy:
-                    names = ", ".join(f"{m} ({n} call{'s' * (n != 1)})" for m, n in entropy)
-                    msg = (f"top-level code used entropy before the snapshot: {names}; every isolate "
-                           "restored from it starts with the same values (e.g. keys or tokens made at "
-                           "import time): create them per request or in lifespan startup instead")
+                ours = [(m, n) for m, n in entropy if _in_app(app_copy, m)]
+                libs = [(m, n) for m, n in entropy if not _in_app(app_copy, m)]
+                if ours:
+                    msg = (f"the app's top level used entropy before the snapshot: {_calls(ours)}; every "
+                           "isolate restored from it starts with the same values (e.g. keys or tokens "
+                           "made at import time): create them per request or in lifespan startup instead")
                     if sel.enabled("python_entropy_at_import_error"):
                         raise DeployError("import", msg, "")
                     prog.warn(msg)
+                if libs:
+                    prog.note(f"library modules drew entropy at import (usually internal identifiers; "
+                              f"shared by every restored isolate): {_calls(libs)}")
 
             with stages("snapshot") as info:
                 if sel.enabled("python_dedicated_snapshot"):
@@ -909,6 +921,16 @@ def deploy(app_dir: str | os.PathLike, *,
 
 #: Modules whose import-time entropy use is expected: pyworkers reseeds them after a restore.
 RESEEDED_MODULES = frozenset({"random"})
+
+
+def _in_app(app_dir: Path, module: str) -> bool:
+    """Whether ``module`` comes from the app's own files (its top package is in ``app_dir``)."""
+    top = module.partition(".")[0]
+    return (app_dir / f"{top}.py").is_file() or (app_dir / top).is_dir()
+
+
+def _calls(entries: Sequence[tuple[str, int]]) -> str:
+    return ", ".join(f"{m} ({n} call{'s' * (n != 1)})" for m, n in entries)
 
 
 def _entropy_at_import(iso, module: str) -> list[tuple[str, int]]:

@@ -140,6 +140,8 @@ class Runtime:
             self.pre = None
         self._mutable_globals: list[int] | None = None
         self._export_names: dict[str, int] | None = None
+        #: ``{export: (nparams, nresults)}`` of i32-only C functions called through _I32Call
+        self.i32_signatures: dict[str, tuple[int, int]] = {}
         #: the stdlib archive isolates mount (the bytecode one once built, see ``get``)
         self.stdlib_zip: Path = installed.stdlib_zip
         self._stdlib_sha256: str | None = None
@@ -636,13 +638,16 @@ class _I32Call:
 
     def __init__(self, iso: "Isolate", name: str):
         func = iso._export(name)
-        ty = func.type(iso.store)
-        if any(str(t) != "i32" for t in (*ty.params, *ty.results)) or len(ty.results) > 1:
-            raise TypeError(f"{name} is not an i32-only function")
+        sig = iso.runtime.i32_signatures.get(name)
+        if sig is None:  # checked once per runtime: the type does not depend on the store
+            ty = func.type(iso.store)
+            if any(str(t) != "i32" for t in (*ty.params, *ty.results)) or len(ty.results) > 1:
+                raise TypeError(f"{name} is not an i32-only function")
+            sig = iso.runtime.i32_signatures[name] = (len(ty.params), len(ty.results))
         self.store = iso.store
         self.ctx = iso.store._context()
         self.func = ctypes.byref(func._func)
-        self.nparams, self.nresults = len(ty.params), len(ty.results)
+        self.nparams, self.nresults = sig
         self.params = (ffi.wasmtime_val_t * max(1, self.nparams))()
         for i in range(self.nparams):
             self.params[i].kind = ffi.WASMTIME_I32.value

@@ -15,8 +15,8 @@ resolve ``requirements.txt`` (``pyworkers.packages.resolve``; the lock is the ap
 install the site-packages layer into ``<cache>/serve/layers/<digest of the pinned wheels>``,
 and copy the app's files into ``<cache>/serve/apps/<name>-<digest of its files>`` so that a
 running deployment never sees half-edited files. ``SIGHUP`` rebuilds every app directory and
-swaps each deployment to the new build without dropping in-flight requests (the stand-in for
-``pyworkers deploy`` until deployments exist).
+swaps each deployment to the new build without dropping in-flight requests (development mode;
+deployments are picked up from the store instead).
 
 Logs (uvicorn's, the pools' and the guests' stdout/stderr, tagged ``[deployment#n stdout]``)
 go to stderr; nothing is written to stdout.
@@ -88,7 +88,8 @@ def app_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
     if not res.wheels:
         return None
     wheels = download(res, cache_dir, progress=progress)
-    return build_layer(wheels, root / "layers", progress=progress).path
+    return build_layer(wheels, root / "layers", release=selection.release.pyodide_version,
+                       progress=progress).path
 
 
 def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | None,
