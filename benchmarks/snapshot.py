@@ -27,18 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _smaps() -> dict[str, int]:
-    out = {}
-    try:
-        with open("/proc/self/smaps_rollup") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 3 and parts[-1] == "kB":
-                    out[parts[0].rstrip(":")] = int(parts[1]) * 1024
-    except OSError:
-        pass
-    return out
+from pyworkers.benchmarks.coldstart import _smaps  # the one /proc/<pid>/smaps_rollup reader
 
 
 def _private() -> int:

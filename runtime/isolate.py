@@ -356,19 +356,17 @@ class Isolate:
             if isinstance(ev, H.GuestExit):
                 iso.dead = f"exited with status {ev.code}"
                 raise GuestExited(ev.code) from None
-            if isinstance(ev, H.GuestAbort):
-                iso.dead = str(ev)
-                raise IsolateCrashed(str(ev)) from None
-            if isinstance(ev, (wasmtime.Trap, wasmtime.WasmtimeError)):
-                msg = _explain_trap(ev)
-                iso.dead = msg
-                raise IsolateCrashed(msg) from None
-            if isinstance(ev, H.GuestInterrupted):
-                iso.dead = f"wasm trap: interrupted ({ev})"
-                raise IsolateCrashed(iso.dead) from None
-            if isinstance(ev, H.JsBridgeUnavailable):
-                iso.dead = str(ev)
-                raise IsolateCrashed(str(ev)) from None
+            if isinstance(ev, (H.GuestAbort, H.JsBridgeUnavailable)):
+                crash = str(ev)
+            elif isinstance(ev, (wasmtime.Trap, wasmtime.WasmtimeError)):
+                crash = _explain_trap(ev)
+            elif isinstance(ev, H.GuestInterrupted):
+                crash = f"wasm trap: interrupted ({ev})"
+            else:
+                crash = None
+            if crash is not None:
+                iso.dead = crash
+                raise IsolateCrashed(crash) from None
             if isinstance(ev, (IsolateError, KeyboardInterrupt)):
                 return False
             iso.dead = f"host error: {ev!r}"
