@@ -659,9 +659,9 @@ def package_isolate(st: Store, iso_kwargs: dict, layer_hash: str | None, layer: 
                  "(package snapshot taken for the next deploy)"), info
 
 
-def take_dedicated_snapshot(iso, out_path: Path, *, selection, layer_hash: str | None,
-                            app_hash: str, progress: DeployProgress,
-                            snapshot_type: str = "dedicated") -> dict:
+def take_deploy_snapshot(iso, out_path: Path, *, selection, layer_hash: str | None,
+                         app_hash: str, progress: DeployProgress,
+                         snapshot_type: str = "dedicated") -> dict:
     """The snapshot step: write the snapshot of ``iso`` (for a dedicated one, the app's top
     level has run) to ``out_path`` and return its record (``{"path": <absolute>, "type":
     snapshot_type, "bytes", "sha256", "metadata"}``)."""
@@ -913,7 +913,7 @@ def deploy(app_dir: str | os.PathLike, *,
 
             with stages("snapshot") as info:
                 if sel.enabled("python_dedicated_snapshot"):
-                    snap = take_dedicated_snapshot(
+                    snap = take_deploy_snapshot(
                         iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
                         app_hash=record["app"]["hash"], progress=prog)
                 else:  # no_python_dedicated_snapshot: packages imported, the app is not
@@ -921,7 +921,7 @@ def deploy(app_dir: str | os.PathLike, *,
                     iso, _summary, _info = package_isolate(st, iso_kwargs, lh, layer_mount, prog)
                     iso.call("_pyworkers_asgi:configure",
                              inline_sync=sel.enabled("python_inline_sync_endpoints"))
-                    snap = take_dedicated_snapshot(
+                    snap = take_deploy_snapshot(
                         iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
                         app_hash=record["app"]["hash"], progress=prog, snapshot_type="package")
                 snap["path"] = f"{dep_rel}/{SNAPSHOT_FILE}"

@@ -472,12 +472,6 @@ class DynamicLinker:
                 raise wasmtime.WasmtimeError._from_ptr(error)
         return wasmtime.Instance._from_raw(raw)
 
-    def build_imports(self, module: wasmtime.Module, path: str, memory_base: int, table_base: int,
-                      weak_imports: set[str]) -> list[Any]:
-        """The import list for ``module`` at the given bases, as wasmtime-py objects (slow path,
-        kept for callers that need the objects)."""
-        raise NotImplementedError("use plan() + instantiate_planned()")
-
     @staticmethod
     def relocated_exports(instance: wasmtime.Instance, store, memory_base: int) -> dict[str, Any]:
         """Exports with data addresses relocated by ``memory_base`` (``relocateExports``)."""

@@ -167,32 +167,28 @@ def _errno_of(e: BaseException) -> int:
     raise e
 
 
-def syscall(fn):
-    """Wrap a syscall body: :class:`FSError` -> ``-errno``."""
+def _errno_result(sign: int):
+    """Decorator factory: a body's :class:`FSError`/``OSError`` becomes ``sign * errno``
+    (``-1``: Emscripten syscalls return ``-errno``; ``+1``: WASI calls return ``errno``);
+    ``None`` becomes 0."""
 
-    def wrapper(self, *args):
-        try:
-            r = fn(self, *args)
-            return 0 if r is None else r
-        except (FSError, OSError) as e:
-            return -_errno_of(e)
+    def deco(fn):
+        def wrapper(self, *args):
+            try:
+                r = fn(self, *args)
+                return 0 if r is None else r
+            except (FSError, OSError) as e:
+                return sign * _errno_of(e)
 
-    wrapper.__name__ = fn.__name__
-    return wrapper
+        wrapper.__name__ = fn.__name__
+        return wrapper
+
+    return deco
 
 
-def wasi(fn):
-    """Wrap a WASI call body: :class:`FSError` -> ``errno``."""
-
-    def wrapper(self, *args):
-        try:
-            r = fn(self, *args)
-            return 0 if r is None else r
-        except (FSError, OSError) as e:
-            return _errno_of(e)
-
-    wrapper.__name__ = fn.__name__
-    return wrapper
+#: Wrap a syscall body (``-errno`` on error) / a WASI call body (``errno`` on error).
+syscall = _errno_result(-1)
+wasi = _errno_result(+1)
 
 
 class Host:

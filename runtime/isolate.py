@@ -160,28 +160,32 @@ class Runtime:
             self._stdlib_sha256 = h.hexdigest()
         return self._stdlib_sha256
 
+    def _parse_module(self) -> None:
+        """Read the prepared module once for both :attr:`export_names` and
+        :attr:`mutable_globals` (a 9-10 MB file; only snapshots and side modules need them)."""
+        from pyworkers.runtime.wasmbin import export_names, parse_globals
+
+        data = self.installed.wasm.read_bytes()
+        self._export_names = {n: k for n, (k, _i) in export_names(data).items()}
+        self._mutable_globals = [g.index for g in parse_globals(data) if g.mutable]
+
     @property
     def export_names(self) -> dict[str, int]:
-        """``{export name: kind}`` of the main module (kinds as in :mod:`wasmbin`), parsed once."""
+        """``{export name: kind}`` of the main module (kinds as in :mod:`wasmbin`)."""
         if self._export_names is None:
-            from pyworkers.runtime.wasmbin import export_names
-
-            self._export_names = {n: k for n, (k, _i) in export_names(self.installed.wasm.read_bytes()).items()}
-        return self._export_names
+            self._parse_module()
+        return self._export_names  # type: ignore[return-value]
 
     @property
     def mutable_globals(self) -> list[int]:
         """Indices of the prepared module's mutable globals (exported as ``__pyw_g<index>``)."""
         if self._mutable_globals is None:
-            from pyworkers.runtime.wasmbin import parse_globals
-
-            self._mutable_globals = [g.index for g in parse_globals(self.installed.wasm.read_bytes())
-                                     if g.mutable]
-        return self._mutable_globals
+            self._parse_module()
+        return self._mutable_globals  # type: ignore[return-value]
 
     @classmethod
     def get(cls, release: Release | str | None = None, *, cache_dir: str | os.PathLike | None = None,
-            progress: H.Callable[[str], None] | None = None) -> "Runtime":
+            progress: Callable[[str], None] | None = None) -> "Runtime":
         """The runtime for ``release`` (default: the newest non-experimental release), installing
         it on first use (see :func:`pyworkers.runtime.install.ensure_release`)."""
         if release is None:
@@ -318,13 +322,6 @@ class Isolate:
             self._exports[name] = ex
         return ex
 
-    def has_export(self, name: str) -> bool:
-        try:
-            self._export(name)
-            return True
-        except KeyError:
-            return False
-
     def data_address(self, name: str) -> int:
         """Absolute address of exported data symbol ``name`` (adds the memory base for builds
         whose exported addresses are relative to it)."""
@@ -440,12 +437,13 @@ class Isolate:
             self.dead = f"interpreter start-up failed with status {rc}"
             raise IsolateCrashed(f"{self.dead}: {err.strip()[-2000:]}")
 
-    def _c_string_call(self, fn: str, s: str) -> int:
+    def _c_string_call(self, fn: str, s: str, *before: int) -> int:
+        """Call C function ``fn(*before, <s as a NUL-terminated guest string>)``."""
         b = s.encode() + b"\0"
         p = self.malloc(len(b))
         try:
             self.mem.write(p, b)
-            return self._call(fn, p)
+            return self._call(fn, *before, p)
         finally:
             self.free(p)
 
@@ -459,22 +457,12 @@ class Isolate:
                 self.dead = "guest helper failed to import"
                 raise IsolateCrashed(f"{self.dead}: {err.strip()[-2000:]}")
             mod = self._c_string_call("PyImport_ImportModule", "_pyworkers_guest")
-            fn = self._c_string_call_obj(mod, "dispatch")
+            fn = self._c_string_call("PyObject_GetAttrString", "dispatch", mod)
             self._call("Py_DecRef", mod)
+            if not fn:
+                raise IsolateCrashed("guest helper has no attribute dispatch")
             self._drain()
             return fn
-
-    def _c_string_call_obj(self, obj: int, attr: str) -> int:
-        b = attr.encode() + b"\0"
-        p = self.malloc(len(b))
-        try:
-            self.mem.write(p, b)
-            r = self._call("PyObject_GetAttrString", obj, p)
-        finally:
-            self.free(p)
-        if not r:
-            raise IsolateCrashed(f"guest helper has no attribute {attr}")
-        return r
 
     def _drain(self) -> tuple[bytes, bytes]:
         out, err = b"".join(self._captured[1]), b"".join(self._captured[2])
@@ -663,11 +651,10 @@ class _I32Call:
             if error:
                 raise wasmtime.WasmtimeError._from_ptr(error)
         if self.nresults:
-            v = self.results[0].of.i32
-            return v & 0xFFFFFFFF if v < 0 and self._unsigned else v
+            # results are pointers, sizes or counts: read them as unsigned (a pointer above
+            # 2 GiB would otherwise come back negative)
+            return self.results[0].of.i32 & 0xFFFFFFFF
         return None
-
-    _unsigned = True  # pointers are unsigned; every i32 result here is a pointer, size or count
 
 
 def _explain_trap(ev: BaseException) -> str:

@@ -266,11 +266,6 @@ def internalize_imports(data: bytes, global_value: GlobalValue, *,
     return write_sections(sections)
 
 
-def imports_of(data: bytes) -> list[Import]:
-    """All imports of a module, in order."""
-    return parse_imports(_get_section(read_sections(data), 2) or uleb(0))
-
-
 # --------------------------------------------------------------------------- globals, data
 
 VALTYPE_FMT = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64"}

@@ -29,15 +29,10 @@ import wasmtime
 
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.engine import config_fingerprint, wasmtime_version
-from pyworkers.runtime.wasmbin import GLOBAL_EXPORT_PREFIX, parse_globals
+from pyworkers.runtime.wasmbin import GLOBAL_EXPORT_PREFIX
 from pyworkers.snapshot.format import FORMAT_VERSION, write_snapshot
 
 SNAPSHOT_TYPES = ("baseline", "package", "dedicated")
-
-
-def mutable_globals(wasm: bytes) -> list[int]:
-    """Indices of a module's defined mutable globals."""
-    return [g.index for g in parse_globals(wasm) if g.mutable]
 
 
 def _global_value(v: Any) -> Any:
