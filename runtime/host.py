@@ -28,6 +28,8 @@ import wasmtime
 
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.engine import get_engine
+from pyworkers.runtime.streams import (POLLHUP, POLLIN, POLLNVAL, POLLOUT, Stream,
+                                        StreamError, Waker)
 from pyworkers.runtime.vfs import FSError
 
 _IMPLS: dict[str, Callable[..., Any]] = {}
@@ -206,7 +208,15 @@ class Host:
         self.stderr = stderr
         self.stdin = bytearray(stdin)
         self.argv0 = argv0
-        self.fds: dict[int, V.OpenFile | str] = {0: "stdin", 1: "stdout", 2: "stderr"}
+        self.fds: dict[int, V.OpenFile | Stream | str] = {0: "stdin", 1: "stdout", 2: "stderr"}
+        #: guest paths opened as host streams: ``{path: () -> Stream}`` (e.g. serve's channel)
+        self.devices: dict[str, Callable[[], Stream]] = {}
+        #: open fds per stream (a stream is closed with its last fd)
+        self.stream_refs: dict[Stream, int] = {}
+        #: wakes this isolate's thread out of a host-side wait (poll, sleep) from any thread
+        self.waker = Waker()
+        #: called each time ``poll`` returns to the guest (serve re-arms its CPU watchdog)
+        self.on_poll_return: Callable[[], None] | None = None
         self.mem: Mem = None  # type: ignore[assignment]  # set by the isolate
         self.isolate: Any = None
         self.exit_code: int | None = None
@@ -288,6 +298,8 @@ class Host:
             total = len(data)
         elif of is None or of == "stdin":
             raise FSError(V.EBADF)
+        elif isinstance(of, Stream):
+            total = self._stream_io(of.write, data)
         else:
             total = self.fs.write(of, data)  # type: ignore[arg-type]
         self.mem.set_u32(pnum, total)
@@ -299,6 +311,10 @@ class Host:
             if of == "stdin":
                 data = bytes(self.stdin[:ln])
                 del self.stdin[:ln]
+            elif isinstance(of, Stream):
+                if total:
+                    break  # do not block (EAGAIN) once something was read
+                data = self._stream_io(of.read, ln)
             elif isinstance(of, str):
                 raise FSError(V.EBADF)
             else:
@@ -340,6 +356,8 @@ class Host:
             raise FSError(V.EBADF)
         if isinstance(of, V.OpenFile):
             self.fs.close(of)
+        elif isinstance(of, Stream):
+            self._stream_unref(of)
 
     @imp("fd_seek")
     @wasi
@@ -369,6 +387,8 @@ class Host:
             raise FSError(V.EBADF)
         if isinstance(of, str):
             ftype = 2  # character device (tty-like)
+        elif isinstance(of, Stream):
+            ftype = 6  # WASI socket_stream: a host stream
         elif of.node.is_dir:
             ftype = 3
         else:
@@ -575,6 +595,9 @@ class Host:
     @syscall
     def __syscall_openat(self, dirfd, path, flags, varargs):
         p = self._path_at(dirfd, path)
+        device = self.devices.get(p)
+        if device is not None:
+            return self._stream_fd(device())
         of = self.fs.open(p, flags)
         return self._new_fd(of)
 
@@ -588,16 +611,19 @@ class Host:
             arg = self.mem.i32(varargs)
             if arg < 0:
                 raise FSError(V.EINVAL)
-            if isinstance(of, V.OpenFile):
-                of.refs += 1
+            self._ref(of)
             return self._new_fd(of, arg)
         if cmd in (1, 2):  # F_GETFD / F_SETFD
             return 0
         if cmd == 3:  # F_GETFL
-            return of.flags if isinstance(of, V.OpenFile) else (0 if of == "stdin" else 1)
+            if isinstance(of, (V.OpenFile, Stream)):
+                return getattr(of, "flags", V.O_RDWR)
+            return 0 if of == "stdin" else 1
         if cmd == 4:  # F_SETFL
             if isinstance(of, V.OpenFile):
                 of.flags |= self.mem.i32(varargs)
+            elif isinstance(of, Stream):
+                of.flags = V.O_RDWR | self.mem.i32(varargs)
             return 0
         if cmd == 12:  # F_GETLK
             self.mem.pack("<h", self.mem.u32(varargs), 2)
@@ -627,7 +653,12 @@ class Host:
         of = self.fds.get(fd)
         if of is None:
             raise FSError(V.EBADF)
-        s = self._stdio_stat(fd) if isinstance(of, str) else of.node.stat()
+        if isinstance(of, str):
+            s = self._stdio_stat(fd)
+        elif isinstance(of, Stream):
+            s = dict(mode=of.mode, size=0, ino=0x10000 + fd, mtime=0.0, nlink=1, dev=2)
+        else:
+            s = of.node.stat()
         return self._write_stat(buf, s)
 
     @imp("__syscall_newfstatat")
@@ -746,8 +777,7 @@ class Host:
         of = self.fds.get(fd)
         if of is None:
             raise FSError(V.EBADF)
-        if isinstance(of, V.OpenFile):
-            of.refs += 1
+        self._ref(of)
         return self._new_fd(of)
 
     @imp("__syscall_dup3")
@@ -761,40 +791,111 @@ class Host:
         old = self.fds.pop(newfd, None)
         if isinstance(old, V.OpenFile):
             self.fs.close(old)
-        if isinstance(of, V.OpenFile):
-            of.refs += 1
+        elif isinstance(old, Stream):
+            self._stream_unref(old)
+        self._ref(of)
         self.fds[newfd] = of
         return newfd
 
     @imp("__syscall_poll")
     @syscall
     def __syscall_poll(self, fds, nfds, timeout):
+        """poll(2): files are always ready; host streams report their own readiness. When
+        nothing is ready the isolate's thread waits on the host (woken by a stream, the
+        timeout, the deadline or :meth:`interrupt`). ``timeout`` is in ms, -1 = no limit;
+        a poll that watches no stream waits at most 1 s for -1 (nothing else can wake it)."""
+        end = None if timeout < 0 else time.monotonic() + timeout / 1000.0
+        while True:
+            count, streams = self._poll_once(fds, nfds)
+            if count or timeout == 0:
+                break
+            if not streams and timeout < 0:
+                end = time.monotonic() + 1.0
+                timeout = 1000
+            remaining = None if end is None else end - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            self.waker.drain()
+            count, streams = self._poll_once(fds, nfds)
+            if count:
+                break
+            os_fds = [f for f in (st.os_fd() for st in streams) if f is not None]
+            self.wait(remaining, os_fds)
+        if self.on_poll_return is not None:
+            self.on_poll_return()
+        return count
+
+    def _poll_once(self, fds: int, nfds: int) -> tuple[int, list[Stream]]:
         count = 0
+        streams = []
         for i in range(nfds):
             fd, events = self.mem.unpack("<ih", fds + 8 * i)
-            flags = 5 if fd in self.fds else 32  # POLLIN|POLLOUT, else POLLNVAL
-            flags &= events | 8 | 16
+            of = self.fds.get(fd)
+            if of is None:
+                flags = POLLNVAL
+            elif isinstance(of, Stream):
+                streams.append(of)
+                flags = of.revents() & (events | 8 | POLLHUP)
+            else:
+                flags = (POLLIN | POLLOUT) & (events | 8 | POLLHUP)
             if flags:
                 count += 1
             self.mem.pack("<h", fds + 8 * i + 6, flags)
-        if count == 0 and timeout != 0:
-            # nothing can become ready later in the sandbox (no sockets, no pipes): wait out
-            # the timeout instead of letting the caller spin; -1 ("forever") would hang, so
-            # cap it.
-            self.wait(min(timeout if timeout > 0 else 1000, 60_000) / 1000.0)
-        return count
+        return count, streams
 
-    def wait(self, seconds: float) -> None:
-        """Sleep on the host for ``seconds``, but stop at the isolate's deadline or when it is
-        interrupted: then raise :class:`GuestInterrupted` (the call traps; wasm code is
-        interrupted by epochs instead, which cannot reach a host-side wait)."""
-        end = time.monotonic() + seconds
-        if self.deadline is not None and self.deadline < end:
-            if self.interrupted.wait(max(0.0, self.deadline - time.monotonic())):
-                raise GuestInterrupted("interrupted")
-            raise GuestInterrupted("time limit exceeded")
-        if self.interrupted.wait(seconds):
+    def wait(self, seconds: float | None, os_fds: list[int] | tuple = ()) -> None:
+        """Sleep on the host for ``seconds`` (``None``: until woken) or until one of
+        ``os_fds`` is readable or :attr:`waker` is woken; stop at the isolate's deadline or
+        when it is interrupted: then raise :class:`GuestInterrupted` (the call traps; wasm
+        code is interrupted by epochs instead, which cannot reach a host-side wait)."""
+        if self.interrupted.is_set():
             raise GuestInterrupted("interrupted")
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if seconds is None or left < seconds:
+                self.waker.wait(max(0.0, left), os_fds)
+                if self.interrupted.is_set():
+                    raise GuestInterrupted("interrupted")
+                if time.monotonic() >= self.deadline:
+                    raise GuestInterrupted("time limit exceeded")
+                return
+        self.waker.wait(seconds, os_fds)
+        if self.interrupted.is_set():
+            raise GuestInterrupted("interrupted")
+
+    # ----------------------------------------------------------------- host streams
+    def _stream_fd(self, stream: Stream) -> int:
+        fd = self._new_fd(stream)
+        self.stream_refs[stream] = self.stream_refs.get(stream, 0) + 1
+        return fd
+
+    def _ref(self, of: V.OpenFile | Stream | str) -> None:
+        if isinstance(of, V.OpenFile):
+            of.refs += 1
+        elif isinstance(of, Stream):
+            self.stream_refs[of] = self.stream_refs.get(of, 0) + 1
+
+    def _stream_unref(self, stream: Stream) -> None:
+        n = self.stream_refs.get(stream, 1) - 1
+        if n <= 0:
+            self.stream_refs.pop(stream, None)
+            stream.close()
+        else:
+            self.stream_refs[stream] = n
+
+    @staticmethod
+    def _stream_io(op: Callable[[Any], Any], arg: Any) -> Any:
+        try:
+            return op(arg)
+        except StreamError as e:
+            raise FSError(e.errno) from None
+
+    def close_streams(self) -> None:
+        """Close every stream and the waker (the isolate is going away)."""
+        for stream in list(self.stream_refs):
+            stream.close()
+        self.stream_refs.clear()
+        self.waker.close()
 
     @imp("__syscall_statfs64", "__syscall_fstatfs64")
     @syscall

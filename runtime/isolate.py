@@ -561,6 +561,7 @@ class Isolate:
         the call traps with "interrupted" and the isolate is dead. Running wasm code is stopped
         by :meth:`set_timeout`'s deadline instead (wasmtime stores are single-threaded)."""
         self.host.interrupted.set()
+        self.host.waker.wake()
 
     @property
     def at_memory_limit(self) -> bool:
@@ -589,6 +590,7 @@ class Isolate:
                 if isinstance(of, V.OpenFile):
                     self.fs.close(of)
             self.host.fds.clear()
+            self.host.close_streams()
             self.host.isolate = None
             self.host.mem = None  # type: ignore[assignment]
         if getattr(self, "linker", None) is not None:

@@ -59,6 +59,10 @@ def host_state(iso) -> dict:
         if isinstance(of, str):
             fds[str(fd)] = {"stdio": of}
             continue
+        if not hasattr(of, "node"):  # a host stream (serve channel, socket)
+            from pyworkers.snapshot.format import SnapshotError
+            raise SnapshotError(f"fd {fd} is a host stream ({type(of).__name__}) open at snapshot "
+                                "time: connections cannot be captured; open it after start-up")
         key = id(of)
         if key not in open_files:
             open_files[key] = len(files)
