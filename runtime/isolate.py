@@ -556,6 +556,28 @@ class Isolate:
         self.store.set_epoch_deadline(max(1, int(seconds / EPOCH_TICK_S + 0.999)))
         self.host.deadline = time.monotonic() + seconds
 
+    def watch_cpu(self, seconds: float | None, also: Callable[[], None] | None = None) -> None:
+        """CPU watchdog for an isolate that runs its own event loop: trap (epoch interruption)
+        once guest code has run ``seconds`` of wall time without coming back to ``poll`` (a
+        loop stuck in CPU, no await). Waiting in ``poll`` never counts. ``also`` runs on the
+        isolate's thread at every return from ``poll`` (e.g. a memory check). ``None``
+        turns the watchdog off. Call from the thread that runs the isolate."""
+        if seconds is None:
+            self.host.on_poll_return = also
+            self.store.set_epoch_deadline(NO_DEADLINE)
+            return
+        _ensure_epoch_ticker()
+        ticks = max(1, int(seconds / EPOCH_TICK_S + 0.999))
+        store = self.store
+
+        def rearm() -> None:
+            store.set_epoch_deadline(ticks)
+            if also is not None:
+                also()
+
+        self.host.on_poll_return = rearm
+        store.set_epoch_deadline(ticks)
+
     def interrupt(self) -> None:
         """Stop the isolate's current host-side wait (``poll``/sleep timeouts) from any thread:
         the call traps with "interrupted" and the isolate is dead. Running wasm code is stopped

@@ -1,34 +1,16 @@
-"""``pyworkers serve``: serve deployments over HTTP/1.1 (uvicorn in front) from pools of
-sandboxed isolates (``pyworkers.runtime.pool``, ``pyworkers.runtime.asgi``).
+"""``pyworkers serve``: options -> :class:`pyworkers.serve.ServeConfig`, targets, uvicorn.
 
 Targets: each argument is a worker name in the deployment store (its *current* deployment,
-restored from its dedicated snapshot; :func:`deployment_target`) or an app directory
-(development mode, below). With no argument, every worker in the store is served. The store is
-watched: when a worker's current deployment changes (``pyworkers deploy``,
-``pyworkers deployments rollback``), its pool switches to the new one without dropping
-in-flight requests.
-
-For each APP_DIR: load its worker config (``pyworkers.toml`` or
-``[tool.pyworkers]``; ``pyworkers.config``), select the runtime from its compatibility date,
-resolve ``requirements.txt`` (``pyworkers.packages.resolve``; the lock is the app's
-``pylock.toml`` if it has one, else one kept in the cache per app directory), download and
-install the site-packages layer into ``<cache>/serve/layers/<digest of the pinned wheels>``,
-and copy the app's files into ``<cache>/serve/apps/<name>-<digest of its files>`` so that a
-running deployment never sees half-edited files. ``SIGHUP`` rebuilds every app directory and
-swaps each deployment to the new build without dropping in-flight requests (development mode;
-deployments are picked up from the store instead).
-
-Logs (uvicorn's, the pools' and the guests' stdout/stderr, tagged ``[deployment#n stdout]``)
-go to stderr; nothing is written to stdout.
+restored from its snapshot) or an app directory (development mode; SIGHUP rebuilds it). With no
+argument, every worker in the store is served, and workers deployed later are picked up too.
+The store is watched (:class:`pyworkers.serve.targets.StoreWatcher`). Logs go to stderr;
+nothing is written to stdout. The serving itself lives in ``pyworkers.serve``.
 """
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import shutil
 import signal
-import tempfile
 from pathlib import Path
 
 import click
@@ -36,113 +18,6 @@ import click
 from pyworkers.cli import UserError, main
 
 log = logging.getLogger("pyworkers.serve")
-
-
-def stage_app(app_dir: Path, name: str, root: Path, note=None) -> Path:
-    """Copy ``app_dir`` as ``pyworkers deploy`` does (:func:`pyworkers.deploy.copy_app`: VCS,
-    venv and cache directories and bytecode skipped, read-only) to
-    ``root/apps/<name>-<first 16 hex of the copy's hash>``, unless that copy exists; returns
-    it. The copy is made in a temporary sibling and renamed into place."""
-    from pyworkers.deploy import copy_app
-
-    parent = root / "apps"
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-"))
-    try:
-        info = copy_app(app_dir, tmp / "app", exclude=[root], note=note)
-        dest = parent / f"{name}-{info['hash'].partition(':')[2][:16]}"
-        if not dest.is_dir():
-            try:
-                (tmp / "app").rename(dest)
-            except OSError:
-                if not dest.is_dir():
-                    raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-def app_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
-              progress) -> Path | None:
-    """The site-packages layer for ``app_dir/requirements.txt`` (``None`` without one, or
-    when it pins nothing): resolved, downloaded, then built or reused as
-    ``root/layers/<layer hash>`` by :func:`pyworkers.deploy.build_layer`. Raises
-    ``pyworkers.packages.PackagesError``."""
-    from pyworkers.deploy import build_layer
-    from pyworkers.packages import download, resolve
-    from pyworkers.runtime.install import ensure_release
-
-    req = app_dir / "requirements.txt"
-    if not req.is_file():
-        return None
-    own = app_dir / "pylock.toml"
-    if own.is_file():
-        lock = own
-    else:
-        key = hashlib.sha256(str(app_dir.resolve()).encode()).hexdigest()[:16]
-        lock = root / "locks" / key / "pylock.toml"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-    inst = ensure_release(selection.release, cache_dir=cache_dir)
-    res = resolve(req, selection, pyodide_lock=inst.lock_json, lock_path=lock,
-                  cache_dir=cache_dir, progress=progress)
-    if not res.wheels:
-        return None
-    wheels = download(res, cache_dir, progress=progress)
-    return build_layer(wheels, root / "layers", release=selection.release.pyodide_version,
-                       progress=progress).path
-
-
-def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | None,
-                 progress=None):
-    """``(name, AppFactory)`` for one app directory (see the module docstring). Raises
-    :class:`UserError` for configuration and package errors."""
-    from pyworkers.config import ConfigError, load_worker_config
-    from pyworkers.compat import CompatError
-    from pyworkers.packages import PackagesError, cache_root
-    from pyworkers.runtime.pool import AppFactory
-
-    try:
-        cfg = load_worker_config(app_dir)
-        sel = cfg.runtime_selection()
-    except (ConfigError, CompatError) as e:
-        raise UserError(str(e)) from None
-    root = cache_root(cache_dir) / "serve"
-    try:
-        layer = app_layer(app_dir, sel, root, cache_dir, progress)
-    except PackagesError as e:
-        detail = f"\n{e.detail}" if getattr(e, "detail", None) else ""
-        raise UserError(f"{app_dir}: {e}{detail}") from None
-    staged = stage_app(app_dir, cfg.name, root, note=getattr(progress, "note", progress))
-    return cfg.name, AppFactory(release=sel.release.pyodide_version, app_dir=staged,
-                                main=cfg.main, site_packages=layer, env=dict(cfg.vars),
-                                memory_limit=memory_limit,
-                                cache_dir=Path(cache_dir) if cache_dir else None)
-
-
-def deployment_target(store, name: str, *, memory_limit: int | None):
-    """``(deployment id, IsolateFactory)`` for worker ``name``'s current deployment: isolates
-    restored from its dedicated snapshot (the image module is prepared here, once per machine
-    and snapshot), or booted and imported when it has no snapshot. Raises
-    :class:`click.ClickException` when the worker has no deployment or its snapshot is refused."""
-    from functools import partial
-
-    from pyworkers.runtime.pool import AppFactory, with_app
-    from pyworkers.snapshot import Restorer, SnapshotError
-
-    dep = store.current(name)
-    if dep is None:
-        raise UserError(f"worker {name!r} has no deployment in {store.root}: run `pyworkers deploy` first")
-    main = dep.record["config"]["main"]
-    if dep.snapshot_path is None:
-        kw = dep.isolate_kwargs()
-        return dep.id, AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
-                                  site_packages=kw["site_packages"], env=kw["env"],
-                                  memory_limit=memory_limit)
-    try:
-        restorer = Restorer(dep.snapshot_path, **dep.restore_kwargs())
-    except SnapshotError as e:
-        raise UserError(f"deployment {dep.id}: {e}") from None
-    return dep.id, with_app(partial(restorer.new_isolate, memory_limit=memory_limit), main)
 
 
 def log_config(level: str) -> dict:
@@ -171,12 +46,21 @@ def log_config(level: str) -> dict:
 @click.option("--min-idle", default=1, show_default=True, type=click.IntRange(0),
               help="Isolates per deployment booted ahead of demand.")
 @click.option("--max-isolates", type=click.IntRange(1),
-              help="Most isolates per deployment (one request each at a time). "
+              help="Most isolates per deployment. "
                    "Default: number of CPUs, at least 2.")
+@click.option("--max-concurrency", default=32, show_default=True, type=click.IntRange(1),
+              help="In-flight requests (HTTP and WebSocket) per isolate; when every isolate "
+                   "is full another is restored (up to --max-isolates).")
 @click.option("--request-timeout", default=30.0, show_default=True,
               type=click.FloatRange(0, min_open=True),
-              help="Seconds from dispatch to the end of a response: past it the guest is "
-                   "interrupted, the client gets 504 and the isolate is replaced.")
+              help="Seconds from dispatch to the end of a response: past it the request's "
+                   "task is cancelled and the client gets 504. Guest code running this long "
+                   "without awaiting interrupts (and replaces) its isolate.")
+@click.option("--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds a retiring isolate's in-flight requests and background tasks "
+                   "(BackgroundTasks, asyncio.create_task) may run before they are cancelled.")
+@click.option("--max-body-size", default=100, show_default=True, type=click.IntRange(0),
+              metavar="MB", help="Largest request body accepted, in MiB (413 past it).")
 @click.option("--memory-limit", default=512, show_default=True, type=click.IntRange(16),
               metavar="MB", help="Linear memory cap per isolate, in MiB.")
 @click.option("--queue-timeout", default=30.0, show_default=True,
@@ -192,7 +76,8 @@ def log_config(level: str) -> dict:
 @click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
 def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interval: float,
               host: str, port: int, min_idle: int,
-              max_isolates: int | None, request_timeout: float, memory_limit: int,
+              max_isolates: int | None, max_concurrency: int, request_timeout: float,
+              drain_timeout: float, max_body_size: int, memory_limit: int,
               queue_timeout: float, idle_timeout: float, cache_dir: str | None,
               log_level: str, no_access_log: bool) -> None:
     """Serve deployments (default: every worker in the store) over HTTP.
@@ -211,15 +96,19 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
     import uvicorn
 
     from pyworkers.packages import RichProgress
-    from pyworkers.runtime.asgi import make_server_app
-    from pyworkers.runtime.pool import default_max_isolates
-
+    from pyworkers.serve import ServeConfig, ServeError, ServerApp
+    from pyworkers.serve.targets import StoreWatcher, build_target, deployment_target
     from pyworkers.store import Store, StoreError
 
-    max_isolates = max_isolates or default_max_isolates()
-    if min_idle > max_isolates:
-        raise UserError(f"--min-idle {min_idle} is more than --max-isolates {max_isolates}")
-    limit = memory_limit << 20
+    try:
+        cfg = ServeConfig(min_idle=min_idle, max_isolates=max_isolates,
+                          max_concurrency=max_concurrency, request_timeout=request_timeout,
+                          queue_timeout=queue_timeout, idle_timeout=idle_timeout,
+                          drain_timeout=drain_timeout, memory_limit=memory_limit << 20,
+                          max_body_size=max_body_size << 20, watch_interval=watch_interval)
+    except ServeError as e:
+        raise UserError(str(e)) from None
+    limit = cfg.memory_limit
     try:
         store = Store(store_dir)
         names = store.names()
@@ -239,18 +128,22 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
     targets: dict = {}
     where: dict[str, str] = {}
     served: dict[str, str] = {}  # worker -> deployment id being served
-    with RichProgress() as progress:
-        for w in workers:
-            progress.note(f"preparing {w}: restoring from its snapshot")
-            served[w], targets[w] = deployment_target(store, w, memory_limit=limit)
-            where[w] = f"deployment {served[w]}"
-        for d in dirs:
-            name, factory = build_target(d, memory_limit=limit, cache_dir=cache_dir,
-                                         progress=progress)
-            if name in targets:
-                raise UserError(f"{d}: deployment name {name!r} is also used by {where[name]}: "
-                                'set a different name = "..." in its pyworkers.toml')
-            targets[name], where[name] = factory, str(d)
+    try:
+        with RichProgress() as progress:
+            for w in workers:
+                progress.note(f"preparing {w}: restoring from its snapshot")
+                served[w], targets[w] = deployment_target(store, w, memory_limit=limit)
+                where[w] = f"deployment {served[w]}"
+            for d in dirs:
+                name, factory = build_target(d, memory_limit=limit, cache_dir=cache_dir,
+                                             progress=progress)
+                if name in targets:
+                    raise UserError(f"{d}: deployment name {name!r} is also used by "
+                                    f"{where[name]}: set a different name = \"...\" in its "
+                                    "pyworkers.toml")
+                targets[name], where[name] = factory, str(d)
+    except ServeError as e:
+        raise UserError(str(e)) from None
 
     async def reload(app) -> None:
         loop = asyncio.get_running_loop()
@@ -262,8 +155,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                 gen = await app.swap(name, factory)
                 log.info("[%s] redeployed from %s (generation %d)", name, d, gen)
             except Exception as e:  # noqa: BLE001 - keep serving the old deployment
-                msg = e.format_message() if isinstance(e, click.ClickException) else repr(e)
-                log.error("redeploy of %s failed, still serving the previous build: %s", d, msg)
+                log.error("redeploy of %s failed, still serving the previous build: %s", d, e)
 
     def on_started(app) -> None:
         loop = asyncio.get_running_loop()
@@ -286,34 +178,12 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
         for name in app.pools:
             log.info("[%s] serving %s at /%s/ and http://%s.localhost:<port>/", name,
                      where[name], name, name)
-        if served:
-            asyncio.ensure_future(watch_store(app))
+        if served or not targets_args:
+            watcher = StoreWatcher(store, served, app.swap, memory_limit=limit,
+                                   interval=cfg.watch_interval, follow_new=not targets_args)
+            app.watcher_task = asyncio.ensure_future(watcher.run())
 
-    async def watch_store(app) -> None:
-        """Swap a worker's pool when its current deployment changes in the store."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(watch_interval)
-            for w in list(served):
-                try:
-                    cur = store.current_id(w)
-                    if cur is None or cur == served[w]:
-                        continue
-                    dep_id, factory = await loop.run_in_executor(
-                        None, lambda w=w: deployment_target(store, w, memory_limit=limit))
-                    gen = await app.swap(w, factory)
-                    log.info("[%s] switched from deployment %s to %s (generation %d)", w, served[w],
-                             dep_id, gen)
-                    served[w] = dep_id
-                except Exception as e:  # noqa: BLE001 - keep serving the previous deployment
-                    msg = e.format_message() if isinstance(e, click.ClickException) else repr(e)
-                    log.error("[%s] cannot switch to the new current deployment, still serving %s: %s",
-                              w, served[w], msg)
-
-    app = make_server_app(targets, min_idle=min_idle, max_isolates=max_isolates,
-                          request_timeout=request_timeout, queue_timeout=queue_timeout,
-                          idle_timeout=idle_timeout, memory_limit=limit,
-                          on_startup=[on_started])
+    app = ServerApp(targets, cfg, on_startup=[on_started])
     config = uvicorn.Config(app, host=host, port=port, lifespan="on",
                             log_config=log_config(log_level), log_level=log_level,
                             access_log=not no_access_log, timeout_graceful_shutdown=10)

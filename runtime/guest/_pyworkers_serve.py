@@ -1,0 +1,396 @@
+"""Guest side of ``pyworkers serve``: the isolate's own asyncio event loop, serving ASGI.
+
+The host (``pyworkers.serve.worker.Worker``) calls :func:`run` once on the isolate's thread;
+it returns only when the host asks it to stop (or the isolate dies). Meanwhile the guest's loop
+runs continuously: it waits for host events and its own timers in one place, its selector's
+``poll`` on the channel fd ``/dev/pyworkers/channel`` (the host blocks that ``poll`` until an
+event arrives or the next timer is due). Events and replies are frames (``_pyworkers_wire``).
+
+Each HTTP request or WebSocket is a *conversation* (``cid`` chosen by the host) with its own
+task, so one isolate runs many requests at once: a request that awaits lets the others run.
+Messages mirror uvicorn's ASGI implementation (https://asgi.readthedocs.io/en/latest/specs/):
+
+- HTTP: ``receive`` yields the ``http.request`` chunks the host forwards (asked for with
+  ``G_NEED_BODY`` when the app waits and none is queued), then ``http.disconnect`` once the
+  response is complete or the client left. ``send`` validates the order like uvicorn
+  (``RuntimeError`` in the app otherwise) and writes each message to the host at once, so a
+  response reaches the client when the app sends it; a streamed chunk (``more_body=True``)
+  waits for the host's ``H_ACK`` (back-pressure: one chunk in flight per request).
+- WebSocket: ``websocket.connect`` first, then ``websocket.receive`` / ``websocket.disconnect``;
+  ``send`` takes ``websocket.accept`` / ``websocket.send`` / ``websocket.close``. Sending after
+  the client disconnected raises ``OSError`` (as uvicorn's ``ClientDisconnected``), which
+  Starlette turns into ``WebSocketDisconnect``.
+- Lifespan (cid 0): started by ``H_LIFESPAN_STARTUP``; its ``state`` dict seeds every request's
+  ``scope["state"]`` (a shallow copy, like uvicorn). A lifespan app that raises before startup
+  completes means "lifespan unsupported" (reported as ``G_DONE`` with the error).
+- Work that outlives a response (Starlette ``BackgroundTasks``, ``asyncio.create_task``) keeps
+  running; ``H_STOP`` drains: the loop waits up to ``drain`` seconds for every task, cancels
+  what is left (names reported in ``G_STOPPED``), runs lifespan shutdown, then returns.
+- ``H_CANCEL`` cancels one conversation's task (the host answered 504 already).
+"""
+import os
+import sys
+
+import _pyworkers_wire as W
+
+CHANNEL = "/dev/pyworkers/channel"
+
+_server = None
+
+
+class _Conversation:
+    __slots__ = ("server", "cid", "kind", "task", "inbox", "waiter", "ack", "started",
+                 "complete", "disconnected", "body_complete", "asked", "accepted", "closed")
+
+    def __init__(self, server, cid, kind):
+        self.server = server
+        self.cid = cid
+        self.kind = kind
+        self.task = None
+        self.inbox = []
+        self.waiter = None
+        self.ack = None
+        self.started = self.complete = self.disconnected = False
+        self.body_complete = kind != "http"
+        self.asked = False
+        self.accepted = self.closed = False
+
+    # ------------------------------------------------------------------ host events
+    def deliver(self, event):
+        t = event["type"]
+        if t == "http.request":
+            if not event["more_body"]:
+                self.body_complete = True
+            self.asked = False
+        elif t in ("http.disconnect", "websocket.disconnect"):
+            self.disconnected = True
+            self.body_complete = True
+            self._release_sender()
+        self.inbox.append(event)
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _release_sender(self):
+        a = self.ack
+        if a is not None and not a.done():
+            a.set_result(None)
+
+    def _wake_receiver(self):
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # ------------------------------------------------------------------ ASGI receive
+    async def receive(self):
+        while not self.inbox:
+            if self.kind == "http" and (self.complete or self.disconnected):
+                return {"type": "http.disconnect"}
+            if not self.body_complete and not self.asked:
+                self.asked = True
+                self.server.emit(W.G_NEED_BODY, self.cid)
+            self.waiter = self.server.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        return self.inbox.pop(0)
+
+    # ------------------------------------------------------------------ ASGI send
+    async def send(self, message):
+        t = message.get("type")
+        if self.kind == "http":
+            await self._send_http(t, message)
+        elif self.kind == "websocket":
+            self._send_ws(t, message)
+        else:
+            self._send_lifespan(t, message)
+
+    async def _send_http(self, t, message):
+        if self.disconnected:
+            return
+        if not self.started:
+            if t != "http.response.start":
+                raise RuntimeError(f"Expected ASGI message 'http.response.start', but got '{t}'.")
+            status = message["status"]
+            if not isinstance(status, int) or not 100 <= status <= 999:
+                raise RuntimeError(f"Invalid HTTP status code {status!r} in response.")
+            headers = []
+            for name, value in message.get("headers") or ():
+                name, value = _as_bytes(name, "header name").lower(), _as_bytes(value, "header value")
+                if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value \
+                        or b"\0" in value or b":" in name:
+                    raise RuntimeError(f"Invalid HTTP header {name!r}: {value!r}")
+                headers.append((name, value))
+            self.started = True
+            self.server.emit(W.G_START, self.cid, {
+                "status": status, "headers": W.headers_out(headers),
+                "trailers": bool(message.get("trailers", False))})
+            return
+        if self.complete:
+            raise RuntimeError(f"Unexpected ASGI message '{t}' sent, after response already "
+                               "completed.")
+        if t != "http.response.body":
+            raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{t}'.")
+        body = _as_bytes(message.get("body", b""), "body")
+        more = bool(message.get("more_body", False))
+        if not more:
+            self.complete = True
+            self._wake_receiver()
+        self.server.emit(W.G_BODY, self.cid, {"more_body": more} if more else None, body)
+        if more:
+            self.ack = self.server.loop.create_future()
+            try:
+                await self.ack
+            finally:
+                self.ack = None
+
+    def _send_ws(self, t, message):
+        if self.disconnected or self.closed:
+            raise OSError(f"Unexpected ASGI message '{t}': the WebSocket is "
+                          + ("disconnected" if self.disconnected else "closed"))
+        if t == "websocket.accept":
+            if self.accepted:
+                raise RuntimeError("Expected ASGI message 'websocket.send' or 'websocket.close'"
+                                   ", but got 'websocket.accept'.")
+            self.accepted = True
+            self.server.emit(W.G_WS_ACCEPT, self.cid, {
+                "subprotocol": message.get("subprotocol"),
+                "headers": W.headers_out(message.get("headers"))})
+        elif t == "websocket.send":
+            if not self.accepted:
+                raise RuntimeError("Expected ASGI message 'websocket.accept' or "
+                                   "'websocket.close', but got 'websocket.send'.")
+            text = message.get("text")
+            if text is not None:
+                self.server.emit(W.G_WS_SEND, self.cid, {"text": True}, text.encode("utf-8"))
+            else:
+                self.server.emit(W.G_WS_SEND, self.cid, None,
+                                 _as_bytes(message.get("bytes") or b"", "bytes"))
+        elif t == "websocket.close":
+            self.closed = True
+            self.server.emit(W.G_WS_CLOSE, self.cid, {
+                "code": int(message.get("code", 1000) or 1000),
+                "reason": str(message.get("reason") or "")})
+        else:
+            raise RuntimeError(f"Expected ASGI message 'websocket.accept', 'websocket.send' or "
+                               f"'websocket.close', but got '{t}'.")
+
+    def _send_lifespan(self, t, message):
+        if t not in ("lifespan.startup.complete", "lifespan.startup.failed",
+                     "lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            raise RuntimeError(f"Expected ASGI message 'lifespan.*', but got '{t}'.")
+        self.server.emit(W.G_LIFESPAN, 0, {"type": t, "message": str(message.get("message", ""))})
+        self.server.lifespan_said = t
+
+    # ------------------------------------------------------------------ the app's task
+    async def run(self, scope):
+        error = None
+        try:
+            result = await self.server.app(scope, self.receive, self.send)
+            if result is not None:
+                raise RuntimeError(f"ASGI callable should return None, but returned {result!r}")
+        except BaseException as exc:  # noqa: BLE001 - reported to the host as data
+            error = _error(exc)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        finally:
+            self.server.convs.pop(self.cid, None)
+            self.server.emit(W.G_DONE, self.cid, {"error": error})
+
+
+def _as_bytes(v, what):
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, (bytearray, memoryview)):
+        return bytes(v)
+    if isinstance(v, str):
+        return v.encode("latin-1")
+    raise TypeError(f"{what} must be bytes, got {type(v).__name__}")
+
+
+def _error(exc):
+    import traceback
+
+    return {"type": type(exc).__qualname__, "module": type(exc).__module__, "message": str(exc),
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
+
+
+class _Server:
+    """The isolate's ASGI server state (one per :func:`run`)."""
+
+    def __init__(self, app, state, loop):
+        self.app = app
+        self.state = state
+        self.loop = loop
+        self.convs = {}
+        self.fd = os.open(CHANNEL, os.O_RDWR)
+        os.set_blocking(self.fd, False)
+        self.decoder = W.Decoder()
+        self.stop = None
+        self.lifespan = None
+        self.lifespan_said = None
+        self.versions = ({"version": "3.0", "spec_version": "2.3"},
+                         {"version": "3.0", "spec_version": "2.4"})
+
+    def emit(self, kind, cid, meta=None, body=b""):
+        if len(body) > 65536:
+            os.writev(self.fd, [W.header(kind, cid, meta, len(body)), body])
+        else:
+            os.write(self.fd, W.encode(kind, cid, meta, body))
+
+    def on_readable(self):
+        try:
+            data = os.read(self.fd, 1 << 20)
+        except BlockingIOError:
+            return
+        if not data:  # the host closed its side: stop now
+            if self.stop is not None and not self.stop.done():
+                self.stop.set_result({"drain": 0, "shutdown": 0})
+            return
+        for kind, cid, meta, body in self.decoder.feed(data):
+            self.dispatch(kind, cid, meta, body)
+
+    def dispatch(self, kind, cid, meta, body):
+        if kind == W.H_HTTP:
+            conv = _Conversation(self, cid, "http")
+            scope = W.scope_in(meta)
+            more = bool(scope.pop("more_body", False))
+            scope["type"] = "http"
+            scope["asgi"] = dict(self.versions[0])
+            scope["state"] = dict(self.state)
+            self.convs[cid] = conv
+            conv.deliver({"type": "http.request", "body": body, "more_body": more})
+            conv.task = self.loop.create_task(conv.run(scope), name=f"http-{cid}")
+        elif kind == W.H_WS_CONNECT:
+            conv = _Conversation(self, cid, "websocket")
+            scope = W.scope_in(meta)
+            scope["type"] = "websocket"
+            scope["asgi"] = dict(self.versions[1])
+            scope["state"] = dict(self.state)
+            scope.setdefault("subprotocols", [])
+            self.convs[cid] = conv
+            conv.deliver({"type": "websocket.connect"})
+            conv.task = self.loop.create_task(conv.run(scope), name=f"websocket-{cid}")
+        elif kind == W.H_LIFESPAN_STARTUP:
+            conv = _Conversation(self, 0, "lifespan")
+            self.lifespan = conv
+            self.convs[0] = conv
+            conv.deliver({"type": "lifespan.startup"})
+            scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                     "state": self.state}
+            conv.task = self.loop.create_task(conv.run(scope), name="lifespan")
+        elif kind == W.H_STOP:
+            if self.stop is not None and not self.stop.done():
+                self.stop.set_result(meta)
+        elif kind == W.H_ENV:
+            os.environ.update(meta.get("environ") or {})
+        else:
+            conv = self.convs.get(cid)
+            if conv is None:
+                return  # the conversation ended meanwhile
+            if kind == W.H_BODY:
+                conv.deliver({"type": "http.request", "body": body,
+                              "more_body": bool(meta.get("more_body", False))})
+            elif kind == W.H_DISCONNECT:
+                conv.deliver({"type": "http.disconnect"})
+            elif kind == W.H_WS_RECEIVE:
+                if meta.get("text"):
+                    conv.deliver({"type": "websocket.receive",
+                                  "text": body.decode("utf-8", "surrogateescape")})
+                else:
+                    conv.deliver({"type": "websocket.receive", "bytes": body})
+            elif kind == W.H_WS_DISCONNECT:
+                conv.deliver({"type": "websocket.disconnect", "code": int(meta.get("code", 1005)),
+                              "reason": meta.get("reason", "")})
+            elif kind == W.H_ACK:
+                conv._release_sender()
+            elif kind == W.H_CANCEL:
+                if conv.task is not None:
+                    conv.task.cancel(meta.get("reason") or "cancelled by the host")
+
+    async def main(self):
+        import asyncio
+
+        self.stop = self.loop.create_future()
+        self.emit(W.G_READY, 0, {"pid": os.getpid()})
+        opts = await self.stop
+        cancelled = await self._drain(float(opts.get("drain", 30)))
+        lifespan = await self._lifespan_shutdown(float(opts.get("shutdown", 5)))
+        self.emit(W.G_STOPPED, 0, {"cancelled": cancelled, "lifespan": lifespan})
+
+    def _pending(self):
+        import asyncio
+
+        me = asyncio.current_task(self.loop)
+        life = self.lifespan.task if self.lifespan is not None else None
+        return [t for t in asyncio.all_tasks(self.loop) if t is not me and t is not life
+                and not t.done()]
+
+    async def _drain(self, seconds):
+        """Wait up to ``seconds`` for every task but the lifespan; cancel the rest."""
+        import asyncio
+
+        end = self.loop.time() + seconds
+        while True:
+            pending = self._pending()
+            if not pending:
+                return []
+            left = end - self.loop.time()
+            if left <= 0:
+                break
+            await asyncio.wait(pending, timeout=left)
+        names = sorted(t.get_name() for t in pending)
+        for t in pending:
+            t.cancel("pyworkers: drain timeout")
+        await asyncio.wait(pending, timeout=1.0)
+        return names
+
+    async def _lifespan_shutdown(self, seconds):
+        import asyncio
+
+        conv = self.lifespan
+        if conv is None or conv.task is None or conv.task.done() \
+                or self.lifespan_said != "lifespan.startup.complete":
+            return "none"
+        conv.deliver({"type": "lifespan.shutdown"})
+        done, _ = await asyncio.wait([conv.task], timeout=seconds)
+        if not done:
+            conv.task.cancel()
+            return "timeout"
+        return self.lifespan_said or "returned"
+
+
+def run(options=None):
+    """Serve until the host sends ``H_STOP`` (see the module docstring). ``options``:
+    ``{"inline_sync": bool}`` (defaults from ``_pyworkers_asgi.configure``). The app must have
+    been loaded with ``_pyworkers_asgi.load``. Returns ``{"stopped": True}``."""
+    global _server
+    import asyncio
+    import selectors
+    import warnings
+
+    import _pyworkers_asgi as A
+
+    if A._app is None:
+        raise RuntimeError("no ASGI app loaded: call _pyworkers_asgi.load first")
+    loop = asyncio.SelectorEventLoop(selectors.PollSelector())
+    if A.configure()["inline_sync"]:
+        loop.set_default_executor(A.inline_executor())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop(loop)
+    server = _server = _Server(A._app, A._state, loop)
+    loop.add_reader(server.fd, server.on_readable)
+    try:
+        loop.run_until_complete(server.main())
+    finally:
+        loop.remove_reader(server.fd)
+        os.close(server.fd)
+        _server = None
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    return {"stopped": True}

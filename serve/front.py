@@ -1,0 +1,410 @@
+"""The HTTP front of ``pyworkers serve``: the ASGI app uvicorn runs, forwarding each HTTP
+request and WebSocket into an isolate of the deployment it is addressed to
+(:mod:`pyworkers.serve.routing`).
+
+One request, followed end to end: uvicorn calls :class:`ServerApp` -> :func:`route` picks the
+deployment -> :meth:`Pool.acquire` the least-loaded isolate with room -> :meth:`Worker.open` a
+conversation and push ``H_HTTP`` (scope + first body chunk) through the isolate's channel ->
+the guest's loop (``runtime/guest/_pyworkers_serve.py``) runs the app's task -> each ``send()``
+of the app is a frame back, put on the conversation's queue -> :class:`_HttpExchange` forwards
+it to uvicorn at once.
+
+Faults stay local to the request; responses made by the host carry
+``x-pyworkers-fault: exception|crash|memory|timeout|unavailable|startup|too-large``:
+
+- the app raised before starting a response: ``500`` (traceback logged; ``MemoryError``
+  also recycles the isolate); a response that started and cannot complete closes the
+  connection (as uvicorn does);
+- ``request_timeout`` passed: that request's task is cancelled in the guest, the client gets
+  ``504``; the isolate's other requests go on;
+- the isolate died (trap, abort, out of memory): ``500`` for each of its requests; guest code
+  stuck without awaiting past the CPU watchdog: ``504``; the pool replaces the isolate;
+- no isolate with room within ``queue_timeout``: ``503``; a body over ``max_body_size``:
+  ``413`` before the app sees it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, Mapping
+
+from pyworkers.serve.config import ServeConfig
+from pyworkers.serve.errors import PoolUnavailable, ServeError
+from pyworkers.serve.pool import Pool
+from pyworkers.serve.protocol import GuestMessage, IsolateLost, encode_scope, wire
+from pyworkers.serve.routing import route
+from pyworkers.serve.worker import Conversation, IsolateFactory
+
+log = logging.getLogger("pyworkers.serve")
+
+_STATUS_TEXT = {500: "Internal Server Error", 503: "Service Unavailable",
+                504: "Gateway Timeout", 413: "Content Too Large"}
+
+
+class ResponseAborted(Exception):
+    """Raised to uvicorn when a response that already started cannot be completed: uvicorn
+    then closes the connection."""
+
+
+class ServerApp:
+    """The ASGI app ``pyworkers serve`` runs under uvicorn.
+
+    ``targets`` maps deployment names to :data:`IsolateFactory` callables (one :class:`Pool`
+    each). Lifespan: startup boots every pool (a deployment that cannot boot fails the
+    server's startup), then runs ``on_startup`` callables ``(app) -> None | awaitable``;
+    shutdown drains every pool. :meth:`swap` redeploys or adds a deployment.
+    """
+
+    def __init__(self, targets: Mapping[str, IsolateFactory], config: ServeConfig,
+                 on_startup: list[Callable[["ServerApp"], Any]] | None = None,
+                 env_sources: Mapping[str, Callable[[], dict]] | None = None):
+        if not targets:
+            raise ServeError("no deployments to serve")
+        self.config = config
+        self.env_sources = dict(env_sources or {})
+        self.pools: dict[str, Pool] = {name: self._pool(name, f) for name, f in targets.items()}
+        self.on_startup = list(on_startup or [])
+        self.started = False
+
+    def _pool(self, name: str, factory: IsolateFactory) -> Pool:
+        return Pool(name, factory, self.config.policy(), self.config.times(),
+                    env_source=self.env_sources.get(name))
+
+    # ------------------------------------------------------------------ ASGI entry
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except BaseException as e:  # noqa: BLE001 - reported to uvicorn
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        """Boot every pool concurrently; raise the first failure, naming the deployment."""
+        names = list(self.pools)
+        results = await asyncio.gather(*(self.pools[n].start() for n in names),
+                                       return_exceptions=True)
+        for name, r in zip(names, results):
+            if isinstance(r, BaseException):
+                raise ServeError(f"deployment {name!r} failed to start: {r}") from r
+        self.started = True
+        for cb in self.on_startup:
+            res = cb(self)
+            if asyncio.iscoroutine(res):
+                await res
+
+    async def shutdown(self) -> None:
+        """Drain and stop every pool."""
+        await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
+
+    async def swap(self, name: str, factory: IsolateFactory) -> int:
+        """Serve ``factory`` as deployment ``name``: a new pool if ``name`` is new, else a
+        switch without dropping requests. Returns the pool's generation. Raises what booting
+        the new isolates raises (the old deployment keeps serving)."""
+        pool = self.pools.get(name)
+        if pool is None:
+            pool = self._pool(name, factory)
+            await pool.start()
+            self.pools[name] = pool
+            log.info("[%s] deployment added", name)
+            return pool.generation
+        return await pool.swap(factory)
+
+    # ------------------------------------------------------------------ HTTP
+    async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
+        routed = route(scope, self.pools)
+        if routed is None:
+            names = ", ".join(sorted(self.pools))
+            await _plain(send, 404, "no deployment matches this request: use /<name>/... or a "
+                         f"Host header <name>.localhost; deployments: {names}\n", None)
+            return
+        name, root_path = routed
+        length = _content_length(scope)
+        if length is not None and length > self.config.max_body_size:
+            await _plain(send, 413, f"request body over {self.config.max_body_size} bytes\n",
+                         "too-large", close=True)
+            return
+        first = await receive()
+        if first["type"] != "http.request":
+            return  # the client went away before its request arrived
+        pool = self.pools[name]
+        try:
+            worker = await pool.acquire(self.config.queue_timeout)
+        except PoolUnavailable as e:
+            log.warning("[%s] 503 for %s %s: %s", name, scope["method"], scope["path"], e)
+            await _plain(send, 503, "Service Unavailable\n",
+                         "startup" if e.reason == "startup" else "unavailable")
+            return
+        conv = worker.open("http", f"{scope['method']} {scope['path']}")
+        ex = _HttpExchange(self, conv, receive, send)
+        await ex.run(dict(scope, root_path=root_path), first)
+
+    # ------------------------------------------------------------------ WebSocket
+    async def _websocket(self, scope: dict, receive: Callable, send: Callable) -> None:
+        first = await receive()
+        if first["type"] != "websocket.connect":
+            return
+        routed = route(scope, self.pools)
+        if routed is None:
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        name, root_path = routed
+        try:
+            worker = await self.pools[name].acquire(self.config.queue_timeout)
+        except PoolUnavailable as e:
+            log.warning("[%s] WebSocket %s refused: %s", name, scope["path"], e)
+            await send({"type": "websocket.close", "code": 1013})
+            return
+        conv = worker.open("websocket", f"WebSocket {scope['path']}")
+        await _WebSocketExchange(conv, receive, send).run(dict(scope, root_path=root_path))
+
+
+class _HttpExchange:
+    """One HTTP request forwarded into one conversation."""
+
+    def __init__(self, app: ServerApp, conv: Conversation, receive: Callable, send: Callable):
+        self.app, self.conv, self.receive, self.send = app, conv, receive, send
+        self.started = self.complete = False
+        self.received = 0
+        self.deadline = time.monotonic() + app.config.request_timeout
+        self.watcher: asyncio.Task | None = None
+
+    @property
+    def where(self) -> str:
+        return f"[{self.conv.worker.id}] {self.conv.what}"
+
+    async def run(self, scope: dict, first: dict) -> None:
+        body = bytes(first.get("body", b""))
+        more = bool(first.get("more_body", False))
+        self.received = len(body)
+        self.conv.push(wire.H_HTTP, encode_scope(scope, more_body=more), body)
+        if not more:
+            self._watch_disconnect()
+        try:
+            await self._pump()
+        except asyncio.TimeoutError:
+            self.conv.push(wire.H_CANCEL, {"reason": "request timeout"})
+            await self._fail(504, "timeout", "request timed out after "
+                             f"{self.app.config.request_timeout:g} s (its task was cancelled)")
+        except _Finished:
+            pass
+        except asyncio.CancelledError:
+            self.conv.push(wire.H_CANCEL, {"reason": "the server cancelled the request"})
+            raise
+        finally:
+            self.conv.detach()
+            if self.watcher is not None:
+                self.watcher.cancel()
+
+    def _left(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise asyncio.TimeoutError()
+        return left
+
+    async def _pump(self) -> None:
+        q = self.conv.queue
+        while True:
+            msg = await asyncio.wait_for(q.get(), self._left())
+            if isinstance(msg, IsolateLost):
+                await self._lost(msg)
+                return
+            kind = msg.kind
+            if kind == wire.G_START:
+                self.started = True
+                await self.send({"type": "http.response.start", "status": msg.status,
+                                 "headers": msg.headers,
+                                 "trailers": bool(msg.meta.get("trailers", False))})
+            elif kind == wire.G_BODY:
+                more = msg.more_body
+                await self.send({"type": "http.response.body", "body": msg.body,
+                                 "more_body": more})
+                if more:
+                    self.conv.push(wire.H_ACK)
+                else:
+                    self.complete = True
+                    return  # background work goes on in the guest; G_DONE is logged there
+            elif kind == wire.G_NEED_BODY:
+                await self._next_body()
+            elif kind == wire.G_DONE:
+                await self._done(msg)
+                return
+
+    async def _next_body(self) -> None:
+        ev = await asyncio.wait_for(self.receive(), self._left())
+        if ev["type"] == "http.request":
+            chunk = bytes(ev.get("body", b""))
+            self.received += len(chunk)
+            if self.received > self.app.config.max_body_size:
+                self.conv.push(wire.H_DISCONNECT)
+                await self._fail(413, "too-large", "request body over "
+                                 f"{self.app.config.max_body_size} bytes")
+                raise _Finished()
+            more = bool(ev.get("more_body", False))
+            self.conv.push(wire.H_BODY, {"more_body": more}, chunk)
+            if not more:
+                self._watch_disconnect()
+        else:
+            self.conv.push(wire.H_DISCONNECT)
+
+    def _watch_disconnect(self) -> None:
+        """Once the body is in, uvicorn's receive() only reports a disconnect: pass it on."""
+        async def watch() -> None:
+            ev = await self.receive()
+            if ev["type"] == "http.disconnect" and not self.complete:
+                self.conv.push(wire.H_DISCONNECT)
+
+        self.watcher = asyncio.ensure_future(watch())
+
+    async def _done(self, msg: GuestMessage) -> None:
+        err = msg.error
+        fault = "exception"
+        if err:
+            log.error("%s: Exception in ASGI application\n%s", self.where,
+                      err["traceback"].rstrip() or f"{err['type']}: {err['message']}")
+            if err["type"] == "MemoryError":
+                fault = "memory"
+        if not self.started:
+            if not err:
+                log.error("%s: ASGI callable returned without starting response.", self.where)
+            await _plain(self.send, 500, "Internal Server Error\n", fault)
+        elif not self.complete:
+            if not err:
+                log.error("%s: ASGI callable returned without completing response.",
+                          self.where)
+            raise ResponseAborted(f"{self.where}: the response was not completed")
+
+    async def _lost(self, msg: IsolateLost) -> None:
+        status = 504 if msg.fault == "timeout" else 503 if msg.fault == "unavailable" else 500
+        await self._fail(status, msg.fault, f"isolate lost: {msg.reason}")
+
+    async def _fail(self, status: int, fault: str, message: str) -> None:
+        (log.warning if status in (413, 504) else log.error)("%s: %s", self.where, message)
+        if not self.started:
+            self.started = True
+            await _plain(self.send, status, _STATUS_TEXT.get(status, "Error") + "\n", fault,
+                         close=status == 413)
+        elif not self.complete:
+            raise ResponseAborted(f"{self.where}: {message}")
+
+
+class _Finished(Exception):
+    pass
+
+
+class _WebSocketExchange:
+    """One WebSocket forwarded into one conversation (no request timeout: it lives as long
+    as both sides keep it; the CPU watchdog still applies to the guest)."""
+
+    def __init__(self, conv: Conversation, receive: Callable, send: Callable):
+        self.conv, self.receive, self.send = conv, receive, send
+        self.accepted = self.closed = False
+
+    async def run(self, scope: dict) -> None:
+        self.conv.push(wire.H_WS_CONNECT, encode_scope(scope))
+        reader = asyncio.ensure_future(self._read())
+        try:
+            while True:
+                msg = await self.conv.queue.get()
+                if isinstance(msg, IsolateLost):
+                    log.error("[%s] %s: isolate lost: %s", self.conv.worker.id, self.conv.what,
+                              msg.reason)
+                    await self._close(1011, "")
+                    return
+                if msg.kind == wire.G_WS_ACCEPT:
+                    self.accepted = True
+                    await self._send({"type": "websocket.accept",
+                                      "subprotocol": msg.meta.get("subprotocol"),
+                                      "headers": msg.headers})
+                elif msg.kind == wire.G_WS_SEND:
+                    if msg.meta.get("text"):
+                        await self._send({"type": "websocket.send",
+                                          "text": msg.body.decode("utf-8", "replace")})
+                    else:
+                        await self._send({"type": "websocket.send", "bytes": msg.body})
+                elif msg.kind == wire.G_WS_CLOSE:
+                    await self._close(int(msg.meta.get("code", 1000)),
+                                      str(msg.meta.get("reason", "")))
+                elif msg.kind == wire.G_DONE:
+                    err = msg.error
+                    if err and err["type"] != "CancelledError":
+                        log.error("[%s] %s: Exception in ASGI application\n%s",
+                                  self.conv.worker.id, self.conv.what, err["traceback"].rstrip())
+                    await self._close(1011 if err else 1000, "")
+                    return
+        finally:
+            reader.cancel()
+            self.conv.detach()
+
+    async def _send(self, message: dict) -> None:
+        if self.closed:
+            return
+        try:
+            await self.send(message)
+        except (OSError, RuntimeError) as e:  # the client is gone
+            log.debug("[%s] %s: send after disconnect (%s)", self.conv.worker.id,
+                      self.conv.what, e)
+            self.closed = True
+
+    async def _close(self, code: int, reason: str) -> None:
+        if not self.closed:
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+            self.closed = True
+
+    async def _read(self) -> None:
+        while True:
+            ev = await self.receive()
+            t = ev["type"]
+            if t == "websocket.receive":
+                if ev.get("text") is not None:
+                    self.conv.push(wire.H_WS_RECEIVE, {"text": True}, ev["text"].encode("utf-8"))
+                else:
+                    self.conv.push(wire.H_WS_RECEIVE, None, bytes(ev.get("bytes") or b""))
+            elif t == "websocket.disconnect":
+                self.closed = True
+                self.conv.push(wire.H_WS_DISCONNECT, {"code": int(ev.get("code", 1005)),
+                                                      "reason": str(ev.get("reason") or "")})
+                return
+
+
+def _content_length(scope: dict) -> int | None:
+    for k, v in scope.get("headers", ()):
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
+async def _plain(send: Callable, status: int, text: str, fault: str | None,
+                 close: bool = False) -> None:
+    body = text.encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"),
+               (b"content-length", str(len(body)).encode())]
+    if fault:
+        headers.append((b"x-pyworkers-fault", fault.encode()))
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+__all__ = ["ResponseAborted", "ServerApp"]

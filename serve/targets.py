@@ -1,0 +1,190 @@
+"""What a server serves: isolate factories for deployments in the store and for app
+directories (development mode), and the store watcher that follows ``pyworkers deploy`` /
+``pyworkers deployments rollback`` and new workers.
+
+- :func:`deployment_target`: a worker's *current* deployment, restored from its dedicated
+  snapshot (the snapshot's image module is compiled here, once per machine and snapshot), or
+  booted and imported when it has none.
+- :func:`build_target`: an app directory, resolved, installed and copied as ``pyworkers deploy``
+  does (``<cache>/serve/{layers,apps,locks}``), served straight from its files.
+- :class:`StoreWatcher`: every ``interval`` seconds, switches a served worker whose current
+  deployment changed and starts serving workers that appeared in the store.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import shutil
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from pyworkers.serve.errors import DeploymentUnavailable
+from pyworkers.serve.worker import AppFactory, IsolateFactory, with_app
+
+log = logging.getLogger("pyworkers.serve")
+
+
+def deployment_target(store, name: str, *, memory_limit: int | None) -> tuple[str, IsolateFactory]:
+    """``(deployment id, IsolateFactory)`` for worker ``name``'s current deployment. Raises
+    :class:`DeploymentUnavailable` when the worker has none or its snapshot is refused."""
+    from pyworkers.snapshot import Restorer, SnapshotError
+
+    dep = store.current(name)
+    if dep is None:
+        raise DeploymentUnavailable(f"worker {name!r} has no deployment in {store.root}: run "
+                                    "`pyworkers deploy` first")
+    main = dep.record["config"]["main"]
+    if dep.snapshot_path is None:
+        kw = dep.isolate_kwargs()
+        return dep.id, AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
+                                  site_packages=kw["site_packages"], env=kw["env"],
+                                  memory_limit=memory_limit)
+    try:
+        restorer = Restorer(dep.snapshot_path, **dep.restore_kwargs())
+    except SnapshotError as e:
+        raise DeploymentUnavailable(f"deployment {dep.id}: {e}") from None
+    return dep.id, with_app(partial(restorer.new_isolate, memory_limit=memory_limit), main)
+
+
+def stage_app(app_dir: Path, name: str, root: Path, note=None) -> Path:
+    """Copy ``app_dir`` as ``pyworkers deploy`` does (:func:`pyworkers.deploy.copy_app`) to
+    ``root/apps/<name>-<first 16 hex of the copy's hash>`` unless that copy exists; returns it.
+    The copy is made in a temporary sibling and renamed into place."""
+    from pyworkers.deploy import copy_app
+
+    parent = root / "apps"
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-"))
+    try:
+        info = copy_app(app_dir, tmp / "app", exclude=[root], note=note)
+        dest = parent / f"{name}-{info['hash'].partition(':')[2][:16]}"
+        if not dest.is_dir():
+            try:
+                (tmp / "app").rename(dest)
+            except OSError:
+                if not dest.is_dir():
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def app_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
+              progress) -> Path | None:
+    """The site-packages layer for ``app_dir/requirements.txt`` (``None`` without one, or
+    when it pins nothing), built or reused by :func:`pyworkers.deploy.build_layer`. Raises
+    ``pyworkers.packages.PackagesError``."""
+    from pyworkers.deploy import build_layer
+    from pyworkers.packages import download, resolve
+    from pyworkers.runtime.install import ensure_release
+
+    req = app_dir / "requirements.txt"
+    if not req.is_file():
+        return None
+    own = app_dir / "pylock.toml"
+    if own.is_file():
+        lock = own
+    else:
+        key = hashlib.sha256(str(app_dir.resolve()).encode()).hexdigest()[:16]
+        lock = root / "locks" / key / "pylock.toml"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+    inst = ensure_release(selection.release, cache_dir=cache_dir)
+    res = resolve(req, selection, pyodide_lock=inst.lock_json, lock_path=lock,
+                  cache_dir=cache_dir, progress=progress)
+    if not res.wheels:
+        return None
+    wheels = download(res, cache_dir, progress=progress)
+    return build_layer(wheels, root / "layers", release=selection.release.pyodide_version,
+                       progress=progress).path
+
+
+def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | None,
+                 progress=None) -> tuple[str, AppFactory]:
+    """``(name, AppFactory)`` for one app directory (development mode). Raises
+    :class:`DeploymentUnavailable` for configuration and package errors."""
+    from pyworkers.compat import CompatError
+    from pyworkers.config import ConfigError, load_worker_config
+    from pyworkers.packages import PackagesError, cache_root
+
+    try:
+        cfg = load_worker_config(app_dir)
+        sel = cfg.runtime_selection()
+    except (ConfigError, CompatError) as e:
+        raise DeploymentUnavailable(str(e)) from None
+    root = cache_root(cache_dir) / "serve"
+    try:
+        layer = app_layer(app_dir, sel, root, cache_dir, progress)
+    except PackagesError as e:
+        detail = f"\n{e.detail}" if getattr(e, "detail", None) else ""
+        raise DeploymentUnavailable(f"{app_dir}: {e}{detail}") from None
+    staged = stage_app(app_dir, cfg.name, root, note=getattr(progress, "note", progress))
+    return cfg.name, AppFactory(release=sel.release.pyodide_version, app_dir=staged,
+                                main=cfg.main, site_packages=layer, env=dict(cfg.vars),
+                                memory_limit=memory_limit,
+                                cache_dir=Path(cache_dir) if cache_dir else None)
+
+
+class StoreWatcher:
+    """Follows the deployment store for a running server.
+
+    ``served`` maps worker names to the deployment id being served; ``follow_new``: also serve
+    workers that appear in the store (a server started without explicit names).
+    ``swap(name, factory)`` is the server's switch (:meth:`ServerApp.swap`)."""
+
+    def __init__(self, store, served: dict[str, str], swap: Callable, *, memory_limit: int | None,
+                 interval: float, follow_new: bool):
+        self.store = store
+        self.served = served
+        self.swap = swap
+        self.memory_limit = memory_limit
+        self.interval = interval
+        self.follow_new = follow_new
+        self._failed: dict[str, str] = {}  # worker -> deployment id that failed (log once)
+
+    async def run(self) -> None:
+        """Poll forever (cancel to stop)."""
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.check()
+
+    async def check(self) -> None:
+        """One pass over the store."""
+        loop = asyncio.get_running_loop()
+        names = list(self.served)
+        if self.follow_new:
+            try:
+                names += [n for n in self.store.names() if n not in self.served]
+            except Exception as e:  # noqa: BLE001 - a store being written; next pass
+                log.debug("store listing failed: %s", e)
+        for w in names:
+            try:
+                cur = self.store.current_id(w)
+            except Exception as e:  # noqa: BLE001
+                log.debug("[%s] cannot read the current deployment: %s", w, e)
+                continue
+            if cur is None or cur == self.served.get(w) or self._failed.get(w) == cur:
+                continue
+            try:
+                dep_id, factory = await loop.run_in_executor(
+                    None, lambda w=w: deployment_target(self.store, w,
+                                                        memory_limit=self.memory_limit))
+                gen = await self.swap(w, factory)
+            except Exception as e:  # noqa: BLE001 - keep serving the previous deployment
+                self._failed[w] = cur
+                was = self.served.get(w)
+                log.error("[%s] cannot serve deployment %s%s: %s", w, cur,
+                          f", still serving {was}" if was else "", e)
+                continue
+            self._failed.pop(w, None)
+            if w in self.served:
+                log.info("[%s] switched from deployment %s to %s (generation %d)", w,
+                         self.served[w], dep_id, gen)
+            else:
+                log.info("[%s] new worker: serving deployment %s at /%s/", w, dep_id, w)
+            self.served[w] = dep_id
+
+
+__all__ = ["StoreWatcher", "app_layer", "build_target", "deployment_target", "stage_app"]

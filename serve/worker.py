@@ -1,0 +1,439 @@
+"""One isolate serving one deployment: its thread, its event loop, its conversations.
+
+A :class:`Worker` owns an isolate for its whole life on one host thread: the thread creates it
+(the :data:`IsolateFactory`: snapshot restore or boot + import), opens the serve channel
+(:class:`pyworkers.runtime.streams.Channel` at :data:`~pyworkers.serve.protocol.CHANNEL_PATH`)
+and calls ``_pyworkers_serve.run`` (``runtime/guest/_pyworkers_serve.py``), which runs the
+guest's asyncio loop until the host sends ``H_STOP``. Everything else happens on the server's
+asyncio loop: :meth:`Worker.open` starts a :class:`Conversation` (one HTTP request or
+WebSocket), :meth:`Worker.push` sends it events, and what the guest writes comes back, decoded
+on the isolate's thread, into the conversation's queue (``call_soon_threadsafe``).
+
+Life cycle (:attr:`Worker.state`): ``booting`` -> ``ready`` (lifespan startup complete, or the
+app does not support lifespan) -> ``stopping`` (drain: in-flight requests and background tasks
+get ``drain`` seconds, then lifespan shutdown) -> ``dead``. An isolate that traps (abort, stack
+overflow, out of memory) or whose guest code runs ``cpu_limit`` seconds without awaiting (the
+CPU watchdog, :meth:`Isolate.watch_cpu`) dies: each of its conversations receives an
+:class:`~pyworkers.serve.protocol.IsolateLost` and the pool replaces it.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+from pyworkers.runtime.isolate import GuestError, Isolate, IsolateCrashed
+from pyworkers.runtime.streams import Channel
+from pyworkers.serve.errors import StartupFailed
+from pyworkers.serve.protocol import CHANNEL_PATH, GuestMessage, IsolateLost, frame, wire
+
+log = logging.getLogger("pyworkers.serve")
+guest_log = logging.getLogger("pyworkers.guest")
+
+SERVE_MODULE = "_pyworkers_serve"
+ADAPTER = "_pyworkers_asgi"
+
+
+class IsolateFactory(Protocol):
+    """Makes one isolate ready to serve: ``factory(*, stdout, stderr) -> Isolate``.
+
+    The isolate must have run ``_pyworkers_asgi.load(<app>)`` (see :func:`with_app`);
+    ``stdout``/``stderr`` are ``bytes -> None`` sinks for the guest's fd 1/2. Lifespan startup
+    is the worker's job. Raises anything on failure (``GuestError`` with the traceback, ...).
+    """
+
+    def __call__(self, *, stdout: Callable[[bytes], None],
+                 stderr: Callable[[bytes], None]) -> Isolate: ...
+
+
+def with_app(make: Callable[..., Isolate], main: str, path: str | None = "/app") -> IsolateFactory:
+    """An :data:`IsolateFactory` from any isolate maker ``make(*, stdout, stderr) -> Isolate``
+    (e.g. a snapshot ``Restorer.new_isolate``): after ``make`` it runs
+    ``_pyworkers_asgi.load(main, path)``, cheap and idempotent when the app is already imported
+    (a snapshot taken after ``load``). The isolate is closed if ``load`` raises."""
+
+    def factory(*, stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> Isolate:
+        iso = make(stdout=stdout, stderr=stderr)
+        try:
+            iso.call(f"{ADAPTER}:load", main, path)
+        except BaseException:
+            iso.close()
+            raise
+        return iso
+
+    return factory
+
+
+@dataclasses.dataclass(frozen=True)
+class AppFactory:
+    """:data:`IsolateFactory` for an app directory: boot a fresh isolate, import the app.
+
+    ``release`` (``"314.0.7"``, a ``Release`` or ``Runtime``), ``app_dir`` (mounted read-only
+    at ``/app``, the cwd), ``main`` (``"module:attribute"``), ``site_packages`` (layer or
+    ``None``), ``env`` (guest environment), ``memory_limit`` (bytes), ``cache_dir``."""
+
+    release: Any
+    app_dir: Any
+    main: str
+    site_packages: Any = None
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    memory_limit: int | None = None
+    cache_dir: Any = None
+
+    def __call__(self, *, stdout: Callable[[bytes], None],
+                 stderr: Callable[[bytes], None]) -> Isolate:
+        def make(*, stdout, stderr) -> Isolate:
+            return Isolate(self.release, site_packages=self.site_packages,
+                           mounts={"/app": self.app_dir}, env=dict(self.env), stdout=stdout,
+                           stderr=stderr, memory_limit=self.memory_limit, cwd="/app",
+                           cache_dir=self.cache_dir)
+
+        return with_app(make, self.main)(stdout=stdout, stderr=stderr)
+
+
+class LineLog:
+    """``bytes -> None`` sink logging whole lines as ``[<worker> <stream>] <line>``; a line is
+    cut at :attr:`LIMIT` bytes (the rest of it is logged as following lines)."""
+
+    LIMIT = 16 << 10
+
+    def __init__(self, tag: str, level: int = logging.INFO):
+        self.tag = tag
+        self.level = level
+        self.buf = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        while True:
+            i = self.buf.find(b"\n", 0, self.LIMIT + 1)
+            if i < 0:
+                if len(self.buf) > self.LIMIT:
+                    self._emit(bytes(self.buf[:self.LIMIT]))
+                    del self.buf[:self.LIMIT]
+                    continue
+                break
+            self._emit(bytes(self.buf[:i]))
+            del self.buf[:i + 1]
+
+    def flush(self) -> None:
+        if self.buf:
+            self._emit(bytes(self.buf))
+            self.buf.clear()
+
+    def _emit(self, line: bytes) -> None:
+        guest_log.log(self.level, "[%s] %s", self.tag, line.decode("utf-8", "replace").rstrip("\r"))
+
+
+class Conversation:
+    """Host side of one ASGI call in a worker: ``cid``, ``kind`` (``"http"``/``"websocket"``)
+    and :attr:`queue` of :class:`GuestMessage` / :class:`IsolateLost` for the front's handler.
+    :meth:`detach` when the handler stops listening (response complete, timeout): the guest's
+    later messages are then only logged, and the conversation ends with ``G_DONE``."""
+
+    __slots__ = ("worker", "cid", "kind", "queue", "detached", "started_at", "what")
+
+    def __init__(self, worker: "Worker", cid: int, kind: str, what: str):
+        self.worker, self.cid, self.kind, self.what = worker, cid, kind, what
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.detached = False
+        self.started_at = time.monotonic()
+
+    def push(self, kind: int, meta: dict | None = None, body: bytes = b"") -> None:
+        """Send an event of this conversation to the guest (no-op once the isolate is gone)."""
+        self.worker.push(kind, self.cid, meta, body)
+
+    def detach(self) -> None:
+        self.detached = True
+
+
+class Worker:
+    """One isolate of one deployment (see the module docstring).
+
+    ``deployment``/``number``/``generation`` name it (``id`` = ``"<deployment>#<n>"``, used in
+    logs); ``cpu_limit``: seconds guest code may run without awaiting (``None``: no watchdog);
+    ``env``: variables set in the guest's ``os.environ`` before lifespan startup (secrets:
+    never part of a snapshot). Attributes read by the pool: :attr:`state`, :attr:`load`
+    (open conversations), :attr:`last_used`, :attr:`recycle` (a reason to replace it after
+    its current work: memory limit, MemoryError), :attr:`served`.
+    """
+
+    def __init__(self, deployment: str, number: int, generation: int, factory: IsolateFactory,
+                 *, cpu_limit: float | None = None, env: Mapping[str, str] | None = None,
+                 on_change: Callable[["Worker"], None] | None = None):
+        self.id = f"{deployment}#{number}"
+        self.deployment, self.number, self.generation = deployment, number, generation
+        self.factory = factory
+        self.cpu_limit = cpu_limit
+        self.env = dict(env or {})
+        self.on_change = on_change
+        self.state = "booting"
+        self.lifespan: str | None = None
+        self.convs: dict[int, Conversation] = {}
+        self._cids = itertools.count(1)
+        self.served = 0
+        self.created = self.last_used = time.monotonic()
+        self.boot_seconds = 0.0
+        self.recycle: str | None = None
+        self.death: str | None = None
+        self.iso: Isolate | None = None
+        self.channel: Channel | None = None
+        self.out = LineLog(f"{self.id} stdout")
+        self.err = LineLog(f"{self.id} stderr")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Future | None = None
+        self._ended: asyncio.Future | None = None
+        self._thread: threading.Thread | None = None
+        self._decoder = wire.Decoder()
+        self._mem_checks = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def load(self) -> int:
+        return len(self.convs)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} {self.state} load={self.load}>"
+
+    # ------------------------------------------------------------------ life cycle
+    async def start(self, startup_timeout: float) -> "Worker":
+        """Start the isolate's thread and wait for lifespan startup. Raises
+        :class:`StartupFailed` (the isolate is stopped then)."""
+        self.loop = asyncio.get_running_loop()
+        self._ready = self.loop.create_future()
+        self._ended = self.loop.create_future()
+        t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._thread_main, name=f"isolate {self.id}",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), startup_timeout)
+        except asyncio.TimeoutError:
+            self.kill("lifespan startup timed out")
+            raise StartupFailed(f"{self.id}: lifespan startup did not finish within "
+                                f"{startup_timeout:g} s") from None
+        except StartupFailed:
+            if not self._ended.done():
+                await self.stop(0, 1)
+            raise
+        self.boot_seconds = time.monotonic() - t0
+        self.created = self.last_used = time.monotonic()
+        return self
+
+    def _thread_main(self) -> None:
+        reason: str | None = None
+        try:
+            iso = self.factory(stdout=self.out.write, stderr=self.err.write)
+        except BaseException as e:  # noqa: BLE001 - reported to the pool
+            self._flush_logs()
+            self._to_loop(self._boot_failed, e)
+            return
+        self.iso = iso
+        ch = self.channel = Channel(iso.host.waker, self._from_guest)
+        iso.host.devices[CHANNEL_PATH] = lambda: ch
+        if self.env:
+            ch.push(frame(wire.H_ENV, 0, {"environ": self.env}))
+        ch.push(frame(wire.H_LIFESPAN_STARTUP, 0))
+        try:
+            iso.watch_cpu(self.cpu_limit, self._check_memory)
+            iso.call(f"{SERVE_MODULE}:run", {})
+        except IsolateCrashed as e:
+            reason = e.reason
+        except GuestError as e:
+            reason = f"guest serve loop failed: {e.type_name}: {e.message}"
+            log.error("[%s] guest serve loop failed\n%s", self.id, e.traceback.rstrip())
+        except BaseException as e:  # noqa: BLE001 - the isolate is gone either way
+            reason = f"host error: {e!r}"
+            log.exception("[%s] host error in the isolate's thread", self.id)
+        finally:
+            self._flush_logs()
+            self.iso = None
+            iso.close()
+            self._to_loop(self._isolate_ended, reason)
+
+    def _flush_logs(self) -> None:
+        self.out.flush()
+        self.err.flush()
+
+    def _to_loop(self, fn: Callable, *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)  # type: ignore[union-attr]
+        except RuntimeError:  # the server's loop is closed: nothing left to tell
+            pass
+
+    def _check_memory(self) -> None:
+        """On the isolate's thread at each return from poll: flag the worker for replacement
+        once linear memory is near its cap (checked every 64th time: cheap either way)."""
+        self._mem_checks += 1
+        if self._mem_checks & 63 == 0 and self.recycle is None:
+            iso = self.iso
+            if iso is not None and iso.at_memory_limit:
+                self.recycle = "memory limit reached"
+
+    # ------------------------------------------------------------------ guest -> host
+    def _from_guest(self, data: bytes) -> None:
+        """Channel callback (isolate thread): decode frames, hand them to the server loop.
+        A malformed frame raises here, which traps the isolate (only a guest writing garbage
+        to its channel can cause it)."""
+        msgs = self._decoder.feed(data)
+        if msgs:
+            self._to_loop(self._deliver, msgs)
+
+    def _deliver(self, msgs: list) -> None:
+        for kind, cid, meta, body in msgs:
+            m = GuestMessage(kind, cid, meta, body)
+            if cid == 0:
+                self._lifespan_message(m)
+                continue
+            conv = self.convs.get(cid)
+            if conv is None:
+                continue
+            if kind == wire.G_DONE:
+                del self.convs[cid]
+                self.served += 1
+                self.last_used = time.monotonic()
+                err = m.error
+                if err and err["type"] == "MemoryError":
+                    self.recycle = "MemoryError in the app"
+                if conv.detached:
+                    if err and err["type"] != "CancelledError":
+                        log.error("[%s] %s: exception after the response was sent\n%s", self.id,
+                                  conv.what, err["traceback"].rstrip())
+                else:
+                    conv.queue.put_nowait(m)
+                self._changed()
+            elif not conv.detached:
+                conv.queue.put_nowait(m)
+
+    def _lifespan_message(self, m: GuestMessage) -> None:
+        ready = self._ready
+        if m.kind == wire.G_LIFESPAN:
+            t = m.meta.get("type")
+            msg = m.meta.get("message") or ""
+            if t == "lifespan.startup.complete":
+                self.lifespan = "on"
+                self._set_ready()
+            elif t == "lifespan.startup.failed":
+                if ready is not None and not ready.done():
+                    ready.set_exception(StartupFailed(f"lifespan.startup.failed: {msg}"))
+            elif t == "lifespan.shutdown.failed":
+                log.error("[%s] lifespan shutdown failed: %s", self.id, msg)
+        elif m.kind == wire.G_DONE:
+            err = m.error
+            if self.lifespan is None:  # returned or raised before startup completed
+                self.lifespan = "unsupported"
+                if err:
+                    log.info("[%s] ASGI 'lifespan' protocol appears unsupported (%s: %s)",
+                             self.id, err["type"], err["message"])
+                self._set_ready()
+            elif err and err["type"] != "CancelledError":
+                log.error("[%s] lifespan raised\n%s", self.id, err["traceback"].rstrip())
+        elif m.kind == wire.G_STOPPED:
+            if m.meta.get("cancelled"):
+                log.warning("[%s] drain timeout: cancelled %s", self.id,
+                            ", ".join(m.meta["cancelled"]))
+            if m.meta.get("lifespan") == "timeout":
+                log.error("[%s] lifespan shutdown did not finish in time", self.id)
+        elif m.kind == wire.G_LOG:
+            log.log(logging.getLevelName(str(m.meta.get("level", "INFO")).upper()),
+                    "[%s] %s", self.id, m.meta.get("message", ""))
+
+    def _set_ready(self) -> None:
+        if self.state == "booting":
+            self.state = "ready"
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)
+        self._changed()
+
+    def _boot_failed(self, exc: BaseException) -> None:
+        self.state = "dead"
+        self.death = f"boot failed: {exc}"
+        if self._ready is not None and not self._ready.done():
+            err = StartupFailed(f"{self.id}: the isolate could not be created: "
+                                f"{_short(exc)}")
+            err.__cause__ = exc
+            self._ready.set_exception(err)
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(self.death)
+        self._changed()
+
+    def _isolate_ended(self, reason: str | None) -> None:
+        was_stopping = self.state == "stopping"
+        self.state = "dead"
+        self.death = reason or "stopped"
+        if reason is not None and not was_stopping:
+            log.error("[%s] isolate died: %s", self.id, reason)
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(StartupFailed(
+                f"{self.id}: the isolate died during lifespan startup: {self.death}"))
+        fault = "timeout" if reason and "interrupt" in reason else (
+            "crash" if reason else "unavailable")
+        for conv in list(self.convs.values()):
+            if not conv.detached:
+                conv.queue.put_nowait(IsolateLost(fault, self.death))  # type: ignore[arg-type]
+        self.convs.clear()
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(self.death)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self)
+
+    # ------------------------------------------------------------------ host -> guest
+    def open(self, kind: str, what: str = "") -> Conversation:
+        """A new conversation (call on the server loop; the caller then pushes ``H_HTTP`` or
+        ``H_WS_CONNECT``). Raises ``RuntimeError`` if the worker is not ready."""
+        if self.state != "ready":
+            raise RuntimeError(f"{self.id} is {self.state}")
+        conv = Conversation(self, next(self._cids), kind, what)
+        self.convs[conv.cid] = conv
+        self.last_used = time.monotonic()
+        return conv
+
+    def push(self, kind: int, cid: int, meta: dict | None = None, body: bytes = b"") -> None:
+        """Queue one frame for the guest (thread-safe; dropped once the isolate is gone)."""
+        ch = self.channel
+        if ch is not None and self.state != "dead":
+            ch.push(frame(kind, cid, meta, body))
+
+    async def stop(self, drain: float, shutdown: float) -> None:
+        """Drain (in-flight requests and background tasks get ``drain`` seconds), lifespan
+        shutdown (``shutdown`` seconds), then end the isolate; interrupted if it does not
+        stop in time. Idempotent."""
+        if self._ended is None or self._ended.done():
+            self.state = "dead"
+            return
+        if self.state != "stopping":
+            self.state = "stopping"
+            self.push(wire.H_STOP, 0, {"drain": drain, "shutdown": shutdown})
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ended), drain + shutdown + 5.0)
+        except asyncio.TimeoutError:
+            self.kill("did not stop in time")
+            await asyncio.shield(self._ended)
+
+    def kill(self, why: str) -> None:
+        """Interrupt the isolate now (from the server loop): its waits trap at once and its
+        conversations get :class:`IsolateLost`."""
+        log.warning("[%s] interrupting the isolate: %s", self.id, why)
+        iso = self.iso
+        if iso is not None:
+            iso.interrupt()
+
+
+def _short(e: BaseException) -> str:
+    if isinstance(e, GuestError):
+        return f"{e.type_name}: {e.message}"
+    return str(e) or type(e).__name__
+
+
+__all__ = ["ADAPTER", "AppFactory", "Conversation", "IsolateFactory", "LineLog", "Worker",
+           "with_app"]
