@@ -1,0 +1,346 @@
+"""End-to-end (issue 11): an isolate runs its own event loop and serves many requests at once.
+
+A real ``python -m pyworkers serve APP_DIR --port 0`` subprocess on 127.0.0.1, driven over
+HTTP only (black box):
+
+- ``tests/data/serve/concurrent/asgi`` (plain ASGI, no dependencies, no network): 64 concurrent
+  ``asyncio.sleep(0.5)`` requests on one isolate, lifespan state shared by concurrent requests,
+  ``asyncio.create_task`` jobs that outlive their response (and shutdown: ``--drain-timeout``),
+  a request timeout that cancels only its own request, a crash that fails only its isolate;
+- ``tests/data/serve/concurrent/fastapi`` (FastAPI from the package index: ``network``): the
+  same through Starlette, plus ``BackgroundTasks`` (async and a blocking ``def`` task) whose
+  response reaches the client before the task runs.
+
+Module-level state of an app lives as long as its isolate, so with ``--max-isolates 1`` a
+second request observes what a background job did; every response names its isolate (a
+random token made at import) so the tests can tell isolates apart.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).parent / "data" / "serve" / "concurrent"
+ASGI_APP, FASTAPI_APP = DATA / "asgi", DATA / "fastapi"
+READY = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+
+class Server:
+    """A server subprocess whose stderr goes to a file; ``url`` once it listens."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict | None = None):
+        self.log = log
+        self.out = log.with_suffix(".stdout")
+        with open(log, "wb") as err, open(self.out, "wb") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=err,
+                                         env={**os.environ, **(env or {})})
+        self.url = ""
+
+    def wait_ready(self, timeout: float = 300) -> "Server":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = READY.search(self.log.read_bytes())
+            if m:
+                self.url = f"http://127.0.0.1:{int(m.group(1))}"
+                return self
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.text()[-4000:]}")
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"server not ready after {timeout} s:\n{self.text()[-4000:]}")
+
+    def text(self) -> str:
+        return self.log.read_bytes().decode("utf-8", "replace")
+
+    def wait_log(self, pattern: str, timeout: float = 60) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.text())
+            if m:
+                return m
+            time.sleep(0.1)
+        pytest.fail(f"{pattern!r} not in the server log after {timeout} s:\n{self.text()[-3000:]}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def pyworkers_serve(*args: str, log: Path) -> Server:
+    return Server([sys.executable, "-m", "pyworkers", "serve", "--host", "127.0.0.1",
+                   "--port", "0", *args], log)
+
+
+def many_connections(n: int = 64) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=n,
+                                                             max_keepalive_connections=n))
+
+
+def poll(url: str, until, timeout: float = 15.0) -> httpx.Response:
+    """GET ``url`` every 0.1 s until ``until(response)``; the last response (fails on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = httpx.get(url, timeout=60)
+        if until(r) or time.monotonic() > deadline:
+            assert until(r), f"GET {url}: still {r.status_code} {r.text!r} after {timeout} s"
+            return r
+        time.sleep(0.1)
+
+
+async def timed_get(c: httpx.AsyncClient, url: str, delay: float = 0.0
+                    ) -> tuple[httpx.Response, float]:
+    """(response, seconds from issue to whole response), issued after ``delay`` seconds."""
+    if delay:
+        await asyncio.sleep(delay)
+    t0 = time.monotonic()
+    r = await c.get(url)
+    return r, time.monotonic() - t0
+
+
+async def sixty_four_sleeps(url: str) -> tuple[list[httpx.Response], float]:
+    async with many_connections() as c:
+        t0 = time.monotonic()
+        rs = await asyncio.gather(*(c.get(url) for _ in range(64)))
+        return list(rs), time.monotonic() - t0
+
+
+# ---------------------------------------------------------------------------- one isolate
+@pytest.fixture(scope="module")
+def one_isolate(tmp_path_factory):
+    """The plain ASGI app on exactly one isolate (restored at startup: ``--min-idle 1``)."""
+    log = tmp_path_factory.mktemp("one-isolate") / "serve.log"
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "1", "--min-idle", "1",
+                        "--request-timeout", "60", log=log).wait_ready()
+    yield s
+    assert s.stop() == 0
+
+
+def test_64_concurrent_sleeps_on_one_isolate_finish_in_under_2_s(one_isolate):
+    url = one_isolate.url + "/sleep?s=0.5"
+    warm = httpx.get(one_isolate.url + "/sleep?s=0", timeout=60)
+    assert warm.status_code == 200
+    rs, elapsed = asyncio.run(sixty_four_sleeps(url))
+    assert [r.status_code for r in rs] == [200] * 64, [r.text for r in rs if r.status_code != 200]
+    assert {r.text for r in rs} == {warm.text}  # all on the one isolate
+    assert 0.5 <= elapsed < 2.0, f"64 x sleep(0.5) took {elapsed:.2f} s on one isolate"
+
+
+def test_lifespan_state_is_shared_by_concurrent_requests_of_an_isolate(one_isolate):
+    async def main():
+        async with many_connections(10) as c:
+            return await asyncio.gather(*(c.get(one_isolate.url + "/overlap?s=0.5")
+                                          for _ in range(10)))
+
+    bodies = [r.json() for r in asyncio.run(main())]
+    assert {b["token"] for b in bodies} == {bodies[0]["token"]}
+    assert {b["startups"] for b in bodies} == {1}  # lifespan ran once for the isolate
+    hits = sorted(b["hits"] for b in bodies)  # one counter in `state`, seen by every request
+    assert hits == list(range(hits[0], hits[0] + 10)), hits
+    # the requests were in flight together in that isolate (one at a time would give 1)
+    assert max(b["peak"] for b in bodies) >= 5, bodies
+
+
+def test_create_task_job_finishes_after_its_response_was_sent(one_isolate):
+    jid = uuid.uuid4().hex[:8]
+    t0 = time.monotonic()
+    r = httpx.get(one_isolate.url + f"/job?id={jid}&s=1.5", timeout=60)
+    answered = time.monotonic() - t0
+    assert (r.status_code, r.text) == (200, f"started {jid}")
+    assert answered < 1.0, f"the response waited for the job: {answered:.2f} s"
+    assert httpx.get(one_isolate.url + f"/jobs?id={jid}", timeout=60).text == "pending"
+    poll(one_isolate.url + f"/jobs?id={jid}", lambda r: r.text == "done")
+    assert time.monotonic() - t0 >= 1.5
+    one_isolate.wait_log(rf"\[concurrent#\d+ stdout\] job {jid} done", timeout=10)
+
+
+# ---------------------------------------------------------------------------- request timeout
+@pytest.fixture(scope="module")
+def timeout_server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("timeout") / "serve.log"
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "1", "--min-idle", "1",
+                        "--request-timeout", "1", log=log).wait_ready()
+    yield s
+    assert s.stop() == 0
+
+
+def test_request_timeout_cancels_only_that_request(timeout_server):
+    url = timeout_server.url
+    token = httpx.get(url + "/stats", timeout=60).json()["token"]
+
+    async def main():
+        async with many_connections(32) as c:
+            slow = asyncio.create_task(timed_get(c, url + "/slow?s=5"))
+            # requests of the same (only) isolate, in flight while /slow waits and times out
+            others = [asyncio.create_task(timed_get(c, url + "/sleep?s=0.3", delay=0.2 + i / 20))
+                      for i in range(16)]
+            during = []
+            while not slow.done():
+                during.append(await c.get(url + "/sleep?s=0"))
+                await asyncio.sleep(0.05)
+            after = [await c.get(url + "/sleep?s=0.1") for _ in range(3)]
+            return await slow, [(await o)[0] for o in others] + during + after
+
+    (slow, t_slow), rest = asyncio.run(main())
+    assert (slow.status_code, slow.headers.get("x-pyworkers-fault")) == (504, "timeout"), slow.text
+    assert 1.0 <= t_slow < 4.0, t_slow
+    assert [r.status_code for r in rest] == [200] * len(rest), [(r.status_code, r.text)
+                                                                 for r in rest]
+    assert {r.text for r in rest} == {token}  # same isolate before, during and after
+    # the app saw its request's task cancelled, and the isolate lives on
+    stats = poll(url + "/stats", lambda r: r.json()["cancelled"] == ["/slow"], timeout=5).json()
+    assert stats["token"] == token
+
+
+# ---------------------------------------------------------------------------- crash
+@pytest.fixture(scope="module")
+def two_isolates(tmp_path_factory):
+    log = tmp_path_factory.mktemp("two-isolates") / "serve.log"
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "2", "--min-idle", "2",
+                        "--request-timeout", "60", log=log).wait_ready()
+    yield s
+    assert s.stop() == 0
+
+
+def test_a_crash_fails_only_its_own_isolate(two_isolates):
+    url = two_isolates.url
+
+    async def both_ready() -> set[str]:
+        async with many_connections(2) as c:
+            rs = await asyncio.gather(c.get(url + "/sleep?s=0.5"), c.get(url + "/sleep?s=0.5"))
+            return {r.text for r in rs}
+
+    deadline = time.monotonic() + 120
+    while len(both_ready_tokens := asyncio.run(both_ready())) < 2:  # least-loaded routing
+        assert time.monotonic() < deadline, "two concurrent requests never reached 2 isolates"
+        time.sleep(0.5)
+
+    async def main():
+        async with many_connections(8) as c:
+            long = asyncio.create_task(timed_get(c, url + "/sleep?s=3"))  # isolate A
+            await asyncio.sleep(0.3)
+            crash, t_crash = await timed_get(c, url + "/crash?after=1")  # least loaded: B
+            after = [await c.get(url + "/sleep?s=0") for _ in range(10)]  # while A still sleeps
+            return (await long)[0], crash, after
+
+    long, crash, after = asyncio.run(main())
+    assert (crash.status_code, crash.headers.get("x-pyworkers-fault")) == (500, "crash"), \
+        crash.text
+    assert long.status_code == 200 and long.text in both_ready_tokens, long.text
+    assert [r.status_code for r in after] == [200] * 10, [(r.status_code, r.text) for r in after]
+    # and the crashed isolate is replaced: two isolates serve again, A among them
+    deadline = time.monotonic() + 120
+    while len(tokens := asyncio.run(both_ready())) < 2:
+        assert time.monotonic() < deadline, "no second isolate after the crash"
+        time.sleep(0.5)
+    assert long.text in tokens and len(tokens - both_ready_tokens) == 1, (tokens,
+                                                                         both_ready_tokens)
+
+
+# ---------------------------------------------------------------------------- drain on shutdown
+def test_shutdown_lets_jobs_finish_then_cancels_the_rest_after_drain_timeout(tmp_path):
+    """SIGINT with two jobs running: the 1.5 s one completes, the 120 s one is cancelled when
+    ``--drain-timeout 4`` runs out (the app prints both outcomes); the server then exits 0."""
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "1", "--min-idle", "1",
+                        "--drain-timeout", "4", log=tmp_path / "serve.log").wait_ready()
+    try:
+        with httpx.Client(timeout=60) as c:
+            assert c.get(s.url + "/job?id=short&s=1.5").text == "started short"
+            assert c.get(s.url + "/job?id=long&s=120").text == "started long"
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGINT)
+        rc = s.proc.wait(60)
+        took = time.monotonic() - t0
+    finally:
+        s.stop()
+    assert rc == 0, s.text()[-3000:]
+    log = s.text()
+    assert re.search(r"\[concurrent#\d+ stdout\] job short done", log), log[-3000:]
+    assert re.search(r"\[concurrent#\d+ stdout\] job long cancelled", log), log[-3000:]
+    assert log.index("job short done") < log.index("job long cancelled")
+    assert 3.0 <= took < 30, took  # waited for the drain grace, not for the 120 s job
+
+
+# ---------------------------------------------------------------------------- FastAPI
+@pytest.fixture(scope="module")
+def fastapi_server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("fastapi") / "serve.log"
+    s = pyworkers_serve(str(FASTAPI_APP), "--max-isolates", "1", "--min-idle", "1",
+                        "--request-timeout", "60", log=log).wait_ready(timeout=900)
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.mark.network
+def test_fastapi_64_concurrent_sleeps_on_one_isolate(fastapi_server):
+    warm = httpx.get(fastapi_server.url + "/sleep?s=0", timeout=60)
+    assert warm.status_code == 200
+    rs, elapsed = asyncio.run(sixty_four_sleeps(fastapi_server.url + "/sleep?s=0.5"))
+    assert [r.status_code for r in rs] == [200] * 64
+    assert {r.json()["token"] for r in rs} == {warm.json()["token"]}
+    assert 0.5 <= elapsed < 2.0, f"64 x sleep(0.5) took {elapsed:.2f} s on one isolate"
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("endpoint", ["background", "create-task"])
+def test_fastapi_job_finishes_after_its_response_was_sent(fastapi_server, endpoint):
+    url = fastapi_server.url
+    jid = f"{endpoint}-{uuid.uuid4().hex[:8]}"
+    t0 = time.monotonic()
+    r = httpx.get(url + f"/{endpoint}?id={jid}&s=1.5", timeout=60)
+    answered = time.monotonic() - t0
+    assert r.status_code == 200 and r.json()["queued"] == jid
+    assert answered < 1.0, f"the response waited for the job: {answered:.2f} s"
+    assert httpx.get(url + f"/jobs?id={jid}", timeout=60).json()["state"] == "pending"
+    done = poll(url + f"/jobs?id={jid}", lambda r: r.json()["state"] == "done").json()
+    assert done["token"] == r.json()["token"]
+    assert time.monotonic() - t0 >= 1.5
+
+
+@pytest.mark.network
+def test_fastapi_blocking_background_task_does_not_hold_the_response(fastapi_server):
+    """A ``def`` background task blocking 2 s (run inline after the response): the response
+    is at the client as soon as the app sent it (native uvicorn: ~0.02 s)."""
+    url = fastapi_server.url
+    jid = f"sync-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(timeout=60) as c:
+        t0 = time.monotonic()
+        with c.stream("GET", url + f"/background-sync?id={jid}&s=2") as r:
+            first_byte = time.monotonic() - t0
+            body = r.read()
+            whole = time.monotonic() - t0
+    assert r.status_code == 200 and json.loads(body)["queued"] == jid
+    assert whole < 1.0, f"first byte after {first_byte:.2f} s, whole response {whole:.2f} s"
+    done = poll(url + f"/jobs?id={jid}", lambda r: r.json()["state"] == "done")
+    assert done.status_code == 200 and time.monotonic() - t0 >= 2.0
+
+
+@pytest.mark.network
+def test_fastapi_lifespan_state_is_shared_by_the_requests_of_an_isolate(fastapi_server):
+    async def main():
+        async with many_connections(10) as c:
+            return await asyncio.gather(*(c.get(fastapi_server.url + "/state")
+                                          for _ in range(10)))
+
+    bodies = [r.json() for r in asyncio.run(main())]
+    assert {b["token"] for b in bodies} == {bodies[0]["token"]}
+    hits = sorted(b["hits"] for b in bodies)
+    assert hits == list(range(hits[0], hits[0] + 10)), hits
