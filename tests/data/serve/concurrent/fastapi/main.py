@@ -79,5 +79,6 @@ async def jobs(id: str):
 @app.get("/state")
 async def state(request: Request):
     request.state.hits[0] += 1
-    await asyncio.sleep(0.05)
-    return {"hits": request.state.hits[0], "token": TOKEN}
+    mine = request.state.hits[0]
+    await asyncio.sleep(0.05)  # the other requests run meanwhile
+    return {"hits": mine, "token": TOKEN}
