@@ -9,12 +9,12 @@ in", in milliseconds, measured in this process with ``time.perf_counter``:
 
 1. ``no_snapshot``: pyworkers without a snapshot. A fresh :class:`ServerApp` (the ASGI front of
    ``pyworkers serve``, in process, ``min_idle=0``, ``max_isolates=1``) whose factory is an
-   :class:`~pyworkers.runtime.pool.AppFactory` built from the deployment's ``isolate_kwargs()``;
+   :class:`~pyworkers.serve.AppFactory` built from the deployment's ``isolate_kwargs()``;
    the request (``httpx.ASGITransport``) finds no isolate, so the pool boots one (new isolate,
    import of the app's top level, guest ASGI adapter ``load``), runs lifespan startup and then
    the request.
 2. ``snapshot_restore``: the same, with the factory ``pyworkers serve`` uses for a deployment
-   (:func:`pyworkers.commands.serve.deployment_target`: restore from the dedicated snapshot).
+   (:func:`pyworkers.serve.targets.deployment_target`: restore from the dedicated snapshot).
    The :class:`~pyworkers.snapshot.Restorer` is opened once before timing (its image module is
    compiled once per machine and snapshot, at deploy: reported separately). This is the cold
    start users see: a request arrives and no isolate is idle.
@@ -241,8 +241,8 @@ class InProcess:
     """Modes 1-3: the ASGI front of ``pyworkers serve`` in this process, one event loop."""
 
     def __init__(self, dep, store, path: str, progress: Callable[[str], None]):
-        from pyworkers.commands.serve import deployment_target
-        from pyworkers.runtime.pool import AppFactory
+        from pyworkers.serve import AppFactory
+        from pyworkers.serve.targets import deployment_target
 
         self.path = path
         self.loop = asyncio.new_event_loop()
@@ -266,15 +266,15 @@ class InProcess:
     async def _request(self, factory, min_idle: int) -> dict:
         import httpx
 
-        from pyworkers.runtime.asgi import make_server_app
+        from pyworkers.serve import ServeConfig, ServerApp
 
-        app = make_server_app({"bench": factory}, min_idle=min_idle, max_isolates=1,
-                              memory_limit=MEMORY_LIMIT, request_timeout=300.0,
-                              queue_timeout=300.0)
+        app = ServerApp({"bench": factory}, ServeConfig(
+            min_idle=min_idle, max_isolates=1, memory_limit=MEMORY_LIMIT,
+            request_timeout=300.0, queue_timeout=300.0))
         await app.startup()  # min_idle=1: restores one isolate + lifespan (not timed)
         try:
             pool = app.pools["bench"]
-            prewarm_ms = (pool.idle[0].boot_seconds * 1000) if pool.idle else None
+            prewarm_ms = (pool.workers[0].boot_seconds * 1000) if pool.workers else None
             transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
             async with httpx.AsyncClient(transport=transport, base_url="http://bench.localhost",
                                          timeout=300) as client:
@@ -283,7 +283,7 @@ class InProcess:
                 ms = (time.perf_counter() - t0) * 1000
             if r.status_code >= 500:
                 raise BenchError(f"GET {self.path}: {r.status_code} {r.text[:300]}")
-            w = pool.idle[0] if pool.idle else None
+            w = pool.workers[0] if pool.workers else None
             out = {"ms": ms, "status": r.status_code, "body_bytes": len(r.content)}
             if min_idle == 0 and w is not None:
                 out["isolate_ready_ms"] = w.boot_seconds * 1000  # factory + lifespan startup
@@ -587,22 +587,29 @@ print(json.dumps(memory_child(sys.argv[1], sys.argv[2], [int(x) for x in sys.arg
 
 
 def memory_child(store_root: str, name: str, counts: list[int]) -> dict:
-    """In a fresh process: restore isolates through ``pyworkers serve``'s factory and run their
-    lifespan startup (idle pool isolates); RSS / private memory growth per added isolate."""
-    from pyworkers.commands.serve import deployment_target
-    from pyworkers.runtime.pool import Worker
+    """In a fresh process: restore isolates through ``pyworkers serve``'s factory and worker
+    (each on its own thread and event loop, lifespan startup done: idle pool isolates); RSS /
+    private memory growth per added isolate."""
+    return asyncio.run(_memory_child(store_root, name, counts))
+
+
+async def _memory_child(store_root: str, name: str, counts: list[int]) -> dict:
+    from pyworkers.serve.oneshot import request, start_worker
+    from pyworkers.serve.targets import deployment_target
     from pyworkers.store import Store
 
     _id, factory = deployment_target(Store(store_root), name, memory_limit=MEMORY_LIMIT)
-    for i in range(3):  # first-use code paths, caches
-        Worker("warm", i, 1).boot(factory, 120).shutdown(10)
+    for _ in range(3):  # first-use code paths, caches
+        w = await start_worker(factory, "warm")
+        await request(w, "GET", "/")
+        await w.stop(0, 10)
     gc.collect()
     base = _smaps()
     workers = []
     out = {"baseline_rss_bytes": base.get("Rss"), "counts": {}}
     for k in sorted(counts):
         while len(workers) < k:
-            workers.append(Worker("mem", len(workers), 1).boot(factory, 120))
+            workers.append(await start_worker(factory, "mem"))
         gc.collect()
         s = _smaps()
         grow = lambda key: int((s.get(key, 0) - base.get(key, 0)) / k)  # noqa: E731
@@ -610,8 +617,7 @@ def memory_child(store_root: str, name: str, counts: list[int]) -> dict:
                                  "pss_per_isolate_bytes": grow("Pss"),
                                  "private_dirty_per_isolate_bytes": grow("Private_Dirty"),
                                  "rss_bytes": s.get("Rss")}
-    for w in workers:
-        w.shutdown(10)
+    await asyncio.gather(*(w.stop(0, 10) for w in workers))
     return out
 
 

@@ -3,7 +3,7 @@
 Data flow (one sub-package each): ``pyworkers.compat`` (compatibility date/flags -> runtime
 release) -> ``pyworkers.packages`` (requirements -> lock -> site-packages layer) ->
 ``pyworkers.runtime`` (wasmtime host, isolates) -> ``pyworkers.snapshot`` (capture/restore) ->
-runtime pool -> HTTP.
+serve (pool, scaling policy, host<->guest ASGI protocol, HTTP front) -> HTTP.
 """
 import os as _os
 

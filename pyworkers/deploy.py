@@ -80,6 +80,7 @@ counts the wheels that were already in the shared cache before this deploy.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -1029,59 +1030,19 @@ def _smoke(restore_kwargs: dict, snapshot: Path, cfg, out: _Out,
 
 
 def _smoke_adapter(make_isolate: Callable[..., Any], out: _Out) -> dict:
-    """Lifespan startup and ``GET /`` through ``pyworkers.runtime.pool.Worker`` (the host side
-    of the guest adapter, with its time limits), then lifespan shutdown."""
-    from pyworkers.runtime.isolate import IsolateCrashed
-    from pyworkers.runtime.pool import RequestTimeout, StartupFailed, Worker
+    """Lifespan startup, ``GET /`` and lifespan shutdown through ``pyworkers serve``'s own
+    isolate driver and request path (:func:`pyworkers.serve.oneshot.smoke`)."""
+    from pyworkers.serve import StartupFailed
+    from pyworkers.serve.oneshot import smoke
 
-    res: dict[str, Any] = {"lifespan": None, "lifespan_message": None, "status": None,
-                           "body_bytes": 0, "error": None}
-    w = Worker("deploy-smoke", 0, 0)
     try:
-        try:
-            w.boot(make_isolate, SMOKE_STARTUP_TIMEOUT)
-        except StartupFailed as e:
-            msg = str(e).removeprefix("lifespan.startup.failed: ")
-            raise DeployError("smoke", f"the app's lifespan startup failed: {msg or '(no message)'}",
-                              _with_output("", out)) from None
-        res["lifespan"] = "complete" if w.lifespan == "on" else "unsupported"
-        end = getattr(w, "_lifespan_end", None) or {}
-        if res["lifespan"] == "unsupported" and end.get("error"):
-            res["lifespan_message"] = f"{end['error']['type']}: {end['error']['message']}"
-        fields = {"http_version": "1.1", "method": "GET", "scheme": "http", "path": "/",
-                  "raw_path": b"/", "query_string": b"", "root_path": "",
-                  "headers": [(b"host", b"localhost"), (b"user-agent", b"pyworkers-deploy-smoke")],
-                  "client": ("127.0.0.1", 0), "server": ("localhost", 80)}
-        deadline = time.monotonic() + SMOKE_REQUEST_TIMEOUT
-        try:
-            r = w.call("start_http", fields, b"", False, deadline=deadline)
-            while True:
-                for m in r["messages"]:
-                    if m.get("type") == "http.response.start":
-                        res["status"] = int(m["status"])
-                    elif m.get("type") == "http.response.body":
-                        res["body_bytes"] += len(m.get("body", b""))
-                if r["done"]:
-                    if r.get("error"):
-                        res["error"] = r["error"].get("traceback") or (
-                            f"{r['error']['type']}: {r['error']['message']}")
-                    break
-                if r["idle"]:
-                    if r["wait"] is None:
-                        if not r.get("complete"):
-                            res["error"] = ("GET / is stuck: the app awaits something nothing "
-                                            "will deliver")
-                        break
-                    time.sleep(max(0.0, min(r["wait"], deadline - time.monotonic())))
-                r = w.call("step", r["cid"], [], deadline=deadline)
-        except RequestTimeout:
-            res["error"] = f"GET / did not finish within {SMOKE_REQUEST_TIMEOUT:.0f} s"
-        except IsolateCrashed as e:
-            res["error"] = f"GET / crashed the isolate: {e.reason}"
-        if w.iso is not None and not w.iso.dead:
-            w.shutdown(10.0)
-    finally:
-        w.close()
+        res = asyncio.run(smoke(make_isolate, startup_timeout=SMOKE_STARTUP_TIMEOUT,
+                                request_timeout=SMOKE_REQUEST_TIMEOUT))
+    except StartupFailed as e:
+        msg = str(e).split("lifespan.startup.failed: ", 1)[-1]
+        raise DeployError("smoke", f"the app's lifespan startup failed: {msg or '(no message)'}",
+                          _with_output("", out)) from None
+    res["lifespan_message"] = None
     return res
 
 

@@ -6,7 +6,7 @@ One request, followed end to end: uvicorn calls :class:`ServerApp` -> :func:`rou
 deployment -> :meth:`Pool.acquire` the least-loaded isolate with room -> :meth:`Worker.open` a
 conversation and push ``H_HTTP`` (scope + first body chunk) through the isolate's channel ->
 the guest's loop (``runtime/guest/_pyworkers_serve.py``) runs the app's task -> each ``send()``
-of the app is a frame back, put on the conversation's queue -> :class:`_HttpExchange` forwards
+of the app is a frame back, put on the conversation's queue -> :class:`HttpExchange` forwards
 it to uvicorn at once.
 
 Faults stay local to the request; responses made by the host carry
@@ -153,7 +153,8 @@ class ServerApp:
                          "startup" if e.reason == "startup" else "unavailable")
             return
         conv = worker.open("http", f"{scope['method']} {scope['path']}")
-        ex = _HttpExchange(self, conv, receive, send)
+        ex = HttpExchange(conv, receive, send, request_timeout=self.config.request_timeout,
+                          max_body_size=self.config.max_body_size)
         await ex.run(dict(scope, root_path=root_path), first)
 
     # ------------------------------------------------------------------ WebSocket
@@ -176,14 +177,23 @@ class ServerApp:
         await _WebSocketExchange(conv, receive, send).run(dict(scope, root_path=root_path))
 
 
-class _HttpExchange:
-    """One HTTP request forwarded into one conversation."""
+class HttpExchange:
+    """One HTTP request forwarded into one conversation: ``receive``/``send`` are the ASGI
+    callables of the client side (uvicorn's, or in-memory ones in
+    :mod:`pyworkers.serve.oneshot`); ``request_timeout`` in seconds, ``max_body_size`` in
+    bytes. :meth:`run` returns when the response is complete (the app's task may go on)."""
 
-    def __init__(self, app: ServerApp, conv: Conversation, receive: Callable, send: Callable):
-        self.app, self.conv, self.receive, self.send = app, conv, receive, send
+    def __init__(self, conv: Conversation, receive: Callable, send: Callable, *,
+                 request_timeout: float, max_body_size: int):
+        self.conv, self.receive, self.send = conv, receive, send
+        self.request_timeout, self.max_body_size = request_timeout, max_body_size
         self.started = self.complete = False
         self.received = 0
-        self.deadline = time.monotonic() + app.config.request_timeout
+        #: the host's fault, if it answered for the app (``"exception"``, ``"timeout"``...)
+        self.fault: str | None = None
+        #: the app's exception (guest data) when it raised before responding
+        self.error: dict | None = None
+        self.deadline = time.monotonic() + request_timeout
         self.watcher: asyncio.Task | None = None
 
     @property
@@ -202,7 +212,7 @@ class _HttpExchange:
         except asyncio.TimeoutError:
             self.conv.push(wire.H_CANCEL, {"reason": "request timeout"})
             await self._fail(504, "timeout", "request timed out after "
-                             f"{self.app.config.request_timeout:g} s (its task was cancelled)")
+                             f"{self.request_timeout:g} s (its task was cancelled)")
         except _Finished:
             pass
         except asyncio.CancelledError:
@@ -252,10 +262,9 @@ class _HttpExchange:
         if ev["type"] == "http.request":
             chunk = bytes(ev.get("body", b""))
             self.received += len(chunk)
-            if self.received > self.app.config.max_body_size:
+            if self.received > self.max_body_size:
                 self.conv.push(wire.H_DISCONNECT)
-                await self._fail(413, "too-large", "request body over "
-                                 f"{self.app.config.max_body_size} bytes")
+                await self._fail(413, "too-large", f"request body over {self.max_body_size} bytes")
                 raise _Finished()
             more = bool(ev.get("more_body", False))
             self.conv.push(wire.H_BODY, {"more_body": more}, chunk)
@@ -284,6 +293,8 @@ class _HttpExchange:
         if not self.started:
             if not err:
                 log.error("%s: ASGI callable returned without starting response.", self.where)
+            self.started, self.fault = True, fault
+            self.error = err
             await _plain(self.send, 500, "Internal Server Error\n", fault)
         elif not self.complete:
             if not err:
@@ -297,6 +308,7 @@ class _HttpExchange:
 
     async def _fail(self, status: int, fault: str, message: str) -> None:
         (log.warning if status in (413, 504) else log.error)("%s: %s", self.where, message)
+        self.fault = fault
         if not self.started:
             self.started = True
             await _plain(self.send, status, _STATUS_TEXT.get(status, "Error") + "\n", fault,
@@ -407,4 +419,4 @@ async def _plain(send: Callable, status: int, text: str, fault: str | None,
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-__all__ = ["ResponseAborted", "ServerApp"]
+__all__ = ["HttpExchange", "ResponseAborted", "ServerApp"]

@@ -83,11 +83,11 @@ class Pool:
 
     # ------------------------------------------------------------------ public API
     async def start(self) -> None:
-        """Boot ``max(1, min_idle)`` isolates and wait for them. Raises the first
+        """Boot ``min_idle`` isolates and wait for them. Raises the first
         :class:`StartupFailed` (the deployment cannot start)."""
         self._reaper = asyncio.ensure_future(self._reap())
         fresh = [self._new_worker(self.factory, self.generation)
-                 for _ in range(max(1, self.policy.min_idle))]
+                 for _ in range(self.policy.min_idle)]
         self.workers.extend(fresh)
         try:
             await self._boot_all(fresh)

@@ -1,9 +1,14 @@
-"""Routing rules of the serve front (``ServerApp.route``): no isolate is booted."""
+"""Routing rules of the serve front (``pyworkers.serve.routing.route``): no isolate is booted."""
 from __future__ import annotations
 
 import pytest
 
-from pyworkers.runtime.asgi import ServerApp
+from pyworkers.serve import ServeConfig, ServerApp
+from pyworkers.serve.routing import route as _route
+
+
+def route(app: ServerApp, scope: dict):
+    return _route(scope, app.pools)
 
 
 @pytest.mark.parametrize("host,path,expected", [
@@ -17,13 +22,21 @@ from pyworkers.runtime.asgi import ServerApp
 ])
 def test_routing_rules(host, path, expected):
     never = lambda **kw: pytest.fail("factory called")  # noqa: E731 - routing boots nothing
-    app = ServerApp({"a": never, "b": never})
+    app = ServerApp({"a": never, "b": never}, ServeConfig())
     scope = {"type": "http", "path": path, "root_path": "", "headers": [(b"host", host.encode())]}
-    assert app.route(scope) == expected
+    assert route(app, scope) == expected
 
 
 def test_routing_single_deployment_takes_everything_else():
     never = lambda **kw: pytest.fail("factory called")  # noqa: E731
-    app = ServerApp({"only": never})
-    assert app.route({"path": "/x", "root_path": "", "headers": []}) == ("only", "")
-    assert app.route({"path": "/only/x", "root_path": "", "headers": []}) == ("only", "/only")
+    app = ServerApp({"only": never}, ServeConfig())
+    assert route(app, {"path": "/x", "root_path": "", "headers": []}) == ("only", "")
+    assert route(app, {"path": "/only/x", "root_path": "", "headers": []}) == ("only", "/only")
+
+
+def test_host_routing_keeps_the_worker_names_case():
+    """Host names are case-insensitive; worker names are not lowercased by routing."""
+    never = lambda **kw: pytest.fail("factory called")  # noqa: E731
+    app = ServerApp({"MyApp": never, "b": never}, ServeConfig())
+    scope = {"path": "/", "root_path": "", "headers": [(b"host", b"myapp.localhost:8000")]}
+    assert route(app, scope) == ("MyApp", "")

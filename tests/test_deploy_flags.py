@@ -33,8 +33,8 @@ def test_no_dedicated_snapshot_takes_a_package_snapshot(tmp_path):
 def test_no_inline_sync_endpoints_keeps_the_thread_pool(tmp_path):
     """Without the flag a `def` endpoint runs inline (200); with `no_` it goes to Starlette's
     thread pool, which cannot start threads in the sandbox (500)."""
-    from pyworkers.commands.serve import deployment_target
-    from pyworkers.runtime.asgi import make_server_app
+    from pyworkers.serve import ServeConfig, ServerApp
+    from pyworkers.serve.targets import deployment_target
     import asyncio
     import httpx
 
@@ -43,7 +43,7 @@ def test_no_inline_sync_endpoints_keeps_the_thread_pool(tmp_path):
     for flags in ([], ["no_python_inline_sync_endpoints"]):
         deploy(EXAMPLES / "fastapi-full", store=store.root, flags=flags or None, progress=lambda m: None)
         _id, factory = deployment_target(store, "fastapi-full", memory_limit=None)
-        app = make_server_app({"fastapi-full": factory}, min_idle=0, max_isolates=1)
+        app = ServerApp({"fastapi-full": factory}, ServeConfig(min_idle=0, max_isolates=1))
 
         async def go():
             async with _lifespan(app):
