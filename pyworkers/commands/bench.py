@@ -120,3 +120,50 @@ def snapshot_cmd(app: str, runs: int, as_json: bool) -> None:
 
     res = snapshot.run(app, runs)
     click.echo(json.dumps(res, indent=2) if as_json else snapshot.format_table(res))
+
+
+@bench.command("concurrency")
+@click.option("--clients", default=32, show_default=True, type=click.IntRange(1),
+              help="Concurrent closed-loop clients (one keep-alive connection each).")
+@click.option("--requests", default=2000, show_default=True, type=click.IntRange(1),
+              help="Counted requests per server for the I/O-bound endpoint.")
+@click.option("--sync-requests", default=100, show_default=True, type=click.IntRange(1),
+              help="Counted requests per server for each `def` endpoint (20 req/s inline).")
+@click.option("--rounds", default=4, show_default=True, type=click.IntRange(1),
+              help="Interleaved rounds the counted requests are split into.")
+@click.option("--max-concurrency", type=click.IntRange(1), default=None,
+              help="Pass --max-concurrency to pyworkers serve (default: serve's own).")
+@click.option("--endpoint", "endpoints", multiple=True,
+              type=click.Choice(["io", "def_inline", "def_threadpool"]),
+              help="Measure only this endpoint (repeatable; default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="Also write the JSON result to FILE.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def concurrency_cmd(clients: int, requests: int, sync_requests: int, rounds: int,
+                    max_concurrency: int | None, endpoints: tuple[str, ...], as_json: bool,
+                    output: str | None, quiet: bool) -> None:
+    """Concurrent requests on one isolate vs native uvicorn, side by side.
+
+    \b
+    N clients against benchmarks/workloads/io (plain ASGI) served by
+      pyworkers serve --max-isolates 1   and   uvicorn main:app (1 process),
+    both subprocesses on 127.0.0.1, rounds interleaved. Endpoints:
+      io              async def, await asyncio.sleep(0.05)
+      def_inline      time.sleep(0.05) in the handler (blocks the loop)
+      def_threadpool  asyncio.to_thread(time.sleep, 0.05) (Starlette's `def` endpoints)
+    Prints requests/s and p50/p99 latency per server, or JSON with --json.
+    """
+    from pyworkers.benchmarks import concurrency
+    from pyworkers.benchmarks.coldstart import BenchError
+
+    try:
+        res = concurrency.run(clients, requests, sync_requests=sync_requests, rounds=rounds,
+                              max_concurrency=max_concurrency, endpoints=endpoints or None,
+                              progress=None if quiet else concurrency.stderr_progress)
+    except BenchError as e:
+        raise UserError(str(e)) from None
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(res, indent=1) + "\n")
+    click.echo(json.dumps(res, indent=1) if as_json else concurrency.format_table(res))
