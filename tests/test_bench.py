@@ -134,3 +134,31 @@ def test_bench_runs_1_smoke(tmp_path):
     text = coldstart.format_table(res)
     assert "5 peer: Pyodide in Node" in text
     assert Path(out).stat().st_size < 200_000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_bench_concurrency_smoke(tmp_path):
+    """`pyworkers bench concurrency` with tiny counts (issue 11): both servers (pyworkers
+    serve --max-isolates 1, native uvicorn) answer every request of every endpoint."""
+    from pyworkers.benchmarks import concurrency
+
+    out = tmp_path / "c.json"
+    r = subprocess.run([sys.executable, "-m", "pyworkers", "bench", "concurrency", "--clients",
+                        "4", "--requests", "40", "--sync-requests", "4", "--rounds", "2",
+                        "--json", "-o", str(out)], capture_output=True, text=True, timeout=170,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["kind"] == concurrency.KIND and json.loads(out.read_text()) == res
+    assert list(res["endpoints"]) == ["io", "def_inline", "def_threadpool"]
+    for key, n in (("io", 40), ("def_inline", 4), ("def_threadpool", 4)):
+        e = res["endpoints"][key]
+        for server in ("pyworkers", "native"):
+            assert e[server]["statuses"] == {"200": n}, (key, server, e[server])
+            assert e[server]["latency_ms"]["n"] == n
+            assert e[server]["latency_ms"]["min"] >= 45.0  # every endpoint waits 50 ms
+        assert e["ratio"]["rps_pyworkers_over_native"] > 0
+    assert res["endpoints"]["io"]["ideal_rps"] == {"pyworkers": 80.0, "native": 80.0}
+    text = concurrency.format_table(res)
+    assert "def_threadpool" in text and "pyw/native" in text
