@@ -217,6 +217,10 @@ class Host:
         self.waker = Waker()
         #: called each time ``poll`` returns to the guest (serve re-arms its CPU watchdog)
         self.on_poll_return: Callable[[], None] | None = None
+        #: whether the guest waits in ``poll`` now, and since when it runs if not
+        #: (``time.monotonic()``): read from other threads to tell a busy guest from a stuck one
+        self.in_poll = False
+        self.left_poll_at = time.monotonic()
         self.mem: Mem = None  # type: ignore[assignment]  # set by the isolate
         self.isolate: Any = None
         self.exit_code: int | None = None
@@ -820,7 +824,12 @@ class Host:
             if count:
                 break
             os_fds = [f for f in (st.os_fd() for st in streams) if f is not None]
-            self.wait(remaining, os_fds)
+            self.in_poll = True
+            try:
+                self.wait(remaining, os_fds)
+            finally:
+                self.in_poll = False
+                self.left_poll_at = time.monotonic()
         if self.on_poll_return is not None:
             self.on_poll_return()
         return count

@@ -304,7 +304,10 @@ class HttpExchange:
 
     async def _lost(self, msg: IsolateLost) -> None:
         status = 504 if msg.fault == "timeout" else 503 if msg.fault == "unavailable" else 500
-        await self._fail(status, msg.fault, f"isolate lost: {msg.reason}")
+        what = {"timeout": "request timed out: the guest ran without awaiting and was "
+                           "interrupted", "unavailable": "isolate stopped"}.get(
+            msg.fault, "isolate crashed")
+        await self._fail(status, msg.fault, f"{what}: {msg.reason}")
 
     async def _fail(self, status: int, fault: str, message: str) -> None:
         (log.warning if status in (413, 504) else log.error)("%s: %s", self.where, message)

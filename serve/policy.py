@@ -13,6 +13,12 @@ class _WorkerView(Protocol):
     load: int
     last_used: float
     recycle: str | None
+    busy_for: float
+
+
+#: seconds a guest may run without awaiting before its isolate stops taking new requests
+#: (a sync endpoint or a CPU loop is blocking its event loop)
+BLOCKED_AFTER = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +47,12 @@ class ScalingPolicy:
                              f"{self.max_isolates}")
 
     def has_room(self, w: _WorkerView) -> bool:
-        return w.state == "ready" and w.recycle is None and w.load < self.max_concurrency
+        return (w.state == "ready" and w.recycle is None and w.load < self.max_concurrency
+                and w.busy_for < BLOCKED_AFTER)
 
     def pick(self, workers: Sequence[_WorkerView]) -> _WorkerView | None:
-        """The least-loaded ready worker with room (oldest first among equals), or None."""
+        """The least-loaded ready worker with room (oldest first among equals), or None. An
+        isolate whose loop has been blocked for :data:`BLOCKED_AFTER` seconds has no room."""
         best = None
         for w in workers:
             if self.has_room(w) and (best is None or w.load < best.load):

@@ -196,6 +196,16 @@ class Worker:
         return len(self.convs)
 
     @property
+    def busy_for(self) -> float:
+        """Seconds the guest has been running without waiting in ``poll`` (0 while it waits):
+        a loop blocked by a sync endpoint or stuck in CPU does not take new requests."""
+        iso = self.iso
+        if iso is None:
+            return 0.0
+        host = iso.host
+        return 0.0 if host.in_poll else max(0.0, time.monotonic() - host.left_poll_at)
+
+    @property
     def ready(self) -> bool:
         return self.state == "ready"
 
@@ -369,7 +379,8 @@ class Worker:
         self.state = "dead"
         self.death = reason or "stopped"
         if reason is not None and not was_stopping:
-            log.error("[%s] isolate died: %s", self.id, reason)
+            log.error("[%s] retiring (crashed: %s) after %d requests", self.id, reason,
+                      self.served)
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(StartupFailed(
                 f"{self.id}: the isolate died during lifespan startup: {self.death}"))

@@ -91,7 +91,7 @@ def pyworkers_serve(*args: str, log: Path) -> Server:
 @pytest.fixture(scope="module")
 def demo_factory():
     """Builds the demo's layer exactly as ``pyworkers serve`` does (same cache, same lock)."""
-    from pyworkers.commands.serve import build_target
+    from pyworkers.serve.targets import build_target
 
     name, factory = build_target(DEMO, memory_limit=None, cache_dir=None)
     assert name == "demo" and factory.site_packages is not None

@@ -71,6 +71,7 @@ class FakeWorker:
     load: int = 0
     last_used: float = 0.0
     recycle: str | None = None
+    busy_for: float = 0.0
 
 
 def test_policy_picks_least_loaded_with_room_and_spawns_when_full():
@@ -83,6 +84,9 @@ def test_policy_picks_least_loaded_with_room_and_spawns_when_full():
     assert p.to_spawn(full + [FakeWorker("booting")], waiting=3) == 0  # one is coming
     assert p.to_spawn([FakeWorker(load=2)] * 3, waiting=5) == 0        # at max_isolates
     assert p.pick([FakeWorker(load=0, recycle="memory")]) is None       # flagged: no new work
+    blocked = FakeWorker(load=0, busy_for=5.0)                          # a sync loop / CPU
+    assert p.pick([blocked, FakeWorker(load=1)]).load == 1
+    assert p.to_spawn([blocked], waiting=1) == 1
 
 
 def test_policy_retires_idle_down_to_min_idle_and_recycles_flagged():
