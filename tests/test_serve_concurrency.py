@@ -210,6 +210,31 @@ def test_request_timeout_cancels_only_that_request(timeout_server):
     assert stats["token"] == token
 
 
+def test_guest_stuck_in_cpu_past_the_deadline_fails_its_isolate_and_is_replaced(timeout_server):
+    """``/spin`` never awaits: past ``--request-timeout 1`` the isolate is interrupted, every
+    request in it (here also an awaiting ``/sleep?s=3``) gets 503/504 from the host, and a new
+    isolate serves the next requests. (Last test on this server: it replaces the isolate.)"""
+    url = timeout_server.url
+    token = httpx.get(url + "/stats", timeout=60).json()["token"]
+
+    async def main():
+        async with many_connections(4) as c:
+            sleeper = asyncio.create_task(timed_get(c, url + "/sleep?s=3"))
+            spin, t_spin = await timed_get(c, url + "/spin?s=30", delay=0.3)
+            return (spin, t_spin), await sleeper
+
+    (spin, t_spin), (sleeper, _) = asyncio.run(main())
+    assert spin.status_code in (503, 504) and spin.headers.get("x-pyworkers-fault") == "timeout", \
+        (spin.status_code, spin.headers, spin.text)
+    assert 1.0 <= t_spin < 10.0, t_spin  # interrupted, not left to spin for 30 s
+    assert sleeper.status_code in (503, 504) and sleeper.headers.get("x-pyworkers-fault"), \
+        (sleeper.status_code, sleeper.headers, sleeper.text)
+    t0 = time.monotonic()
+    after = httpx.get(url + "/stats", timeout=60)
+    assert after.status_code == 200 and after.json()["token"] != token
+    assert time.monotonic() - t0 < 10.0, "the replacement isolate took too long to serve"
+
+
 # ---------------------------------------------------------------------------- crash
 @pytest.fixture(scope="module")
 def two_isolates(tmp_path_factory):
@@ -255,6 +280,41 @@ def test_a_crash_fails_only_its_own_isolate(two_isolates):
                                                                          both_ready_tokens)
 
 
+def test_a_crash_fails_the_in_flight_requests_of_its_isolate_then_it_is_replaced(tmp_path):
+    """One isolate, two requests in it: the crash fails both (500, fault crash) as soon as it
+    happens; the next request is served by a fresh isolate within seconds."""
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "1", "--min-idle", "1",
+                        "--request-timeout", "60", log=tmp_path / "serve.log").wait_ready()
+    try:
+        url = s.url
+        token = httpx.get(url + "/stats", timeout=60).json()["token"]
+
+        async def main():
+            async with many_connections(4) as c:
+                sleeper = asyncio.create_task(timed_get(c, url + "/sleep?s=5"))
+                crash = await timed_get(c, url + "/crash?after=1", delay=0.2)
+                return crash, await sleeper
+
+        (crash, _), (sleeper, t_sleeper) = asyncio.run(main())
+        for r in (crash, sleeper):
+            assert (r.status_code, r.headers.get("x-pyworkers-fault")) == (500, "crash"), \
+                (r.status_code, r.headers, r.text)
+        assert t_sleeper < 4.0, f"the lost request was answered after {t_sleeper:.1f} s"
+        timings = []
+        for path in ("/stats", "/recurse", "/stats"):  # a C-stack overflow is a crash too
+            t0 = time.monotonic()
+            r = httpx.get(url + path, timeout=60)
+            timings.append((path, r.status_code, r.headers.get("x-pyworkers-fault"),
+                            round(time.monotonic() - t0, 2)))
+            if path == "/stats":
+                assert r.status_code == 200 and r.json()["token"] != token, timings
+                token = r.json()["token"]
+        assert [t[1:3] for t in timings] == [(200, None), (500, "crash"), (200, None)], timings
+        assert max(t[3] for t in timings) < 10.0, timings  # replaced within seconds
+    finally:
+        assert s.stop() == 0
+
+
 # ---------------------------------------------------------------------------- drain on shutdown
 def test_shutdown_lets_jobs_finish_then_cancels_the_rest_after_drain_timeout(tmp_path):
     """SIGINT with two jobs running: the 1.5 s one completes, the 120 s one is cancelled when
@@ -278,6 +338,42 @@ def test_shutdown_lets_jobs_finish_then_cancels_the_rest_after_drain_timeout(tmp
     assert log.index("job short done") < log.index("job long cancelled")
     assert 3.0 <= took < 30, took  # waited for the drain grace, not for the 120 s job
 
+
+def test_redeploy_lets_the_old_generations_jobs_finish(tmp_path):
+    """SIGHUP rebuilds the app (generation 2) while a job of generation 1 runs: the job
+    completes in the retiring isolate (the app prints it), new requests go to generation 2."""
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "1", "--min-idle", "1",
+                        log=tmp_path / "serve.log").wait_ready()
+    try:
+        with httpx.Client(timeout=60) as c:
+            old = c.get(s.url + "/stats").json()["token"]
+            assert c.get(s.url + "/job?id=hup&s=3").text == "started hup"
+            os.kill(s.proc.pid, signal.SIGHUP)
+            s.wait_log(r"\[concurrent\] redeployed from .* \(generation 2\)")
+            new = c.get(s.url + "/stats").json()
+            assert new["token"] != old and "hup" not in new["jobs"]
+        s.wait_log(r"\[concurrent#\d+ stdout\] job hup done", timeout=30)
+        assert "job hup cancelled" not in s.text()
+    finally:
+        assert s.stop() == 0
+
+
+def test_idle_timeout_lets_a_running_job_finish(tmp_path):
+    """``--min-idle 0 --idle-timeout 1 --drain-timeout 10``: the isolate that answered
+    ``/job?s=4`` has no request left after its response; idle retirement does not cut the
+    job short (it completes, the app prints it), and the isolate retires."""
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "1", "--min-idle", "0",
+                        "--idle-timeout", "1", "--drain-timeout", "10",
+                        log=tmp_path / "serve.log").wait_ready()
+    try:
+        t0 = time.monotonic()
+        assert httpx.get(s.url + "/job?id=idle&s=4", timeout=60).text == "started idle"
+        done = s.wait_log(r"\[(concurrent#\d+) stdout\] job idle done", timeout=30)
+        assert time.monotonic() - t0 >= 4.0
+        s.wait_log(rf"\[{done.group(1)}\] retiring", timeout=30)
+        assert "job idle cancelled" not in s.text()
+    finally:
+        assert s.stop() == 0
 
 # ---------------------------------------------------------------------------- FastAPI
 @pytest.fixture(scope="module")

@@ -16,11 +16,15 @@ sees what earlier ones (and background jobs) left there. ``TOKEN`` names the iso
 - ``/slow?s=5``: awaits ``asyncio.sleep(s)``; if the request's task is cancelled, records it
   in ``CANCELLED`` and re-raises;
 - ``/stats``: ``{"token", "cancelled", "jobs"}``;
-- ``/crash?after=1``: sleeps ``after`` seconds, then ``os.abort()``.
+- ``/crash?after=1``: sleeps ``after`` seconds, then ``os.abort()``;
+- ``/spin?s=30``: busy loop for ``s`` seconds without awaiting (a guest stuck in CPU);
+- ``/recurse``: unbounded recursion with the recursion limit lifted (exhausts the C stack).
 """
 import asyncio
 import json
 import os
+import sys
+import time
 from urllib.parse import parse_qs
 
 TOKEN = os.urandom(8).hex()
@@ -81,8 +85,20 @@ async def app(scope, receive, send):
     elif path == "/crash":
         await asyncio.sleep(float(q.get("after", 1)))
         os.abort()
+    elif path == "/spin":
+        end = time.monotonic() + float(q.get("s", 30))
+        while time.monotonic() < end:
+            pass
+        await reply(send, "spun")
+    elif path == "/recurse":
+        sys.setrecursionlimit(10**7)
+        await reply(send, str(deep(0)))
     else:
         await reply(send, "not found", 404)
+
+
+def deep(n: int) -> int:
+    return deep(n + 1) + 1
 
 
 async def job(jid: str, seconds: float):
