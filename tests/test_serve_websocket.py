@@ -86,7 +86,8 @@ def pyworkers_serve(*args: str, log: Path) -> Server:
 
 def ws_connect(url: str, **kw):
     """A client connection (no proxy from the environment, generous timeouts)."""
-    return connect(url, proxy=None, open_timeout=60, close_timeout=10, **kw)
+    kw.setdefault("open_timeout", 60)
+    return connect(url, proxy=None, close_timeout=10, **kw)
 
 
 def recv(ws, timeout: float = 20):
@@ -109,7 +110,9 @@ def raw(request, tmp_path_factory):
     """The plain ASGI app under ``pyworkers serve`` and, as reference, native uvicorn."""
     log = tmp_path_factory.mktemp(f"raw-{request.param}") / "serve.log"
     if request.param == "pyworkers":
-        s = pyworkers_serve(str(RAW_APP), "--max-isolates", "1", "--min-idle", "1", log=log)
+        # a WebSocket is not a request with a deadline: it outlives --request-timeout
+        s = pyworkers_serve(str(RAW_APP), "--max-isolates", "1", "--min-idle", "1",
+                            "--request-timeout", "1", log=log)
     else:
         s = Server([sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(RAW_APP),
                     "--host", "127.0.0.1", "--port", "0"], log)
@@ -138,6 +141,27 @@ def test_websocket_scope_handshake_and_echo(raw):
         "subprotocols": ["raw.v1", "other"], "x_test": ["yes"], "client_host": "127.0.0.1",
         "server_host": "127.0.0.1", "state_is_dict": True}
     assert scope["asgi"]["version"] == "3.0"
+
+
+def test_burst_of_messages_arrives_in_order(raw):
+    with ws_connect(raw.ws + "/scope") as ws:
+        recv(ws)
+        for i in range(300):
+            ws.send(f"m{i}" if i % 3 else f"m{i}".encode())
+        got = [recv(ws) for _ in range(300)]
+    assert got == [f"m{i}" if i % 3 else f"m{i}".encode() for i in range(300)]
+
+
+def test_websocket_outlives_the_request_timeout(raw):
+    """``pyworkers serve --request-timeout 1``: a connection open for 2.5 s keeps working."""
+    with ws_connect(raw.ws + "/scope") as ws:
+        recv(ws)
+        ws.send("before")
+        assert recv(ws) == "before"
+        time.sleep(2.5)
+        ws.send("after")
+        assert recv(ws) == "after"
+    assert httpx.get(raw.url + "/stats", timeout=60).status_code == 200
 
 
 def test_websocket_routed_by_path_prefix_gets_root_path(raw):
@@ -222,6 +246,32 @@ def test_many_websockets_at_once_on_one_isolate(raw):
         t.join(120)
     assert not errors, errors[:3]
     assert sorted(tokens) == list(range(20))
+
+
+def test_isolate_crash_closes_its_websockets_and_a_new_isolate_takes_over(raw):
+    """The app aborts while two connections are open in its isolate: both are closed at once
+    (1011 internal error, or 1006 if the connection just drops), not left hanging, and a new
+    connection is served by a fresh isolate. Last raw test: it replaces the isolate."""
+    if raw.kind == "native":
+        pytest.skip("os.abort() ends the native server process")
+    token = httpx.get(raw.url + "/stats", timeout=60).json()["token"]
+    with ws_connect(raw.ws + "/scope") as bystander, ws_connect(raw.ws + "/abort") as bomb:
+        recv(bystander)
+        assert recv(bomb) == "armed"
+        t0 = time.monotonic()
+        bomb.send("go")
+        codes = []
+        for ws in (bomb, bystander):
+            with pytest.raises(ConnectionClosed) as e:
+                recv(ws, timeout=10)
+            codes.append(e.value.rcvd.code if e.value.rcvd else 1006)
+        assert time.monotonic() - t0 < 10
+    assert all(c in (1011, 1006) for c in codes), codes
+    with ws_connect(raw.ws + "/scope", open_timeout=20) as ws:
+        recv(ws)
+        ws.send("alive")
+        assert recv(ws) == "alive"
+    assert httpx.get(raw.url + "/stats", timeout=60).json()["token"] != token
 
 
 # ---------------------------------------------------------------------------- FastAPI

@@ -7,6 +7,8 @@
   ``websocket.disconnect`` (code C) ``N left (C)`` to the others;
 - ``/close?code=C``: accepts, then sends ``websocket.close`` with code C and reason ``custom``;
 - ``/deny``: ``websocket.close`` before accepting (the handshake gets HTTP 403);
+- ``/abort``: accepts, sends ``armed``, and calls ``os.abort()`` on the first message (the
+  isolate crashes with every connection in it);
 - every ``websocket.disconnect`` the app receives is recorded: ``GET /stats`` answers
   ``{"disconnects": [[path, code], ...], "members": [...], "token"}``.
 """
@@ -69,6 +71,11 @@ async def app(scope, receive, send):
                 await broadcast(f"{name} left ({message.get('code', 1005)})")
                 return
             await broadcast(f"{name}: {message.get('text')}")
+    elif path == "/abort":
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "armed"})
+        await receive()
+        os.abort()
     elif path == "/close":
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close", "code": int(q.get("code", 4001)),
