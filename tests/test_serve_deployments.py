@@ -138,3 +138,17 @@ def test_redeploy_and_rollback_under_load_drop_nothing(servers, store):
     messages = {m for _, m in results}
     assert "Redeployed from pyworkers!" in messages and before in messages
     assert httpx.get(url, headers=host).json()["message"] == before  # rolled back
+
+
+def test_a_worker_deployed_while_serving_is_picked_up(servers, store):
+    """`pyworkers serve` with no names serves every worker, including ones deployed later."""
+    pyw, _native = servers
+    assert httpx.get(pyw.url + "/plain/version", timeout=30).status_code != 200  # not yet
+    r = cli("deploy", str(ROOT / "tests" / "data" / "serve" / "plain"), "--store", str(store),
+            "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    pyw.wait_log(r"\[plain\] new worker: serving deployment \S+ at /plain/", timeout=120)
+    r = httpx.get(pyw.url + "/plain/version", timeout=60)
+    assert r.status_code == 200 and r.text.startswith("v1 ")
+    r = httpx.get(pyw.url + "/", headers={"host": "plain.localhost"}, timeout=60)
+    assert r.status_code == 200 and r.text.startswith("v1 ")
