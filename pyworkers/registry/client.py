@@ -111,6 +111,8 @@ class RegistryClient:
         self._http = httpx.Client(verify=ctx, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
                                   follow_redirects=True,
                                   headers={"User-Agent": "pyworkers-registry"})
+        #: Schemes tried in order: HTTPS, and plain HTTP only for a loopback registry.
+        self.schemes = ("https", "http") if is_loopback(host) else ("https",)
         self._base: str | None = None
         self._auth_header: dict[str, str] = {}
         self._tokens: dict[str, str] = {}
@@ -139,7 +141,7 @@ class RegistryClient:
 
     def _probe(self) -> str:
         tls_error: Exception | None = None
-        for scheme in ("https", "http") if is_loopback(self.host) else ("https",):
+        for scheme in self.schemes:
             url = f"{scheme}://{self.host}"
             try:
                 r = self._http.get(f"{url}/v2/")
@@ -153,13 +155,17 @@ class RegistryClient:
                 return url
             if tls_error is not None:
                 raise RegistryUnreachable(f"registry {self.host}: HTTPS failed ({tls_error}) and "
-                                          f"plain HTTP answered {_errors(r)}") from None
+                                          f"plain HTTP answered {_errors(r)}"
+                                          f"{self._tls_hint(tls_error)}") from None
             raise RegistryError(f"{url}/v2/ answered {_errors(r)}: is {self.host} an OCI registry?")
-        hint = ""
-        if tls_error is not None and "CERTIFICATE_VERIFY_FAILED" in str(tls_error):
-            hint = ": its certificate is not trusted; pass --ca-file with the CA that signed it"
         raise RegistryUnreachable(f"registry {self.host} does not answer over HTTPS "
-                                  f"({tls_error}){hint}")
+                                  f"({tls_error}){self._tls_hint(tls_error)}")
+
+    @staticmethod
+    def _tls_hint(e: Exception | None) -> str:
+        if e is not None and "CERTIFICATE_VERIFY_FAILED" in str(e):
+            return ": its certificate is not trusted; pass --ca-file with the CA that signed it"
+        return ""
 
     def _token(self, challenge: str) -> str:
         params = dict(_CHALLENGE_RE.findall(challenge))
