@@ -305,6 +305,32 @@ def test_tampered_content_is_refused(registry, deployed, tmp_path, role):
     assert Store(store).names() == []
 
 
+@pytest.mark.slow
+def test_deploy_push_of_an_app_without_requirements(registry, tmp_path):
+    """`pyworkers deploy --push`: deploys, pushes, moves the worker's tag; an app without
+    requirements has no lock and no site-packages layer in its artifact."""
+    app = tmp_path / "plain"
+    shutil.copytree(ROOT / "tests" / "data" / "deploy" / "plain", app)
+    store = tmp_path / "store"
+    r = cli("deploy", str(app), "--store", str(store), "--push", registry.ref("apps/plain"),
+            "--json", "-q")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    push = rec["push"]
+    assert push["deployment"] == rec["id"]
+    assert push["reference"] == registry.ref("apps/plain", tag="plain")
+    assert [b["role"] for b in push["blobs"]] == ["config", "record", "app", "snapshot"]
+    with RegistryClient(registry.host) as c:
+        assert c.head_manifest("apps/plain", "plain") == push["digest"]
+        res = pull_deployment(c, parse_reference(push["reference"]), Store(tmp_path / "node"))
+    assert res.deployment.record == Store(store).get(rec["id"]).record
+    assert res.deployment.layer_dir is None and res.deployment.lock_path is None
+    # A bad reference fails before anything is deployed.
+    r = cli("deploy", str(app), "--store", str(store), "--push", "oci://h/Bad", "-q")
+    assert r.returncode == 1 and "not a repository name" in r.stderr
+    assert len(Store(store).list("plain")) == 1
+
+
 # --------------------------------------------------------------------------- follower
 
 @pytest.mark.slow
