@@ -50,7 +50,7 @@ class Registry:
     """A docker-registry process on 127.0.0.1 with its storage and JSON log in ``root``."""
 
     def __init__(self, root: Path, *, tls: tuple[Path, Path] | None = None,
-                 htpasswd: Path | None = None):
+                 htpasswd: Path | None = None, extra: list[str] | None = None):
         self.root = root
         self.storage = root / "storage"
         self.log = root / "registry.log"
@@ -65,6 +65,7 @@ class Registry:
             cfg += ["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"]
         if htpasswd:
             cfg += ["auth:", "  htpasswd:", "    realm: pyworkers-test", f"    path: {htpasswd}"]
+        cfg += extra or []
         root.mkdir(parents=True, exist_ok=True)
         (root / "config.yml").write_text("\n".join(cfg) + "\n")
         self.proc: subprocess.Popen | None = None
@@ -466,6 +467,114 @@ def test_tls_is_verified_and_credentials_are_required(tls_auth_registry, tmp_pat
             "--username", "alice", "--password-stdin", "--ca-file", str(reg.ca),
             input="wrong\n", env={"DOCKER_CONFIG": str(tmp_path / "no-docker-config")})
     assert r.returncode == 1 and "refused user 'alice'" in r.stderr, r.stderr
+
+
+class TokenService:
+    """A docker/distribution token service (the "token" auth of the registry config) on
+    127.0.0.1: checks HTTP basic credentials and issues RS256 JWTs carrying the requested
+    repository access, signed by a key whose certificate the registry trusts."""
+
+    def __init__(self, root: Path, user: str, password: str):
+        import http.server
+        import threading
+
+        trustme = pytest.importorskip("trustme")
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        self.ca = trustme.CA(key_type=trustme.KeyType.RSA)
+        self.bundle = root / "token-ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.bundle))
+        self.key = serialization.load_pem_private_key(self.ca.private_key_pem.bytes(), None)
+        der = x509.load_pem_x509_certificate(self.ca.cert_pem.bytes()).public_bytes(
+            serialization.Encoding.DER)
+        self.x5c = base64.b64encode(der).decode()
+        self.service, self.issuer = "pyworkers-test-registry", "pyworkers-test-issuer"
+        self.requests: list[dict] = []
+        svc = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                from urllib.parse import parse_qs, urlparse
+
+                q = parse_qs(urlparse(self.path).query)
+                auth = self.headers.get("Authorization", "")
+                ok = auth == "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+                svc.requests.append({"scope": q.get("scope"), "authorized": ok})
+                if not ok:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                access = []
+                for scope in q.get("scope", []):
+                    typ, name, actions = scope.split(":")
+                    access.append({"type": typ, "name": name, "actions": actions.split(",")})
+                body = json.dumps({"token": svc.sign(access)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def sign(self, access: list) -> str:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def b64(d: bytes) -> str:
+            return base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        claims = {"iss": self.issuer, "sub": "alice", "aud": self.service, "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+        sig = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signing_input}.{b64(sig)}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@needs_registry
+def test_bearer_token_auth(tmp_path):
+    """The registry token flow against the distribution server's "token" auth: a 401 with a
+    Bearer challenge, a token from the realm with basic credentials, the request repeated."""
+    pytest.importorskip("cryptography")
+    root = tmp_path / "tokreg"
+    root.mkdir()
+    tokens = TokenService(root, "alice", "s3cret")
+    reg = Registry(root, extra=["auth:", "  token:", f"    realm: {tokens.realm}",
+                                f"    service: {tokens.service}", f"    issuer: {tokens.issuer}",
+                                f"    rootcertbundle: {tokens.bundle}"])
+    try:
+        with pytest.raises(RegistryAuthError, match="refused anonymous access"):
+            RegistryClient(reg.host, credentials=None, docker_config=tmp_path / "none.json").ping()
+        with RegistryClient(reg.host, credentials=Credentials("alice", "s3cret")) as c:
+            data = b"token-protected blob"
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            assert not c.blob_exists("t/r", digest)
+            c.upload_blob("t/r", digest, len(data), data)
+            manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                   "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                                              "digest": digest, "size": len(data)},
+                                   "layers": []}).encode()
+            md = c.put_manifest("t/r", "v1", manifest)
+            assert c.head_manifest("t/r", "v1") == md
+        scopes = [r["scope"] for r in tokens.requests if r["authorized"]]
+        assert ["repository:t/r:pull,push"] in scopes or ["repository:t/r:push,pull"] in scopes
+        with pytest.raises(RegistryAuthError, match="refused the credentials"):
+            RegistryClient(reg.host, credentials=Credentials("alice", "wrong")).ping()
+    finally:
+        reg.stop()
+        tokens.close()
 
 
 @needs_registry
