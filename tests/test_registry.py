@@ -390,6 +390,18 @@ def test_follower_picks_up_a_new_tag_and_survives_an_outage(registry, deployed, 
         f.stop()
     assert changes == [("hello", first.id), ("hello", second.id), ("hello", first.id)]
 
+    # A tag holding another worker's deployment is refused before anything is downloaded
+    # beyond its record.
+    with RegistryClient(registry.host) as c:
+        push_deployment(c, ref.with_tag("other"), first)
+    other = RegistryFollower(Store(tmp_path / "other"), ref, ["other"], interval=1)
+    try:
+        assert other.poll_once() == {"other": None}
+        assert "holds a deployment of worker 'hello', not 'other'" in other.last_error
+        assert Store(tmp_path / "other").names() == []
+    finally:
+        other.stop()
+
 
 @needs_registry
 def test_follower_without_a_tag_is_not_ready(registry, tmp_path):

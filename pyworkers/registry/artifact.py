@@ -382,7 +382,7 @@ def prepare_snapshot(record: dict, app_dir: Path, layer_dir: Path | None, snapsh
 
 def pull_deployment(client: RegistryClient, ref: Reference, store: Store, *,
                     make_current: bool = True, prepare: bool = True,
-                    cache_dir: str | os.PathLike | None = None,
+                    cache_dir: str | os.PathLike | None = None, expect_name: str | None = None,
                     progress: Callable[[str], None] | None = None) -> PullResult:
     """Pull the deployment at ``ref`` (tag or digest) into ``store``.
 
@@ -391,6 +391,8 @@ def pull_deployment(client: RegistryClient, ref: Reference, store: Store, *,
     snapshot this machine cannot restore is never published. ``make_current``: make it its
     worker's current deployment (with :meth:`Store.publish`, or :meth:`Store.rollback` when the
     store already has it); a worker with no deployment gets it as current either way.
+    ``expect_name``: refuse (before downloading more than the record) a deployment of another
+    worker.
     Raises :class:`RegistryError` (:class:`DigestMismatch` for tampered content) and
     :class:`pyworkers.store.StoreError`; on error the store is unchanged.
     """
@@ -416,6 +418,9 @@ def pull_deployment(client: RegistryClient, ref: Reference, store: Store, *,
         raise RegistryError(f"{ref}: the deployment record is not JSON") from None
     _check_record(rec, ref)
     dep_id, name = rec["id"], rec["name"]
+    if expect_name is not None and name != expect_name:
+        raise RegistryError(f"{ref} holds a deployment of worker {name!r}, not {expect_name!r}: "
+                            f"push {expect_name}'s deployment to it")
     for role, key in (("lock", "lock"), ("site-packages", "layer"), ("snapshot", "snapshot")):
         if (rec.get(key) is not None) != (_layer(m, role) is not None):
             raise RegistryError(f"{ref}: the record and the manifest disagree about the {role}")

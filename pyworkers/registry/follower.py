@@ -9,7 +9,9 @@ API (:meth:`Store.publish` for a new deployment, :meth:`Store.rollback` for one 
 already has, e.g. after the tag was moved back). The serve process's store watcher then switches
 its pool as it does after a local ``pyworkers deploy``.
 
-When the registry cannot be reached, nothing local changes: the node keeps serving what it has
+The tag is authoritative: a worker whose current deployment was changed locally (a
+``pyworkers deployments rollback`` on the node) is set back to the tag's deployment on the next
+poll. When the registry cannot be reached, nothing local changes: the node keeps serving what it has
 and :meth:`RegistryFollower.status` reports the error; ``ready`` is false only for a worker
 with no deployment at all.
 """
@@ -145,10 +147,7 @@ class RegistryFollower:
         before = self._current(w)
         res = pull_deployment(self.client, dataclasses.replace(self.ref, digest=digest),
                               self.store, make_current=True, prepare=self.prepare,
-                              cache_dir=self.cache_dir)
-        if res.deployment.name != w:
-            raise RegistryError(f"{self.ref.with_tag(w)} holds a deployment of worker "
-                                f"{res.deployment.name!r}, not {w!r}: push {w}'s deployment to it")
+                              cache_dir=self.cache_dir, expect_name=w)
         self._seen[w] = digest
         now = self._current(w)
         self._set_worker(w, digest=digest, deployment=now)
