@@ -148,6 +148,13 @@ def test_containerfile_bakes_the_runtime_and_runs_serve():
     assert 'ENTRYPOINT ["pyworkers"]' in text
     assert '"--admin-port", "9090"' in text
     assert "PYWORKERS_CACHE_DIR=/opt/pyworkers/cache" in text
+    # Every folder the package is built from is copied into the build stage.
+    import tomllib
+
+    pyproject = tomllib.loads((K8S.parents[1] / "pyproject.toml").read_text())
+    for folder in set(pyproject["tool"]["setuptools"]["package-dir"].values()):
+        assert re.search(rf"^COPY {folder} /src/{folder}$", text, re.M), folder
+    assert re.search(r"^COPY pyproject.toml README.md /src/$", text, re.M)
     # The Deployment runs the image's user.
     pod = one("Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 10001
