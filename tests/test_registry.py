@@ -372,6 +372,13 @@ def test_follower_picks_up_a_new_tag_and_survives_an_outage(registry, deployed, 
         assert node.current_id("hello") == first.id
         assert f.status()["pulls"] == 2  # no third pull: it had the deployment
 
+        # The tag is authoritative: a local rollback on the node is set back on the next poll.
+        node.rollback("hello", second.id)
+        t0 = time.monotonic()
+        while node.current_id("hello") != first.id and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        assert node.current_id("hello") == first.id and f.status()["pulls"] == 2
+
         # Registry down: keep serving what we have; report the error.
         registry.stop()
         t0 = time.monotonic()
@@ -388,7 +395,8 @@ def test_follower_picks_up_a_new_tag_and_survives_an_outage(registry, deployed, 
         assert f.status()["ok"]
     finally:
         f.stop()
-    assert changes == [("hello", first.id), ("hello", second.id), ("hello", first.id)]
+    assert changes == [("hello", first.id), ("hello", second.id), ("hello", first.id),
+                       ("hello", first.id)]
 
     # A tag holding another worker's deployment is refused before anything is downloaded
     # beyond its record.

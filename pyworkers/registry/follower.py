@@ -51,7 +51,7 @@ class RegistryFollower:
         workers: worker names; each follows the tag of the same name.
         interval: seconds between polls for :meth:`start` (default 10).
         client: a :class:`RegistryClient` for ``ref.host`` (default: one with the docker
-            configuration's credentials and a ``timeout`` of ``min(interval, 30)`` s).
+            configuration's credentials and a ``timeout`` of the interval, within 5-30 s).
         cache_dir: the pyworkers cache (compiled image modules) for preparing snapshots.
         prepare: compile each pulled snapshot's image module before switching (default).
         on_change: called as ``on_change(worker, deployment_id)`` after a worker's current
@@ -74,7 +74,7 @@ class RegistryFollower:
         self.workers = list(dict.fromkeys(workers))
         self.interval = float(interval)
         self._own_client = client is None
-        self.client = client or RegistryClient(ref.host, timeout=min(self.interval, 30.0))
+        self.client = client or RegistryClient(ref.host, timeout=max(5.0, min(self.interval, 30.0)))
         self.cache_dir = cache_dir
         self.prepare = prepare
         self.on_change = on_change
