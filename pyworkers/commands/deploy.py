@@ -2,8 +2,10 @@
 
 * ``pyworkers deploy APP_DIR [--name N] [--main M] [--compatibility-date D] [--flag F]...
   [--var K=V]... [--store DIR] [--cache-dir DIR] [--index-url URL] [--extra-index-url URL]...
-  [--json] [-q]``: deploy; progress per stage on stderr; ``--json`` prints the deployment
-  record (plus ``"store"``, the store's absolute path) on stdout.
+  [--push oci://HOST/REPO[:TAG] [--username U --password-stdin] [--ca-file PEM]] [--json] [-q]``:
+  deploy; progress per stage on stderr; ``--json`` prints the deployment record (plus
+  ``"store"``, the store's absolute path, and with ``--push`` ``"push"``: what
+  ``pyworkers push --json`` prints) on stdout.
 * ``pyworkers deployments list [--name N] [--json]``: every deployment, oldest first, ``*``
   marking each worker's current one. ``--json``: ``{"store", "deployments": [{"id", "name",
   "created", "current": bool, "release", "packages", "snapshot_bytes", "total_ms"}]}``.
@@ -26,6 +28,7 @@ from pathlib import Path
 import click
 
 from pyworkers.cli import UserError, main
+from pyworkers.commands.registry_options import push_to, registry_options
 
 
 def _store(path: Path | None):
@@ -76,19 +79,29 @@ def _with_store(record: dict, store, **extra) -> dict:
 @click.option("--index-url", metavar="URL", help="Package index (default: pip's configuration).")
 @click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL",
               help="Additional package index (repeatable).")
+@click.option("--push", "push_ref", metavar="oci://HOST/REPO[:TAG]",
+              help="Then push the deployment to this registry repository and point TAG "
+                   "(default: the worker name) at it.")
+@registry_options
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment record as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (errors still print).")
 def deploy_cmd(app_dir: Path, name: str | None, main_: str | None, date: str | None,
                flags: tuple[str, ...], vars_: tuple[str, ...], store_dir: Path | None,
                cache_dir: str | None, index_url: str | None,
-               extra_index_urls: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+               extra_index_urls: tuple[str, ...], push_ref: str | None, username: str | None,
+               password_stdin: bool, ca_file: Path | None, as_json: bool, quiet: bool) -> None:
     """Deploy the app in APP_DIR: resolve and install its requirements, import it in a fresh
     sandbox, check it is an ASGI app, snapshot it, smoke-test the restored snapshot and publish
-    an immutable deployment that becomes the worker's current one."""
+    an immutable deployment that becomes the worker's current one. With --push, then push it
+    to a registry (pyworkers push)."""
     from pyworkers.deploy import DeployError, DeployProgress, RichDeployProgress, deploy
 
     store = _store(store_dir)
     vars_d = _parse_vars(vars_)
+    if push_ref:
+        from pyworkers.commands.registry_options import parse_ref
+
+        parse_ref(push_ref)  # a bad reference fails before the deploy, not after
     progress = DeployProgress() if quiet else RichDeployProgress()
     with progress if not quiet else _Null():
         try:
@@ -100,12 +113,20 @@ def deploy_cmd(app_dir: Path, name: str | None, main_: str | None, date: str | N
             if e.detail:
                 click.echo(e.detail.rstrip(), err=True)
             raise UserError(f"deploy failed ({e.stage}): {e.message}") from None
+    pushed = None
+    if push_ref:
+        pushed = push_to(dep, push_ref, username, password_stdin, ca_file, quiet or as_json)
     if as_json:
-        click.echo(json.dumps(_with_store(dep.to_json(), store), indent=2))
+        extra = {"push": pushed} if pushed else {}
+        click.echo(json.dumps(_with_store(dep.to_json(), store, **extra), indent=2))
     elif not quiet:
         t = dep.record["timings_ms"]["total"]
         click.echo(f"deployed {dep.id} ({dep.name}) in {t / 1000:.2f} s; it is current. "
                    f"Details: pyworkers deployments show {dep.id}", err=True)
+        if pushed:
+            up = [b["role"] for b in pushed["blobs"] if b["uploaded"]]
+            click.echo(f"pushed it to {pushed['reference']} ({pushed['digest']}); uploaded "
+                       f"{', '.join(up) or 'nothing'}", err=True)
 
 
 class _Null:
