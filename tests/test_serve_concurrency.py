@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,6 +171,101 @@ def test_create_task_job_finishes_after_its_response_was_sent(one_isolate):
     poll(one_isolate.url + f"/jobs?id={jid}", lambda r: r.text == "done")
     assert time.monotonic() - t0 >= 1.5
     one_isolate.wait_log(rf"\[concurrent#\d+ stdout\] job {jid} done", timeout=10)
+
+
+def test_a_chunk_reaches_the_client_when_the_app_sends_it(one_isolate):
+    """``/push`` sends a first chunk, then blocks 1.5 s without awaiting: the chunk is at the
+    client long before the block ends (the host forwards ``send()`` at once, not when the
+    guest next yields)."""
+    arrivals = []
+    with httpx.Client(timeout=60) as c:
+        t0 = time.monotonic()
+        with c.stream("GET", one_isolate.url + "/push?block=1.5") as r:
+            for chunk in r.iter_raw():
+                arrivals.append((round(time.monotonic() - t0, 3), chunk))
+    assert r.status_code == 200 and b"".join(c for _, c in arrivals) == b"first\nlast\n"
+    first = next(t for t, c in arrivals if b"first" in c)
+    last = next(t for t, c in arrivals if b"last" in c)
+    assert first < 0.75 and last >= 1.5, arrivals
+
+
+# ---------------------------------------------------------------------------- --max-concurrency
+async def overlap_wave(url: str, n: int, seconds: float = 0.6) -> tuple[list[dict], float]:
+    async with many_connections(n) as c:
+        t0 = time.monotonic()
+        rs = await asyncio.gather(*(c.get(url + f"/overlap?s={seconds}") for _ in range(n)))
+        elapsed = time.monotonic() - t0
+    assert [r.status_code for r in rs] == [200] * n, [r.text for r in rs]
+    return [r.json() for r in rs], elapsed
+
+
+def test_max_concurrency_bounds_the_requests_in_flight_per_isolate(tmp_path):
+    """``--max-concurrency 3 --max-isolates 1``: 7 concurrent requests run at most 3 at a time
+    (the rest wait for room: three waves of 0.6 s), none fails."""
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "1", "--min-idle", "1",
+                        "--max-concurrency", "3", log=tmp_path / "serve.log").wait_ready()
+    try:
+        bodies, elapsed = asyncio.run(overlap_wave(s.url, 7))
+    finally:
+        assert s.stop() == 0
+    assert len({b["token"] for b in bodies}) == 1
+    assert max(b["peak"] for b in bodies) == 3, bodies
+    assert elapsed >= 1.8, elapsed
+
+
+def test_full_isolates_make_the_pool_restore_another(tmp_path):
+    """``--max-concurrency 2 --max-isolates 3 --min-idle 1``: 6 concurrent requests of 4 s
+    need all three isolates, 2 requests each (restores take about a second here)."""
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "3", "--min-idle", "1",
+                        "--max-concurrency", "2", log=tmp_path / "serve.log").wait_ready()
+    try:
+        bodies, _ = asyncio.run(overlap_wave(s.url, 6, seconds=4))
+    finally:
+        assert s.stop() == 0
+    per_isolate: dict[str, int] = {}
+    for b in bodies:
+        per_isolate[b["token"]] = per_isolate.get(b["token"], 0) + 1
+        assert b["peak"] <= 2, bodies
+    assert sorted(per_isolate.values()) == [2, 2, 2], per_isolate
+
+
+def test_max_concurrency_from_pyworkers_toml(tmp_path):
+    """``max_concurrency = 2`` in ``pyworkers.toml`` bounds the isolate like the option."""
+    app = tmp_path / "app"
+    shutil.copytree(ASGI_APP, app)
+    toml = app / "pyworkers.toml"
+    toml.write_text(toml.read_text() + "max_concurrency = 2\n")
+    s = pyworkers_serve(str(app), "--max-isolates", "1", "--min-idle", "1",
+                        log=tmp_path / "serve.log").wait_ready()
+    try:
+        bodies, elapsed = asyncio.run(overlap_wave(s.url, 4))
+    finally:
+        assert s.stop() == 0
+    assert max(b["peak"] for b in bodies) == 2, bodies
+    assert elapsed >= 1.2, elapsed
+
+
+def test_new_requests_avoid_an_isolate_whose_loop_is_blocked(tmp_path):
+    """``/spin?s=3`` holds its isolate's loop without awaiting; a request arriving meanwhile
+    is served by another isolate (``--max-isolates 2``) before the spin ends."""
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "2", "--min-idle", "1",
+                        "--request-timeout", "30", log=tmp_path / "serve.log").wait_ready()
+    try:
+        url = s.url
+        busy = httpx.get(url + "/stats", timeout=60).json()["token"]
+
+        async def main():
+            async with many_connections(4) as c:
+                spin = asyncio.create_task(timed_get(c, url + "/spin?s=3"))
+                other = await timed_get(c, url + "/sleep?s=0", delay=0.5)
+                return (await spin)[0], other
+
+        spin, (other, t_other) = asyncio.run(main())
+    finally:
+        assert s.stop() == 0
+    assert (spin.status_code, spin.text) == (200, "spun")
+    assert other.status_code == 200 and other.text != busy
+    assert t_other < 2.5, f"waited {t_other:.1f} s for the blocked isolate"
 
 
 # ---------------------------------------------------------------------------- request timeout

@@ -17,6 +17,8 @@ sees what earlier ones (and background jobs) left there. ``TOKEN`` names the iso
   in ``CANCELLED`` and re-raises;
 - ``/stats``: ``{"token", "cancelled", "jobs"}``;
 - ``/crash?after=1``: sleeps ``after`` seconds, then ``os.abort()``;
+- ``/push?block=1``: sends the response start and a first chunk, then blocks in
+  ``time.sleep(block)`` (no await) before the last chunk;
 - ``/spin?s=30``: busy loop for ``s`` seconds without awaiting (a guest stuck in CPU);
 - ``/recurse``: unbounded recursion with the recursion limit lifted (exhausts the C stack).
 """
@@ -85,6 +87,12 @@ async def app(scope, receive, send):
     elif path == "/crash":
         await asyncio.sleep(float(q.get("after", 1)))
         os.abort()
+    elif path == "/push":
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"first\n", "more_body": True})
+        time.sleep(float(q.get("block", 1)))
+        await send({"type": "http.response.body", "body": b"last\n"})
     elif path == "/spin":
         end = time.monotonic() + float(q.get("s", 30))
         while time.monotonic() < end:
