@@ -5,8 +5,11 @@ HTTP only (black box):
 
 - ``tests/data/serve/concurrent/asgi`` (plain ASGI, no dependencies, no network): 64 concurrent
   ``asyncio.sleep(0.5)`` requests on one isolate, lifespan state shared by concurrent requests,
-  ``asyncio.create_task`` jobs that outlive their response (and shutdown: ``--drain-timeout``),
-  a request timeout that cancels only its own request, a crash that fails only its isolate;
+  a chunk forwarded as the app sends it, ``--max-concurrency`` (option and ``pyworkers.toml``)
+  and the pool restoring isolates when they are full or blocked, ``asyncio.create_task`` jobs
+  that outlive their response, shutdown (``--drain-timeout``), redeploy and idle retirement,
+  a request timeout that cancels only its own request, a guest stuck in CPU, crashes
+  (``os.abort()``, C-stack overflow) that fail only their own isolate;
 - ``tests/data/serve/concurrent/fastapi`` (FastAPI from the package index: ``network``): the
   same through Starlette, plus ``BackgroundTasks`` (async and a blocking ``def`` task) whose
   response reaches the client before the task runs.
