@@ -58,10 +58,15 @@ class ServerApp:
 
     def __init__(self, targets: Mapping[str, IsolateFactory], config: ServeConfig,
                  on_startup: list[Callable[["ServerApp"], Any]] | None = None,
-                 env_sources: Mapping[str, Callable[[], dict]] | None = None):
+                 env_sources: Mapping[str, Callable[[], dict]] | None = None,
+                 metrics: Any = None, admin: Any = None, admin_port: int | None = None):
         if not targets:
             raise ServeError("no deployments to serve")
         self.config = config
+        #: optional :class:`pyworkers.serve.admin.Metrics`; ``admin`` answers requests that
+        #: arrive on ``admin_port`` (the admin socket uvicorn also listens on)
+        self.metrics = metrics
+        self.admin, self.admin_port = admin, admin_port
         self.env_sources = dict(env_sources or {})
         self.pools: dict[str, Pool] = {name: self._pool(name, f) for name, f in targets.items()}
         self.on_startup = list(on_startup or [])
@@ -69,13 +74,32 @@ class ServerApp:
 
     def _pool(self, name: str, factory: IsolateFactory) -> Pool:
         return Pool(name, factory, self.config.policy(), self.config.times(),
-                    env_source=self.env_sources.get(name))
+                    env_source=self.env_sources.get(name), metrics=self.metrics)
 
     # ------------------------------------------------------------------ ASGI entry
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         kind = scope["type"]
+        if self.admin_port is not None and kind != "lifespan" \
+                and (scope.get("server") or (None, None))[1] == self.admin_port:
+            await self.admin(scope, receive, send)
+            return
         if kind == "http":
-            await self._http(scope, receive, send)
+            if self.metrics is None:
+                await self._http(scope, receive, send)
+                return
+            t0 = time.monotonic()
+            seen = {"status": 500, "name": None}
+
+            async def counted(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    seen["status"] = message["status"]
+                await send(message)
+
+            try:
+                seen["name"] = await self._http(scope, receive, counted)
+            finally:
+                self.metrics.on_request(seen["name"] or "-", seen["status"],
+                                        time.monotonic() - t0)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
         elif kind == "lifespan":
@@ -128,22 +152,23 @@ class ServerApp:
         return await pool.swap(factory)
 
     # ------------------------------------------------------------------ HTTP
-    async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _http(self, scope: dict, receive: Callable, send: Callable) -> str | None:
+        """Forward one HTTP request; returns the deployment name it went to (or None)."""
         routed = route(scope, self.pools)
         if routed is None:
             names = ", ".join(sorted(self.pools))
             await _plain(send, 404, "no deployment matches this request: use /<name>/... or a "
                          f"Host header <name>.localhost; deployments: {names}\n", None)
-            return
+            return None
         name, root_path = routed
         length = _content_length(scope)
         if length is not None and length > self.config.max_body_size:
             await _plain(send, 413, f"request body over {self.config.max_body_size} bytes\n",
                          "too-large", close=True)
-            return
+            return name
         first = await receive()
         if first["type"] != "http.request":
-            return  # the client went away before its request arrived
+            return name  # the client went away before its request arrived
         pool = self.pools[name]
         try:
             worker = await pool.acquire(self.config.queue_timeout)
@@ -151,11 +176,12 @@ class ServerApp:
             log.warning("[%s] 503 for %s %s: %s", name, scope["method"], scope["path"], e)
             await _plain(send, 503, "Service Unavailable\n",
                          "startup" if e.reason == "startup" else "unavailable")
-            return
+            return name
         conv = worker.open("http", f"{scope['method']} {scope['path']}")
         ex = HttpExchange(conv, receive, send, request_timeout=self.config.request_timeout,
                           max_body_size=self.config.max_body_size)
         await ex.run(dict(scope, root_path=root_path), first)
+        return name
 
     # ------------------------------------------------------------------ WebSocket
     async def _websocket(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -174,6 +200,8 @@ class ServerApp:
             await send({"type": "websocket.close", "code": 1013})
             return
         conv = worker.open("websocket", f"WebSocket {scope['path']}")
+        if self.metrics is not None:
+            self.metrics.on_websocket(name)
         await _WebSocketExchange(conv, receive, send).run(dict(scope, root_path=root_path))
 
 

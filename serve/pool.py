@@ -48,8 +48,10 @@ class Pool:
     reaches isolates started afterwards."""
 
     def __init__(self, name: str, factory: IsolateFactory, policy: ScalingPolicy,
-                 times: PoolTimes = PoolTimes(), *, env_source=None):
+                 times: PoolTimes = PoolTimes(), *, env_source=None, metrics=None):
         self.name = name
+        #: optional :class:`pyworkers.serve.admin.Metrics` (hooks ``on_*``)
+        self.metrics = metrics
         self.factory = factory
         self.policy = policy
         self.times = times
@@ -102,11 +104,14 @@ class Pool:
         awaiting anything). Waits at most ``timeout`` seconds. Raises
         :class:`PoolUnavailable`."""
         end = time.monotonic() + timeout
+        waited = False
         while True:
             if self.closed:
                 raise PoolUnavailable(f"deployment {self.name} is shutting down", "closed")
             w = self.policy.pick(self.workers)
             if w is not None:
+                if waited and self.metrics is not None and w.served == 0 and w.load == 0:
+                    self.metrics.on_cold_start(self.name)
                 return w  # type: ignore[return-value]
             if self._backing_off() and not self.live():
                 raise PoolUnavailable(f"isolates of {self.name} fail to start: "
@@ -116,6 +121,7 @@ class Pool:
                 raise PoolUnavailable(f"no isolate of {self.name} had room within "
                                       f"{timeout:g} s", "busy")
             self._waiting += 1
+            waited = True
             try:
                 self._balance()
                 self._changed.clear()
@@ -176,6 +182,8 @@ class Pool:
             raise errors[0]
         self.stats["booted"] += len(fresh)
         for w in fresh:
+            if self.metrics is not None:
+                self.metrics.on_isolate_started(self.name, w.boot_seconds)
             log.info("[%s] isolate ready in %.0f ms (generation %d, lifespan %s)", w.id,
                      w.boot_seconds * 1000, w.generation, w.lifespan)
 
@@ -193,6 +201,9 @@ class Pool:
             self.workers.remove(w)
             if w.death not in ("stopped", None) and not w.death.startswith("boot failed"):
                 self.stats["crashed"] += 1
+                if self.metrics is not None:
+                    self.metrics.on_isolate_death(
+                        self.name, "timeout" if "interrupt" in w.death else "crash")
         if w.state == "dead":
             self.retiring.discard(w)
         elif w.recycle and w.load == 0 and w in self.workers:
@@ -238,6 +249,8 @@ class Pool:
                 return
             self.stats["booted"] += 1
             self._fail_streak = 0
+            if self.metrics is not None:
+                self.metrics.on_isolate_started(self.name, w.boot_seconds)
             log.info("[%s] isolate ready in %.0f ms (generation %d, lifespan %s)", w.id,
                      w.boot_seconds * 1000, w.generation, w.lifespan)
             if w.generation != self.generation or self.closed:

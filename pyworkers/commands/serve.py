@@ -69,6 +69,16 @@ def log_config(level: str) -> dict:
 @click.option("--idle-timeout", default=300.0, show_default=True,
               type=click.FloatRange(0, min_open=True),
               help="Seconds an isolate beyond --min-idle may stay idle before it retires.")
+@click.option("--admin-port", type=click.IntRange(0, 65535),
+              help="Also listen on this port (same --host) for /healthz, /readyz and /metrics "
+                   "(Prometheus); the apps are never served there.")
+@click.option("--registry", "registry_ref", metavar="oci://HOST/REPO",
+              help="Follow the registry: each served worker tracks the tag of its name there "
+                   "(pulled, verified and prepared before the pool switches).")
+@click.option("--registry-interval", default=10.0, show_default=True,
+              type=click.FloatRange(0.1), help="Seconds between checks of the registry tags.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
+              help="PEM CA certificates to trust for --registry.")
 @click.option("--cache-dir", metavar="DIR",
               help="Cache root (default: PYWORKERS_CACHE_DIR or the user cache directory).")
 @click.option("--log-level", default="info", show_default=True,
@@ -78,8 +88,9 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
               host: str, port: int, min_idle: int,
               max_isolates: int | None, max_concurrency: int, request_timeout: float,
               drain_timeout: float, max_body_size: int, memory_limit: int,
-              queue_timeout: float, idle_timeout: float, cache_dir: str | None,
-              log_level: str, no_access_log: bool) -> None:
+              queue_timeout: float, idle_timeout: float, admin_port: int | None,
+              registry_ref: str | None, registry_interval: float, ca_file: str | None,
+              cache_dir: str | None, log_level: str, no_access_log: bool) -> None:
     """Serve deployments (default: every worker in the store) over HTTP.
 
     Each NAME is a worker in the deployment store: its current deployment is served, restored
@@ -114,6 +125,11 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
         names = store.names()
     except StoreError as e:
         raise UserError(str(e))
+    follower = None
+    if registry_ref:
+        follower = follow_registry(store, registry_ref, list(targets_args), registry_interval,
+                                   ca_file, cache_dir)
+        names = store.names()
     dirs = [Path(t) for t in targets_args if Path(t).is_dir() and t not in names]
     workers = [t for t in targets_args if t not in {str(d) for d in dirs}]
     if not targets_args:
@@ -182,15 +198,84 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             watcher = StoreWatcher(store, served, app.swap, memory_limit=limit,
                                    interval=cfg.watch_interval, follow_new=not targets_args)
             app.watcher_task = asyncio.ensure_future(watcher.run())
+        if follower is not None:
+            follower.start()
 
-    app = ServerApp(targets, cfg, on_startup=[on_started])
+    metrics = admin = None
+    if admin_port is not None:
+        from pyworkers.serve.admin import AdminApp, Metrics
+
+        metrics = Metrics()
+        admin = None  # set below, it needs the app
+    app = ServerApp(targets, cfg, on_startup=[on_started], metrics=metrics)
+    sockets = None
+    if admin_port is not None:
+        sockets = [_listen(host, port), _listen(host, admin_port)]
+        app.admin_port = sockets[1].getsockname()[1]
+        metrics.pools = lambda: app.pools
+        if follower is not None:
+            metrics.registry_status = follower.status
+        app.admin = AdminApp(app, metrics, ready_extra=lambda: None if follower is None or
+                             follower.has_deployment else "no deployment from the registry yet")
+        bound = sockets[0].getsockname()[1]
+        app.on_startup.append(lambda _app: logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit); admin on http://%s:%d "
+            "(/healthz /readyz /metrics)", host, bound, host, app.admin_port))
     config = uvicorn.Config(app, host=host, port=port, lifespan="on",
                             log_config=log_config(log_level), log_level=log_level,
-                            access_log=not no_access_log, timeout_graceful_shutdown=10)
+                            access_log=not no_access_log,
+                            timeout_graceful_shutdown=cfg.drain_timeout)
     server = uvicorn.Server(config)
     try:
-        server.run()
+        server.run(sockets=sockets)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down for: exit quietly
         return
+    finally:
+        if follower is not None:
+            follower.stop()
     if not server.started:
         raise UserError("the server did not start (see the log above)")
+
+
+def _listen(host: str, port: int):
+    """A listening TCP socket (accepted connections wait in the backlog until uvicorn's loop
+    takes them, so a client never sees "connection refused" during start-up)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def follow_registry(store, ref_text: str, workers: list[str], interval: float,
+                    ca_file: str | None, cache_dir: str | None):
+    """A started-later :class:`pyworkers.registry.RegistryFollower` for ``workers`` (which
+    must be named), after one sync so that the store has their deployments. Raises
+    :class:`UserError` when a worker has no deployment locally nor in the registry."""
+    from pyworkers.commands.registry_options import make_client, parse_ref
+    from pyworkers.registry import RegistryFollower
+
+    if not workers:
+        raise UserError("--registry needs the names of the workers to follow "
+                        "(pyworkers serve NAME... --registry oci://HOST/REPO)")
+    ref = parse_ref(ref_text)
+    client = make_client(ref, None, False, Path(ca_file) if ca_file else None)
+    follower = RegistryFollower(store, ref, workers, interval=interval, client=client,
+                                cache_dir=cache_dir)
+    try:
+        follower.poll_once()
+    except Exception as e:  # noqa: BLE001 - the local store may still have them
+        log.warning("registry %s: first sync failed: %s", ref_text, e)
+    missing = [w for w in workers if store.current_id(w) is None]
+    if missing:
+        st = follower.status()
+        raise UserError(f"no deployment of {', '.join(missing)} locally nor in {ref_text}: "
+                        f"{st.get('last_error') or 'the tag does not exist'}")
+    return follower
