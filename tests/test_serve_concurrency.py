@@ -247,6 +247,28 @@ def test_max_concurrency_from_pyworkers_toml(tmp_path):
     assert max(b["peak"] for b in bodies) == 2, bodies
     assert elapsed >= 1.2, elapsed
 
+def test_no_room_within_queue_timeout_is_503_unavailable(tmp_path):
+    """``--max-isolates 1 --max-concurrency 1 --queue-timeout 1``: while ``/sleep?s=3`` holds
+    the only slot, another request waits 1 s for room, then gets 503 from the host."""
+    s = pyworkers_serve(str(ASGI_APP), "--max-isolates", "1", "--min-idle", "1",
+                        "--max-concurrency", "1", "--queue-timeout", "1",
+                        log=tmp_path / "serve.log").wait_ready()
+    try:
+        async def main():
+            async with many_connections(4) as c:
+                holder = asyncio.create_task(timed_get(c, s.url + "/sleep?s=3"))
+                queued = await timed_get(c, s.url + "/sleep?s=0", delay=0.3)
+                return (await holder)[0], queued
+
+        holder, (queued, t_queued) = asyncio.run(main())
+    finally:
+        assert s.stop() == 0
+    assert holder.status_code == 200
+    assert (queued.status_code, queued.headers.get("x-pyworkers-fault")) == (503, "unavailable"), \
+        (queued.status_code, queued.headers, queued.text)
+    assert 1.0 <= t_queued < 2.5, t_queued
+
+
 
 def test_new_requests_avoid_an_isolate_whose_loop_is_blocked(tmp_path):
     """``/spin?s=3`` holds its isolate's loop without awaiting; a request arriving meanwhile
