@@ -37,7 +37,7 @@ from pyworkers.compat import parse_compatibility_date, select
 __all__ = ["ConfigError", "WorkerConfig", "load_worker_config", "DEFAULT_MAIN", "KEYS"]
 
 DEFAULT_MAIN = "main:app"
-KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "vars")
+KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "vars", "max_concurrency")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOTTED_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -61,6 +61,8 @@ class WorkerConfig:
         compatibility_date: ``datetime.date`` or ``None`` (not set).
         compatibility_flags: explicit flags in the order given.
         vars: environment variables, ``str -> str`` (read-only mapping).
+        max_concurrency: in-flight requests per isolate when served (``None``: the server's
+            ``--max-concurrency``).
         origins: for each key set explicitly, where it came from (file path or "command line").
     """
 
@@ -71,6 +73,7 @@ class WorkerConfig:
     compatibility_date: _dt.date | None = None
     compatibility_flags: tuple[str, ...] = ()
     vars: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    max_concurrency: int | None = None
     origins: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -165,6 +168,10 @@ def _check(values: dict, where: str) -> dict:
                             else "run `pyworkers runtimes list` to see every flag")
                     raise _fail(where, key, f"unknown compatibility flag {x!r}: {hint}")
             v = tuple(v)
+        if key == "max_concurrency":
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
+                raise _fail(where, key, f"must be an integer from 1 to 10000, got {v!r}: e.g. "
+                                        "max_concurrency = 32")
         if key == "vars":
             if not isinstance(v, Mapping):
                 raise _fail(where, key, f"must be a table of strings, got {_type_name(v)}")

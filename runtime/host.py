@@ -829,7 +829,7 @@ class Host:
                 self.wait(remaining, os_fds)
             finally:
                 self.in_poll = False
-                self.left_poll_at = time.monotonic()
+        self.left_poll_at = time.monotonic()
         if self.on_poll_return is not None:
             self.on_poll_return()
         return count

@@ -64,6 +64,7 @@ class ServeConfig:
         return self.max_isolates or default_max_isolates()
 
     def policy(self) -> ScalingPolicy:
+        """The pools' scaling policy (a pool applies its app's own ``max_concurrency``)."""
         return ScalingPolicy(min_idle=self.min_idle, max_isolates=self.isolates,
                              max_concurrency=self.max_concurrency,
                              idle_timeout=self.idle_timeout)

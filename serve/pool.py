@@ -50,6 +50,8 @@ class Pool:
     def __init__(self, name: str, factory: IsolateFactory, policy: ScalingPolicy,
                  times: PoolTimes = PoolTimes(), *, env_source=None, metrics=None):
         self.name = name
+        self.base_policy = policy
+        policy = self._policy_for(factory)
         #: optional :class:`pyworkers.serve.admin.Metrics` (hooks ``on_*``)
         self.metrics = metrics
         self.factory = factory
@@ -70,6 +72,11 @@ class Pool:
         self.last_error: str | None = None
         self.closed = False
         self.stats = {"booted": 0, "boot_failures": 0, "retired": 0, "crashed": 0}
+
+    def _policy_for(self, factory: IsolateFactory) -> ScalingPolicy:
+        """The base policy, with the app's own ``max_concurrency`` if its factory has one."""
+        mc = getattr(factory, "max_concurrency", None)
+        return dataclasses.replace(self.base_policy, max_concurrency=mc) if mc else self.base_policy
 
     # ------------------------------------------------------------------ views
     def snapshot(self) -> dict:
@@ -144,6 +151,7 @@ class Pool:
         await self._boot_all(fresh)
         old, self.workers = self.workers, fresh
         self.factory, self.generation = factory, gen
+        self.policy = self._policy_for(factory)
         self._fail_streak, self.last_error = 0, None
         for w in old:
             self._retire(w, f"replaced by generation {gen}")

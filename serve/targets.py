@@ -37,16 +37,18 @@ def deployment_target(store, name: str, *, memory_limit: int | None) -> tuple[st
         raise DeploymentUnavailable(f"worker {name!r} has no deployment in {store.root}: run "
                                     "`pyworkers deploy` first")
     main = dep.record["config"]["main"]
+    conc = dep.record["config"].get("max_concurrency")
     if dep.snapshot_path is None:
         kw = dep.isolate_kwargs()
         return dep.id, AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
                                   site_packages=kw["site_packages"], env=kw["env"],
-                                  memory_limit=memory_limit)
+                                  memory_limit=memory_limit, max_concurrency=conc)
     try:
         restorer = Restorer(dep.snapshot_path, **dep.restore_kwargs())
     except SnapshotError as e:
         raise DeploymentUnavailable(f"deployment {dep.id}: {e}") from None
-    return dep.id, with_app(partial(restorer.new_isolate, memory_limit=memory_limit), main)
+    return dep.id, with_app(partial(restorer.new_isolate, memory_limit=memory_limit), main,
+                            max_concurrency=conc)
 
 
 def stage_app(app_dir: Path, name: str, root: Path, note=None) -> Path:
@@ -124,7 +126,8 @@ def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | No
     return cfg.name, AppFactory(release=sel.release.pyodide_version, app_dir=staged,
                                 main=cfg.main, site_packages=layer, env=dict(cfg.vars),
                                 memory_limit=memory_limit,
-                                cache_dir=Path(cache_dir) if cache_dir else None)
+                                cache_dir=Path(cache_dir) if cache_dir else None,
+                                max_concurrency=cfg.max_concurrency)
 
 
 class StoreWatcher:

@@ -44,13 +44,16 @@ class IsolateFactory(Protocol):
     The isolate must have run ``_pyworkers_asgi.load(<app>)`` (see :func:`with_app`);
     ``stdout``/``stderr`` are ``bytes -> None`` sinks for the guest's fd 1/2. Lifespan startup
     is the worker's job. Raises anything on failure (``GuestError`` with the traceback, ...).
+    A factory may carry ``max_concurrency`` (the app's own setting, which wins over the
+    server's ``--max-concurrency``).
     """
 
     def __call__(self, *, stdout: Callable[[bytes], None],
                  stderr: Callable[[bytes], None]) -> Isolate: ...
 
 
-def with_app(make: Callable[..., Isolate], main: str, path: str | None = "/app") -> IsolateFactory:
+def with_app(make: Callable[..., Isolate], main: str, path: str | None = "/app", *,
+             max_concurrency: int | None = None) -> IsolateFactory:
     """An :data:`IsolateFactory` from any isolate maker ``make(*, stdout, stderr) -> Isolate``
     (e.g. a snapshot ``Restorer.new_isolate``): after ``make`` it runs
     ``_pyworkers_asgi.load(main, path)``, cheap and idempotent when the app is already imported
@@ -65,6 +68,7 @@ def with_app(make: Callable[..., Isolate], main: str, path: str | None = "/app")
             raise
         return iso
 
+    factory.max_concurrency = max_concurrency  # type: ignore[attr-defined]
     return factory
 
 
@@ -83,6 +87,7 @@ class AppFactory:
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     memory_limit: int | None = None
     cache_dir: Any = None
+    max_concurrency: int | None = None
 
     def __call__(self, *, stdout: Callable[[bytes], None],
                  stderr: Callable[[bytes], None]) -> Isolate:
