@@ -18,7 +18,7 @@ class _WorkerView(Protocol):
 
 #: seconds a guest may run without awaiting before its isolate stops taking new requests
 #: (a sync endpoint or a CPU loop is blocking its event loop)
-BLOCKED_AFTER = 0.25
+BLOCKED_AFTER = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
