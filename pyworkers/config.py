@@ -244,5 +244,6 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
         compatibility_date=values.get("compatibility_date"),
         compatibility_flags=values.get("compatibility_flags", ()),
         vars=MappingProxyType(values.get("vars", {})),
+        max_concurrency=values.get("max_concurrency"),
         origins=MappingProxyType(origins),
     )

@@ -182,3 +182,14 @@ def test_future_date_from_file(tmp_path):
     (d / "pyworkers.toml").write_text('compatibility_date = "2026-06-02"\n')
     with pytest.raises(ConfigError, match="in the future"):
         load_worker_config(d).runtime_selection(today=dt.date(2026, 6, 1))
+
+
+def test_max_concurrency_key(tmp_path):
+    from pyworkers.config import ConfigError, load_worker_config
+
+    (tmp_path / "pyworkers.toml").write_text('name = "w"\nmax_concurrency = 8\n')
+    assert load_worker_config(tmp_path).max_concurrency == 8
+    for bad in ("0", "true", '"8"'):
+        (tmp_path / "pyworkers.toml").write_text(f'name = "w"\nmax_concurrency = {bad}\n')
+        with pytest.raises(ConfigError, match="max_concurrency: must be an integer"):
+            load_worker_config(tmp_path)
