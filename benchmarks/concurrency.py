@@ -22,8 +22,12 @@ Per endpoint: an uncounted warm-up (``2 x clients`` requests per server), then `
 counted rounds of ``requests / rounds`` requests per server; the servers alternate within a
 round and the order flips every round (interleaved, so drift hits both alike). Latency is per
 request, from writing it to having read the whole response (``time.perf_counter``, ms);
-requests/s is counted requests over the summed wall time of their rounds. Percentiles are
-nearest-rank (:func:`pyworkers.benchmarks.coldstart.pct`).
+requests/s is counted requests over the summed wall time of their rounds. A round opens
+``min(clients, requests in the round)`` connections; when a round has no more requests than
+clients (the ``def`` endpoints with the defaults: 25 per round, 32 clients) it is one burst, so
+on a server that runs them one at a time latencies spread from 50 ms to ``n x 50`` ms (p50
+about half of that), not the steady-state ``clients x 50`` ms. Percentiles are nearest-rank
+(:func:`pyworkers.benchmarks.coldstart.pct`).
 
 Run: ``pyworkers bench concurrency [--clients N] [--requests N] [--sync-requests N] [--json]``.
 """
@@ -248,6 +252,8 @@ def run(clients: int = 32, requests: int = 2000, *, sync_requests: int = 100, ro
                    "order": "per endpoint, servers alternate within a round, order flips "
                             "every round",
                    "latency": "request written -> whole response read (time.perf_counter)",
+                   "connections_per_round": "min(clients, requests in the round): a round "
+                                            "with no more requests than clients is one burst",
                    "percentiles": "nearest rank"},
         "servers": {}, "endpoints": {},
     }
