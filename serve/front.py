@@ -59,9 +59,13 @@ class ServerApp:
     def __init__(self, targets: Mapping[str, IsolateFactory], config: ServeConfig,
                  on_startup: list[Callable[["ServerApp"], Any]] | None = None,
                  env_sources: Mapping[str, Callable[[], dict]] | None = None,
-                 metrics: Any = None, admin: Any = None, admin_port: int | None = None):
-        if not targets:
+                 metrics: Any = None, admin: Any = None, admin_port: int | None = None,
+                 unavailable: Mapping[str, str] | None = None):
+        if not targets and not unavailable:
             raise ServeError("no deployments to serve")
+        #: workers that cannot be served now, with the reason (``503`` for their requests
+        #: until a deployment of theirs can be restored)
+        self.unavailable: dict[str, str] = dict(unavailable or {})
         self.config = config
         #: optional :class:`pyworkers.serve.admin.Metrics`; ``admin`` answers requests that
         #: arrive on ``admin_port`` (the admin socket uvicorn also listens on)
@@ -121,13 +125,23 @@ class ServerApp:
                 return
 
     async def startup(self) -> None:
-        """Boot every pool concurrently; raise the first failure, naming the deployment."""
+        """Boot every pool concurrently. A deployment that fails to start is served as
+        unavailable (``503``) while the others serve; if none starts, raise the first failure,
+        naming the deployment."""
         names = list(self.pools)
+        if not names:
+            raise ServeError("no deployment can be served: "
+                             + "; ".join(f"{n}: {r}" for n, r in self.unavailable.items()))
         results = await asyncio.gather(*(self.pools[n].start() for n in names),
                                        return_exceptions=True)
-        for name, r in zip(names, results):
-            if isinstance(r, BaseException):
-                raise ServeError(f"deployment {name!r} failed to start: {r}") from r
+        failed = [(n, r) for n, r in zip(names, results) if isinstance(r, BaseException)]
+        if len(failed) == len(names):  # nothing can be served
+            name, r = failed[0]
+            raise ServeError(f"deployment {name!r} failed to start: {r}") from r
+        for name, r in failed:
+            log.error("[%s] cannot start, answering 503 until it is redeployed: %s", name, r)
+            await self.pools.pop(name).close()
+            self.unavailable[name] = f"failed to start: {r}"
         self.started = True
         for cb in self.on_startup:
             res = cb(self)
@@ -145,22 +159,34 @@ class ServerApp:
         pool = self.pools.get(name)
         if pool is None:
             pool = self._pool(name, factory)
-            await pool.start()
+            try:
+                await pool.start()
+            except BaseException:
+                await pool.close()
+                raise
             self.pools[name] = pool
+            self.unavailable.pop(name, None)
             log.info("[%s] deployment added", name)
             return pool.generation
         return await pool.swap(factory)
 
+    def _names(self) -> list[str]:
+        return [*self.pools, *(n for n in self.unavailable if n not in self.pools)]
+
     # ------------------------------------------------------------------ HTTP
     async def _http(self, scope: dict, receive: Callable, send: Callable) -> str | None:
         """Forward one HTTP request; returns the deployment name it went to (or None)."""
-        routed = route(scope, self.pools)
+        routed = route(scope, self._names())
         if routed is None:
-            names = ", ".join(sorted(self.pools))
+            names = ", ".join(sorted(self._names()))
             await _plain(send, 404, "no deployment matches this request: use /<name>/... or a "
                          f"Host header <name>.localhost; deployments: {names}\n", None)
             return None
         name, root_path = routed
+        if name in self.unavailable:
+            await _plain(send, 503, f"Service Unavailable: worker {name} cannot be served "
+                         "now (see the server log)\n", "unavailable")
+            return name
         length = _content_length(scope)
         if length is not None and length > self.config.max_body_size:
             await _plain(send, 413, f"request body over {self.config.max_body_size} bytes\n",
@@ -188,9 +214,9 @@ class ServerApp:
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        routed = route(scope, self.pools)
-        if routed is None:
-            await send({"type": "websocket.close", "code": 1008})
+        routed = route(scope, self._names())
+        if routed is None or routed[0] in self.unavailable:
+            await send({"type": "websocket.close", "code": 1008 if routed is None else 1013})
             return
         name, root_path = routed
         try:
@@ -267,13 +293,13 @@ class HttpExchange:
             kind = msg.kind
             if kind == wire.G_START:
                 self.started = True
-                await self.send({"type": "http.response.start", "status": msg.status,
-                                 "headers": msg.headers,
-                                 "trailers": bool(msg.meta.get("trailers", False))})
+                await self._send({"type": "http.response.start", "status": msg.status,
+                                  "headers": msg.headers,
+                                  "trailers": bool(msg.meta.get("trailers", False))})
             elif kind == wire.G_BODY:
                 more = msg.more_body
-                await self.send({"type": "http.response.body", "body": msg.body,
-                                 "more_body": more})
+                await self._send({"type": "http.response.body", "body": msg.body,
+                                  "more_body": more})
                 if more:
                     self.conv.push(wire.H_ACK)
                 else:
@@ -284,6 +310,11 @@ class HttpExchange:
             elif kind == wire.G_DONE:
                 await self._done(msg)
                 return
+
+    async def _send(self, message: dict) -> None:
+        """Send to the client within the request deadline (a client that does not read holds
+        only this request, and only until then)."""
+        await asyncio.wait_for(self.send(message), self._left())
 
     async def _next_body(self) -> None:
         ev = await asyncio.wait_for(self.receive(), self._left())

@@ -30,25 +30,47 @@ log = logging.getLogger("pyworkers.serve")
 def deployment_target(store, name: str, *, memory_limit: int | None) -> tuple[str, IsolateFactory]:
     """``(deployment id, IsolateFactory)`` for worker ``name``'s current deployment. Raises
     :class:`DeploymentUnavailable` when the worker has none or its snapshot is refused."""
-    from pyworkers.snapshot import Restorer, SnapshotError
-
     dep = store.current(name)
     if dep is None:
         raise DeploymentUnavailable(f"worker {name!r} has no deployment in {store.root}: run "
                                     "`pyworkers deploy` first")
+    return dep.id, deployment_factory(dep, memory_limit=memory_limit)
+
+
+def deployment_factory(dep, *, memory_limit: int | None) -> IsolateFactory:
+    """The :data:`IsolateFactory` of one deployment: restore from its dedicated snapshot (the
+    snapshot file is verified and its image module compiled here, once per machine), or boot
+    and import when it has none. Raises :class:`DeploymentUnavailable` (e.g. a corrupt or
+    foreign snapshot), naming the deployment."""
+    from pyworkers.snapshot import Restorer, SnapshotError
+
     main = dep.record["config"]["main"]
     conc = dep.record["config"].get("max_concurrency")
     if dep.snapshot_path is None:
         kw = dep.isolate_kwargs()
-        return dep.id, AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
-                                  site_packages=kw["site_packages"], env=kw["env"],
-                                  memory_limit=memory_limit, max_concurrency=conc)
+        return AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
+                          site_packages=kw["site_packages"], env=kw["env"],
+                          memory_limit=memory_limit, max_concurrency=conc)
     try:
         restorer = Restorer(dep.snapshot_path, **dep.restore_kwargs())
-    except SnapshotError as e:
+    except (SnapshotError, OSError) as e:
         raise DeploymentUnavailable(f"deployment {dep.id}: {e}") from None
-    return dep.id, with_app(partial(restorer.new_isolate, memory_limit=memory_limit), main,
-                            max_concurrency=conc)
+    return with_app(partial(restorer.new_isolate, memory_limit=memory_limit), main,
+                    max_concurrency=conc)
+
+
+def fallback_target(store, name: str, skip: str, *,
+                    memory_limit: int | None) -> tuple[str, IsolateFactory] | None:
+    """``--fallback previous``: the newest deployment of ``name`` other than ``skip`` whose
+    files verify and restore, as ``(id, factory)``; ``None`` if there is none."""
+    for dep in reversed(store.list(name)):
+        if dep.id == skip:
+            continue
+        try:
+            return dep.id, deployment_factory(dep, memory_limit=memory_limit)
+        except DeploymentUnavailable as e:
+            log.warning("[%s] fallback: %s", name, e)
+    return None
 
 
 def stage_app(app_dir: Path, name: str, root: Path, note=None) -> Path:
@@ -182,12 +204,13 @@ class StoreWatcher:
                           f", still serving {was}" if was else "", e)
                 continue
             self._failed.pop(w, None)
-            if w in self.served:
+            if gen > 1:
                 log.info("[%s] switched from deployment %s to %s (generation %d)", w,
                          self.served[w], dep_id, gen)
-            else:
+            else:  # a new pool: a worker deployed meanwhile, or one that was unavailable
                 log.info("[%s] new worker: serving deployment %s at /%s/", w, dep_id, w)
             self.served[w] = dep_id
 
 
-__all__ = ["StoreWatcher", "app_layer", "build_target", "deployment_target", "stage_app"]
+__all__ = ["StoreWatcher", "app_layer", "build_target", "deployment_factory",
+           "deployment_target", "fallback_target", "stage_app"]

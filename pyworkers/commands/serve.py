@@ -79,6 +79,14 @@ def log_config(level: str) -> dict:
               type=click.FloatRange(0.1), help="Seconds between checks of the registry tags.")
 @click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
               help="PEM CA certificates to trust for --registry.")
+@click.option("--fallback", type=click.Choice(["none", "previous"]), default="none",
+              show_default=True,
+              help="When a worker's current deployment cannot be restored (corrupt, refused): "
+                   "'previous' serves its newest earlier deployment that verifies; 'none' "
+                   "answers 503 for it. Other workers are served either way.")
+@click.option("--keep-alive-timeout", default=5.0, show_default=True,
+              type=click.FloatRange(0, min_open=True),
+              help="Seconds an idle keep-alive connection stays open.")
 @click.option("--cache-dir", metavar="DIR",
               help="Cache root (default: PYWORKERS_CACHE_DIR or the user cache directory).")
 @click.option("--log-level", default="info", show_default=True,
@@ -90,6 +98,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
               drain_timeout: float, max_body_size: int, memory_limit: int,
               queue_timeout: float, idle_timeout: float, admin_port: int | None,
               registry_ref: str | None, registry_interval: float, ca_file: str | None,
+              fallback: str, keep_alive_timeout: float,
               cache_dir: str | None, log_level: str, no_access_log: bool) -> None:
     """Serve deployments (default: every worker in the store) over HTTP.
 
@@ -108,7 +117,9 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
 
     from pyworkers.packages import RichProgress
     from pyworkers.serve import ServeConfig, ServeError, ServerApp
-    from pyworkers.serve.targets import StoreWatcher, build_target, deployment_target
+    from pyworkers.serve import DeploymentUnavailable
+    from pyworkers.serve.targets import (StoreWatcher, build_target, deployment_target,
+                                         fallback_target)
     from pyworkers.store import Store, StoreError
 
     try:
@@ -142,14 +153,28 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
         raise UserError(f"no deployment or app directory named {', '.join(map(repr, unknown))} "
                         f"(deployed workers: {', '.join(names) or 'none'})")
     targets: dict = {}
+    unavailable: dict[str, str] = {}
     where: dict[str, str] = {}
     served: dict[str, str] = {}  # worker -> deployment id being served
     try:
         with RichProgress() as progress:
             for w in workers:
                 progress.note(f"preparing {w}: restoring from its snapshot")
-                served[w], targets[w] = deployment_target(store, w, memory_limit=limit)
-                where[w] = f"deployment {served[w]}"
+                try:
+                    served[w], targets[w] = deployment_target(store, w, memory_limit=limit)
+                    where[w] = f"deployment {served[w]}"
+                except DeploymentUnavailable as e:
+                    served[w] = store.current_id(w) or ""
+                    fb = fallback_target(store, w, served[w], memory_limit=limit) \
+                        if fallback == "previous" else None
+                    if fb is None:
+                        log.error("[%s] cannot be served (503 until a deployment of it can be "
+                                  "restored): %s", w, e)
+                        unavailable[w] = str(e)
+                        continue
+                    log.error("[%s] %s; --fallback previous: serving deployment %s", w, e, fb[0])
+                    targets[w] = fb[1]
+                    where[w] = f"deployment {fb[0]} (fallback)"
             for d in dirs:
                 name, factory = build_target(d, memory_limit=limit, cache_dir=cache_dir,
                                              progress=progress)
@@ -207,7 +232,11 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
 
         metrics = Metrics()
         admin = None  # set below, it needs the app
-    app = ServerApp(targets, cfg, on_startup=[on_started], metrics=metrics)
+    if not targets:
+        raise UserError("nothing can be served: " + "; ".join(
+            f"{n}: {r}" for n, r in unavailable.items()))
+    app = ServerApp(targets, cfg, on_startup=[on_started], metrics=metrics,
+                    unavailable=unavailable)
     sockets = None
     if admin_port is not None:
         sockets = [_listen(host, port), _listen(host, admin_port)]
@@ -223,7 +252,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             "(/healthz /readyz /metrics)", host, bound, host, app.admin_port))
     config = uvicorn.Config(app, host=host, port=port, lifespan="on",
                             log_config=log_config(log_level), log_level=log_level,
-                            access_log=not no_access_log,
+                            access_log=not no_access_log, timeout_keep_alive=keep_alive_timeout,
                             timeout_graceful_shutdown=cfg.drain_timeout)
     server = uvicorn.Server(config)
     try:

@@ -34,6 +34,8 @@ import sys
 import _pyworkers_wire as W
 
 CHANNEL = "/dev/pyworkers/channel"
+#: largest response body piece per frame (bytes)
+CHUNK = 1 << 20
 
 _server = None
 
@@ -134,9 +136,20 @@ class _Conversation:
             raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{t}'.")
         body = _as_bytes(message.get("body", b""), "body")
         more = bool(message.get("more_body", False))
+        view = memoryview(body)
+        # a large body crosses in CHUNK-sized frames, each acknowledged: the host never holds
+        # more than about one chunk of it
+        while len(view) > CHUNK:
+            await self._emit_body(view[:CHUNK], True)
+            view = view[CHUNK:]
+            if self.disconnected:
+                return
         if not more:
             self.complete = True
             self._wake_receiver()
+        await self._emit_body(view, more)
+
+    async def _emit_body(self, body, more):
         self.server.emit(W.G_BODY, self.cid, {"more_body": more} if more else None, body)
         if more:
             self.ack = self.server.loop.create_future()
