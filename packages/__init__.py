@@ -30,11 +30,14 @@ from .progress import Progress, RichProgress
 from .pylock import read_lock, write_lock
 from .release_lock import DEFAULT, ReleaseLock, default_package_base_url, read_release_lock
 from .requirements import InputRequirement, RequirementsInput, parse_requirements
-from .resolver import PinnedWheel, Resolution, parse_exclude_newer, resolve
+from .resolver import (IMPLICIT_REQUIREMENTS, PinnedWheel, Resolution, SdistRef,
+                       parse_exclude_newer, resolve, server_only_packages)
+from .sdist import SdistBuildError
 from .target import Target
 
 __all__ = [
-    "CachedWheel", "ConflictError", "DEFAULT", "HashMismatchError", "IndexConfig",
+    "CachedWheel", "ConflictError", "DEFAULT", "IMPLICIT_REQUIREMENTS", "SdistBuildError",
+    "SdistRef", "server_only_packages", "HashMismatchError", "IndexConfig",
     "IndexConfigError", "IndexFile", "InputRequirement", "InstalledLayer", "LayerError",
     "LockFileError", "NetworkError", "NoCompatibleWheelError", "PackagesError", "PinnedWheel",
     "Progress", "ReleaseLock", "RequirementsError", "RequirementsInput", "Resolution",

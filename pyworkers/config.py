@@ -6,6 +6,7 @@ File format (every key optional)::
     main = "main:app"                     # ASGI app as uvicorn takes it, module:attribute
     compatibility_date = "2026-11-21"     # YYYY-MM-DD (a quoted string or a bare TOML date)
     compatibility_flags = ["python_entropy_at_import_error"]
+    dependency_groups = ["templates"]     # optional-dependency groups of pyproject.toml to add
     [vars]                                # environment variables, string values only
     GREETING = "hello"
 
@@ -37,7 +38,7 @@ from pyworkers.compat import parse_compatibility_date, select
 __all__ = ["ConfigError", "WorkerConfig", "load_worker_config", "DEFAULT_MAIN", "KEYS"]
 
 DEFAULT_MAIN = "main:app"
-KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "vars")
+KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "dependency_groups", "vars")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOTTED_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -61,6 +62,9 @@ class WorkerConfig:
         compatibility_date: ``datetime.date`` or ``None`` (not set).
         compatibility_flags: explicit flags in the order given.
         vars: environment variables, ``str -> str`` (read-only mapping).
+        dependency_groups: names of ``pyproject.toml`` optional-dependency groups
+            (``[project.optional-dependencies]`` or PEP 735 ``[dependency-groups]``) installed
+            with ``[project] dependencies`` (see :mod:`pyworkers.packages.inputs`).
         origins: for each key set explicitly, where it came from (file path or "command line").
     """
 
@@ -71,6 +75,7 @@ class WorkerConfig:
     compatibility_date: _dt.date | None = None
     compatibility_flags: tuple[str, ...] = ()
     vars: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    dependency_groups: tuple[str, ...] = ()
     origins: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -165,6 +170,11 @@ def _check(values: dict, where: str) -> dict:
                             else "run `pyworkers runtimes list` to see every flag")
                     raise _fail(where, key, f"unknown compatibility flag {x!r}: {hint}")
             v = tuple(v)
+        if key == "dependency_groups":
+            if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v):
+                raise _fail(where, key, f"must be an array of group names, got {v!r}: write "
+                                        'e.g. dependency_groups = ["templates"]')
+            v = tuple(v)
         if key == "vars":
             if not isinstance(v, Mapping):
                 raise _fail(where, key, f"must be a table of strings, got {_type_name(v)}")
@@ -237,5 +247,6 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
         compatibility_date=values.get("compatibility_date"),
         compatibility_flags=values.get("compatibility_flags", ()),
         vars=MappingProxyType(values.get("vars", {})),
+        dependency_groups=values.get("dependency_groups", ()),
         origins=MappingProxyType(origins),
     )
