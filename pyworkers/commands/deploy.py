@@ -76,12 +76,14 @@ def _with_store(record: dict, store, **extra) -> dict:
 @click.option("--index-url", metavar="URL", help="Package index (default: pip's configuration).")
 @click.option("--extra-index-url", "extra_index_urls", multiple=True, metavar="URL",
               help="Additional package index (repeatable).")
+@click.option("--no-build", is_flag=True, help="Never build pure-Python wheels from sdists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment record as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (errors still print).")
 def deploy_cmd(app_dir: Path, name: str | None, main_: str | None, date: str | None,
                flags: tuple[str, ...], vars_: tuple[str, ...], store_dir: Path | None,
                cache_dir: str | None, index_url: str | None,
-               extra_index_urls: tuple[str, ...], as_json: bool, quiet: bool) -> None:
+               extra_index_urls: tuple[str, ...], no_build: bool, as_json: bool,
+               quiet: bool) -> None:
     """Deploy the app in APP_DIR: resolve and install its requirements, import it in a fresh
     sandbox, check it is an ASGI app, snapshot it, smoke-test the restored snapshot and publish
     an immutable deployment that becomes the worker's current one."""
@@ -95,7 +97,7 @@ def deploy_cmd(app_dir: Path, name: str | None, main_: str | None, date: str | N
             dep = deploy(app_dir, store=store, name=name, main=main_, compatibility_date=date,
                          flags=list(flags) or None, vars=vars_d or None, cache_dir=cache_dir,
                          index_url=index_url, extra_index_urls=list(extra_index_urls) or None,
-                         progress=progress)
+                         progress=progress, build=not no_build)
         except DeployError as e:
             if e.detail:
                 click.echo(e.detail.rstrip(), err=True)
