@@ -137,6 +137,8 @@ class Resolution:
         reused: ``True`` when read back from an unchanged lock file.
         left_out: server-only packages left out of the layer (no usable wheel), as
             ``"uvloop (required by uvicorn 0.38.0): event loop for uvicorn"``.
+        unavailable: with ``resolve(..., missing_ok=True)``, one error per project that has
+            no usable wheel (instead of raising); such a resolution is a report, not a lock.
     """
 
     wheels: tuple[PinnedWheel, ...]
@@ -148,6 +150,7 @@ class Resolution:
     notes: tuple[str, ...] = ()
     reused: bool = False
     left_out: tuple[str, ...] = ()
+    unavailable: tuple[NoCompatibleWheelError, ...] = ()
 
     def built_from_sdist(self) -> tuple[PinnedWheel, ...]:
         """The pins pyworkers built from sdists (pure-Python wheels)."""
@@ -865,7 +868,8 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             progress: Any = None,
             build: bool = False,
             implicit: Sequence[str] = (),
-            server_only: bool = True) -> Resolution:
+            server_only: bool = True,
+            missing_ok: bool = False) -> Resolution:
     """Resolve ``requirements`` for ``target`` into an exact, hash-pinned set of wheels.
 
     Args:
@@ -901,6 +905,9 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             note instead of failing.
         server_only: leave packages of ``server_only.toml`` that have no usable wheel out of
             the resolution (``Resolution.left_out`` and a note) instead of failing.
+        missing_ok: report projects without a usable wheel in ``Resolution.unavailable``
+            instead of raising :class:`NoCompatibleWheelError` (``pyworkers check``); nothing is
+            written to ``lock_path`` then.
 
     Returns a :class:`Resolution` (wheels sorted by name).
 
@@ -1022,7 +1029,7 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
                 left_out.append(f"{c.name} ({by}): {ctx.server_only[c.name]}")
                 continue
             missing.append(ctx.no_wheel_error(c.name, reqs_of, spec))
-        if missing:
+        if missing and not missing_ok:
             raise _missing_error(sorted(missing, key=lambda e: e.project))
         for lo in left_out:
             ctx.note(f"left out of the layer (server-only, no wheel for {t.name}; the app runs "
@@ -1040,8 +1047,9 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
     if built:
         ctx.note("built pure-Python wheels from sdists (C extensions off): " + ", ".join(built))
     res = Resolution(tuple(wheels), t.to_json(), cfg.urls if cfg is not None else (), cutoff,
-                     digest, tuple(skipped), tuple(ctx.notes), left_out=tuple(left_out))
-    if lock_path is not None:
+                     digest, tuple(skipped), tuple(ctx.notes), left_out=tuple(left_out),
+                     unavailable=tuple(sorted(missing, key=lambda e: e.project)))
+    if lock_path is not None and not missing:
         write_lock(res, lock_path)
     return res
 

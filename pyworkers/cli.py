@@ -46,3 +46,4 @@ from pyworkers.commands import snapshot as _snapshot  # noqa: E402,F401
 from pyworkers.commands import deploy as _deploy  # noqa: E402,F401
 from pyworkers.commands import serve as _serve  # noqa: E402,F401
 from pyworkers.commands import bench as _bench  # noqa: E402,F401
+from pyworkers.commands import check as _check  # noqa: E402,F401
