@@ -412,6 +412,17 @@ class _Context:
         self.builder: Any = None  # SdistBuilder when building from sdists is allowed
         self.no_build = False  # building was turned off (--no-build): said in errors
         self.server_only: dict[str, str] = {}
+        self.top_names: set[str] = set()
+        self.dropped: dict[tuple[str, str], str] = {}  # (name, parent name) -> left-out text
+
+    def keep(self, r: Req) -> bool:
+        """False for a server-only dependency the user did not ask for (left out, noted)."""
+        if r.name not in self.server_only or r.name in self.top_names or r.parent is None:
+            return True
+        pname = r.parent.split(" ", 1)[0].split("[", 1)[0]
+        self.dropped.setdefault((r.name, pname), f"{r.name} (required by {self.chain(r.parent)})"
+                                                 f": {self.server_only[r.name]}")
+        return False
 
     def placeholder(self, name: str) -> Candidate:
         """Stands in for a project with no usable wheel (reported after resolving)."""
@@ -665,6 +676,7 @@ class _Context:
             env = self._env("")
             out = [self._to_req(r, parent) for r in reqs
                    if r.marker is None or r.marker.evaluate(env)]
+        out = [r for r in out if self.keep(r)]
         for r in out:
             self.introduced.setdefault(r.name, []).append(r)
         return out
@@ -688,6 +700,8 @@ class _Context:
                 continue  # already a dependency of the base
             if any(r.marker.evaluate(self._env(e)) for e in c.extras):
                 req = self._to_req(r, parent)
+                if not self.keep(req):
+                    continue
                 self.introduced.setdefault(req.name, []).append(req)
                 out.append(req)
         return out
@@ -903,8 +917,10 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
         implicit: requirements added to every resolution unless the input names them
             (:data:`IMPLICIT_REQUIREMENTS`); one that cannot be resolved is left out with a
             note instead of failing.
-        server_only: leave packages of ``server_only.toml`` that have no usable wheel out of
-            the resolution (``Resolution.left_out`` and a note) instead of failing.
+        server_only: leave packages of ``server_only.toml`` out of the resolution
+            (``Resolution.left_out`` and a note) when another package pulls them in (e.g.
+            ``fastapi[standard]``), and when the user lists one that has no usable wheel;
+            one the user lists that has a wheel is installed (``import uvicorn`` works).
         missing_ok: report projects without a usable wheel in ``Resolution.unavailable``
             instead of raising :class:`NoCompatibleWheelError` (``pyworkers check``); nothing is
             written to ``lock_path`` then.
@@ -998,6 +1014,7 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             prog.note(f"skipped {s}")
         for n in implicit:
             top.append(Req(n, parent=None))
+        ctx.top_names = {r.name for r in top}
         resolver = resolvelib.Resolver(_Provider(ctx), _Reporter(prog))
         try:
             result = resolver.resolve(top, max_rounds=MAX_ROUNDS)
@@ -1029,11 +1046,15 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
                 left_out.append(f"{c.name} ({by}): {ctx.server_only[c.name]}")
                 continue
             missing.append(ctx.no_wheel_error(c.name, reqs_of, spec))
+        final = {c.name for c in result.mapping.values()
+                 if isinstance(c, Candidate) and c.source != "missing"}
+        left_out = sorted({text for (n, parent), text in ctx.dropped.items()
+                           if parent in final and n not in final} | set(left_out))
         if missing and not missing_ok:
             raise _missing_error(sorted(missing, key=lambda e: e.project))
         for lo in left_out:
-            ctx.note(f"left out of the layer (server-only, no wheel for {t.name}; the app runs "
-                     f"behind pyworkers' server): {lo}")
+            ctx.note(f"left out of the layer (server-only: the app runs behind pyworkers' "
+                     f"server): {lo}")
         for c in result.mapping.values():
             if isinstance(c, Candidate) and not c.sha256 and c.source not in ("missing", "sdist"):
                 # The index gave no hash: download the wheel (into the cache) and pin its digest.
