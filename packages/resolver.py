@@ -710,7 +710,8 @@ class _Context:
     def _sdist_why(self, info: _ProjectInfo, rng: Any) -> str:
         """Why no wheel was built from the sdist (one clause)."""
         if self.no_build:
-            return ("building a pure-Python wheel from its sdist is turned off (--no-build)")
+            return ("the sandbox cannot build from source, and building a pure-Python wheel "
+                    "from its sdist natively is turned off (--no-build)")
         if self.builder is None:
             return "the sandbox cannot build from source"
         fails = [(v, why) for v, why in info.build_failures.items() if why]

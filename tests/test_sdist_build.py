@@ -193,7 +193,7 @@ def test_compiled_sdist_fails_with_reason_and_alternatives(tmp_path, server):
     assert "only source distributions" in e.message and "src/cext.c" in e.message
     assert "needs a compiler" in e.message
     assert "alternatives:" in e.detail and "pyodide build" in e.detail
-    with pytest.raises(NoCompatibleWheelError, match=r"turned off \(--no-build\)"):
+    with pytest.raises(NoCompatibleWheelError, match=r"natively is turned off \(--no-build\)"):
         resolve(["cext"], "314.0.7", index_url=server.index, extra_index_urls=[], exclude_newer=None,
                 cache_dir=tmp_path / "cache", build=False)
 
