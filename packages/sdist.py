@@ -36,7 +36,6 @@ import io
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -115,8 +114,9 @@ def recipe(project: str, path: Path = TABLE) -> Recipe:
     entry = (t.get("projects") or {}).get(canonicalize_name(project))
     if entry is not None:
         env.update(entry.get("env") or {})
-    return Recipe(canonicalize_name(project), tuple(sorted((str(k), str(v)) for k, v in env.items())),
-                  (entry or {}).get("why", ""), entry is not None)
+    pairs = tuple(sorted((str(k), str(v)) for k, v in env.items()))
+    return Recipe(canonicalize_name(project), pairs, (entry or {}).get("why", ""),
+                  entry is not None)
 
 
 class SdistCache(WheelCache):
@@ -329,7 +329,8 @@ class SdistBuilder:
         return BuiltWheel(e["wheel"], e["sha256"], wpath.stat().st_size, wpath, sha)
 
     @staticmethod
-    def _error(name: str, version: str, filename: str, reason: str, log: str = "") -> SdistBuildError:
+    def _error(name: str, version: str, filename: str, reason: str,
+               log: str = "") -> SdistBuildError:
         return SdistBuildError(
             f"{name} {version}: cannot build a pure-Python wheel from its sdist {filename}: "
             f"{reason}", project=name, version=version, sdist=filename, reason=reason,
@@ -392,7 +393,7 @@ def alternatives(name: str, target_name: str, newest_wheel: str | None) -> str:
     if newest_wheel:
         opts.append(f"require {name}=={newest_wheel} (the newest version with a wheel for "
                     f"{target_name})")
-    opts.append(f"build a wasm wheel with pyodide-build (`pyodide build`) and list its path in "
+    opts.append("build a wasm wheel with pyodide-build (`pyodide build`) and list its path in "
                 "requirements.txt")
     opts.append("serve the release's own packages with --package-base-url if its lock has "
                 f"{name}")

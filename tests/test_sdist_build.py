@@ -31,7 +31,7 @@ def make_wheel(d: Path, name: str, version: str, tag: str = "py3-none-any",
                files: dict | None = None) -> Path:
     dist = name.replace("-", "_")
     info = f"{dist}-{version}.dist-info"
-    meta = [f"Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+    meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
     meta += [f"Requires-Dist: {r}" for r in requires]
     for extra, reqs in (extras or {}).items():
         meta.append(f"Provides-Extra: {extra}")
@@ -186,7 +186,8 @@ def test_compiled_sdist_fails_with_reason_and_alternatives(tmp_path, server):
                     "setup(name='cext', ext_modules=[Extension('cext', ['src/cext.c'])])\n",
         "src/cext.c": "int x;\n"}))
     with pytest.raises(NoCompatibleWheelError) as ei:
-        resolve(["cext"], "314.0.7", index_url=server.index, extra_index_urls=[], exclude_newer=None,
+        resolve(["cext"], "314.0.7", index_url=server.index,
+                extra_index_urls=[], exclude_newer=None,
                 cache_dir=tmp_path / "cache", build=True)
     e = ei.value
     assert e.project == "cext"
@@ -194,7 +195,8 @@ def test_compiled_sdist_fails_with_reason_and_alternatives(tmp_path, server):
     assert "needs a compiler" in e.message
     assert "alternatives:" in e.detail and "pyodide build" in e.detail
     with pytest.raises(NoCompatibleWheelError, match=r"natively is turned off \(--no-build\)"):
-        resolve(["cext"], "314.0.7", index_url=server.index, extra_index_urls=[], exclude_newer=None,
+        resolve(["cext"], "314.0.7", index_url=server.index,
+                extra_index_urls=[], exclude_newer=None,
                 cache_dir=tmp_path / "cache", build=False)
 
 
@@ -205,13 +207,15 @@ def test_server_only_dependencies_left_out(tmp_path, server):
                                      extras={"standard": ["uvloop", "httptools"]}))
     server.add("uvloop", make_wheel(tmp_path, "uvloop", "0.22.0", "cp314-cp314-linux_x86_64"))
     server.add("tinylib", make_wheel(tmp_path, "tinylib", "1.0"))
-    res = resolve(["webapp[standard]"], "314.0.7", index_url=server.index, extra_index_urls=[], exclude_newer=None,
+    res = resolve(["webapp[standard]"], "314.0.7", index_url=server.index,
+                  extra_index_urls=[], exclude_newer=None,
                   cache_dir=tmp_path / "cache", implicit=("tzdata",))
     assert [w.name for w in res.wheels] == ["tinylib", "webapp"]
     assert any(lo.startswith("uvicorn (required by webapp[standard] 1.0") for lo in res.left_out)
     assert any("tzdata" in n and "only know UTC" in n for n in res.notes)  # implicit, absent
     # Listed by the user: uvicorn (a wheel) is installed, uvloop (none) is left out.
-    res = resolve(["uvicorn[standard]"], "314.0.7", index_url=server.index, extra_index_urls=[], exclude_newer=None,
+    res = resolve(["uvicorn[standard]"], "314.0.7", index_url=server.index,
+                  extra_index_urls=[], exclude_newer=None,
                   cache_dir=tmp_path / "cache")
     assert [w.name for w in res.wheels] == ["uvicorn"]
     assert sorted(lo.split(" ")[0] for lo in res.left_out) == ["httptools", "uvloop"]
@@ -234,7 +238,8 @@ def test_release_lock_through_loopback_mirror(tmp_path, server):
         w = make_wheel(wheels, name, version, tag, requires=tuple(deps))
         server.mirror(w)
         packages[name] = {"name": name, "version": version, "file_name": w.name,
-                          "install_dir": "site", "sha256": hashlib.sha256(w.read_bytes()).hexdigest(),
+                          "install_dir": "site",
+                          "sha256": hashlib.sha256(w.read_bytes()).hexdigest(),
                           "package_type": "package", "imports": [name], "depends": deps}
     for name in ("markupsafe", "pyyaml"):  # the sdist fallback is there too, and must lose
         server.add(name, make_sdist(tmp_path, name, "9.9", {"setup.py": "raise SystemExit(1)\n"}))

@@ -126,7 +126,7 @@ def test_zoneinfo_in_a_layer_with_python_command(deployed):
     layer = Store(st).current("templates").layer_dir
     code = ("import zoneinfo, datetime as d; z = zoneinfo.ZoneInfo('Europe/Paris'); "
             "t = d.datetime(2026, 3, 29, 1, 30, tzinfo=d.timezone.utc).astimezone(z); "
-            "print(t.isoformat(), t.tzname(), sorted(zoneinfo.available_timezones()).__len__() > 400)")
+            "print(t.isoformat(), t.tzname(), len(zoneinfo.available_timezones()) > 400)")
     r = cli("python", "--site-packages", str(layer), "-c", code)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "2026-03-29T03:30:00+02:00 CEST True"  # DST switch at 01:00 UTC
