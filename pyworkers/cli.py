@@ -30,6 +30,7 @@ def main() -> None:
     Typical use:
       pyworkers python -c "import sys; print(sys.version)"   run code in a fresh sandbox
       pyworkers runtimes list                                 runtime releases and what is installed
+      pyworkers check APP_DIR                                 will its packages and imports work here?
     """
 
 

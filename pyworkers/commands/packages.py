@@ -75,7 +75,7 @@ def _release_lock(selection, pyodide_lock: Path | None, cache_dir: str | None, p
     return getattr(inst, "lock_json", None) or Path(inst.package) / "pyodide-lock.json"
 
 
-@main.command("resolve", short_help="Resolve requirements.txt to pinned wheels for a runtime.")
+@main.command("resolve", short_help="Resolve an app's requirements to pinned wheels for a runtime.")
 @click.argument("app_dir", required=False, type=click.Path(path_type=Path, file_okay=False))
 @click.option("-r", "--requirement", "requirements", type=click.Path(path_type=Path,
               dir_okay=False), help="Requirements file (default: APP_DIR/requirements.txt).")
