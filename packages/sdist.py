@@ -19,8 +19,10 @@ or have no native code at all (pypika). For those, :class:`SdistBuilder`:
    entries sorted with a fixed timestamp so the same sdist gives the same bytes) and stores it
    in the wheel cache by its sha256;
 5. records the outcome under the sdist's sha256 (``<cache>/packages/built/sha256/<2>/<sha>.json``,
-   written atomically under a file lock), failures included, so the next resolve neither
-   rebuilds nor retries a failing sdist. An entry made with other switches is rebuilt.
+   written atomically under a file lock), failures that do not depend on the moment included
+   (native code, compiled sources), so the next resolve neither rebuilds nor retries them. A
+   failing ``python -m build`` (which may be a network problem in the build environment) is
+   only remembered for the running process. An entry made with other switches is rebuilt.
 
 Errors: :class:`SdistBuildError` (a :class:`~pyworkers.packages.errors.PackagesError`) names the
 project, the sdist, the reason and the alternatives.
@@ -65,6 +67,8 @@ NATIVE_SOURCE = re.compile(r"\.(c|cc|cpp|cxx|c\+\+|pyx|rs|f|f90|f95|cu|m|mm)$|(^
                            re.IGNORECASE)
 #: Directories of an sdist whose sources are not built (tests, docs, examples, benchmarks).
 _NOT_BUILT = re.compile(r"(^|/)(tests?|testing|docs?|examples?|benchmarks?|bench)/")
+#: Build failures of this process that are not recorded on disk (sdist sha256 -> reason).
+_SESSION_FAILURES: dict[str, str] = {}
 #: Fixed time of the rewritten wheel's entries (zip's epoch) and of the build.
 _EPOCH = "315532800"  # 1980-01-01
 
@@ -275,6 +279,8 @@ class SdistBuilder:
         """The recorded reason why this sdist did not build, or ``None``."""
         if not sdist_sha256:
             return None
+        if sdist_sha256 in _SESSION_FAILURES:
+            return _SESSION_FAILURES[sdist_sha256]
         e = self._read(sdist_sha256, recipe(name, self.table))
         return e["reason"] if e is not None and not e.get("ok") else None
 
@@ -319,9 +325,14 @@ class SdistBuilder:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with filelock.FileLock(str(entry) + ".lock", timeout=LOCK_TIMEOUT):
             e = self._read(sha, rec)
+            if e is None and sha in _SESSION_FAILURES:
+                e = {"ok": False, "reason": _SESSION_FAILURES[sha]}
             if e is None:
                 e = self._build_locked(name, version, filename, path, sha, rec)
-                self._write(sha, e)
+                if e.get("transient"):
+                    _SESSION_FAILURES[sha] = e["reason"]
+                else:
+                    self._write(sha, e)
         if not e.get("ok"):
             raise self._error(name, version, filename, e["reason"], e.get("log", ""))
         wpath = self.wheels.lookup(e["sha256"])
@@ -367,12 +378,14 @@ class SdistBuilder:
                 r = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                    timeout=BUILD_TIMEOUT, cwd=tmpd)
             except subprocess.TimeoutExpired:
-                return {**base, "ok": False, "reason": f"the build took over {BUILD_TIMEOUT} s"}
+                return {**base, "ok": False, "transient": True,
+                        "reason": f"the build took over {BUILD_TIMEOUT} s"}
             log = "\n".join((r.stdout + r.stderr).strip().splitlines()[-25:])
             wheels = sorted(out.glob("*.whl")) if out.is_dir() else []
             if r.returncode != 0 or len(wheels) != 1:
-                return {**base, "ok": False, "log": log,
-                        "reason": f"`python -m build --wheel` failed (exit {r.returncode})"}
+                return {**base, "ok": False, "log": log, "transient": True,
+                        "reason": f"`python -m build --wheel` failed (exit {r.returncode}; "
+                                  "the end of its output is above)"}
             try:
                 wn, wv, _, _ = parse_wheel_filename(wheels[0].name)
             except Exception as e:  # noqa: BLE001 - report any bad name

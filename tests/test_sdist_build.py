@@ -200,6 +200,45 @@ def test_compiled_sdist_fails_with_reason_and_alternatives(tmp_path, server):
                 cache_dir=tmp_path / "cache", build=False)
 
 
+FAILING_BACKEND = {
+    # An in-tree PEP 517 backend (no build requirements: no index needed) whose build fails.
+    "pyproject.toml": '[build-system]\nrequires = []\nbuild-backend = "backend"\n'
+                      'backend-path = ["."]\n',
+    "backend.py": "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):"
+                  "\n    raise RuntimeError('broken build marker 5e1c')\n",
+    "brokensd/__init__.py": "",
+}
+
+
+def test_failing_build_names_package_reason_and_alternatives(tmp_path, server):
+    server.add("brokensd", make_sdist(tmp_path, "brokensd", "1.0", FAILING_BACKEND))
+    from pyworkers.packages import SdistBuildError
+
+    with pytest.raises(SdistBuildError) as ei:
+        resolve(["brokensd"], "314.0.7", index_url=server.index, extra_index_urls=[],
+                exclude_newer=None, cache_dir=tmp_path / "cache", build=True)
+    e = ei.value
+    assert e.project == "brokensd" and e.version == "1.0" and e.sdist == "brokensd-1.0.tar.gz"
+    assert str(e).startswith("brokensd 1.0: cannot build a pure-Python wheel from its sdist "
+                             "brokensd-1.0.tar.gz: `python -m build --wheel` failed")
+    assert "alternatives:" in str(e) and "pyodide build" in str(e)
+    assert "broken build marker 5e1c" in e.detail  # the end of the build's output
+    # `pyworkers check` reports it as unavailable, with the reason, instead of failing.
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "pyworkers.toml").write_text(f'compatibility_date = "{DATE}"\n')
+    (app / "requirements.txt").write_text("brokensd\n")
+    (app / "main.py").write_text("import brokensd\n")
+    from pyworkers.check import check_app
+    from pyworkers.compat import select
+
+    rep = check_app(app, selection=select(DATE), index_url=server.index, extra_index_urls=[],
+                    cache_dir=str(tmp_path / "cache2"), package_base_url="")
+    row = next(p for p in rep["packages"] if p["name"] == "brokensd")
+    assert row["kind"] == "unavailable" and "python -m build --wheel` failed" in row["why"]
+    assert rep["ok"] is False
+
+
 def test_server_only_dependencies_left_out(tmp_path, server):
     server.add("webapp", make_wheel(tmp_path, "webapp", "1.0",
                                     extras={"standard": ["uvicorn[standard]", "tinylib"]}))
