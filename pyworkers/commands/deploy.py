@@ -216,12 +216,13 @@ def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
     lock = r.get("lock")
     if lock:
         how = "reused, inputs unchanged" if lock["reused"] else "resolved"
-        lines.append(("lock", f"{len(lock['packages'])} package(s), {how}  "
+        src = f" from {lock['source']}" if lock.get("source") else ""
+        lines.append(("lock", f"{len(lock['packages'])} package(s){src}, {how}  "
                               f"({store.root / lock['path']})"))
         for p in lock["packages"]:
             lines.append(("", f"{p['name']} {p['version']}  [{p['source']}] {p['wheel']}"))
     else:
-        lines.append(("lock", "none (no requirements.txt)"))
+        lines.append(("lock", "none (no requirements.txt or pyproject.toml dependencies)"))
     layer = r.get("layer")
     lines.append(("layer", f"{layer['hash']}  {layer['files']} files, "
                            f"{fmt_bytes(layer['bytes'])}{' (reused)' if layer['reused'] else ''}"
