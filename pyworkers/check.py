@@ -169,7 +169,8 @@ def check_app(app_dir: str | os.PathLike, *, selection: Any, release_lock: Any =
     if inputs.kind == "pylock":
         res = read_lock(inputs.path)
     elif inputs.kind is not None:
-        for _ in range(8):  # a failed build is recorded; the next round reports it
+        last: Exception | None = None
+        for _ in range(8):  # a failed build is remembered; the next round reports it
             try:
                 res = resolve(inputs.requirements, selection, pyodide_lock=lock,
                               package_base_url=DEFAULT if package_base_url is None
@@ -178,8 +179,10 @@ def check_app(app_dir: str | os.PathLike, *, selection: Any, release_lock: Any =
                               build=build, implicit=IMPLICIT_REQUIREMENTS, missing_ok=True,
                               progress=progress)
                 break
-            except SdistBuildError:
-                continue
+            except SdistBuildError as e:
+                last = e
+        if res is None and last is not None:
+            raise last
     if res is not None:
         users: dict[str, list[str]] = {}
         for w in res.wheels:
