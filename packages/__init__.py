@@ -1,6 +1,7 @@
 """pyworkers.packages: requirements.txt -> a hash-pinned wheel set -> a site-packages layer.
 
-Public API (the deploy stage calls these in order):
+Public API (the deploy stage calls these in order; result types in :mod:`.resolution`, sdist
+builds in :mod:`.sdist`, app inputs in :mod:`.inputs`):
 
 * :func:`resolve` ``(requirements, target, *, pyodide_lock=None, package_base_url=DEFAULT,
   index_url=None, extra_index_urls=None, exclude_newer=DEFAULT, lock_path=None, pre=False,
