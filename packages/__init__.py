@@ -1,6 +1,7 @@
 """pyworkers.packages: requirements.txt -> a hash-pinned wheel set -> a site-packages layer.
 
-Public API (the deploy stage calls these in order):
+Public API (the deploy stage calls these in order; result types in :mod:`.resolution`, sdist
+builds in :mod:`.sdist`, app inputs in :mod:`.inputs`):
 
 * :func:`resolve` ``(requirements, target, *, pyodide_lock=None, package_base_url=DEFAULT,
   index_url=None, extra_index_urls=None, exclude_newer=DEFAULT, lock_path=None, pre=False,
@@ -30,11 +31,14 @@ from .progress import Progress, RichProgress
 from .pylock import read_lock, write_lock
 from .release_lock import DEFAULT, ReleaseLock, default_package_base_url, read_release_lock
 from .requirements import InputRequirement, RequirementsInput, parse_requirements
-from .resolver import PinnedWheel, Resolution, parse_exclude_newer, resolve
+from .resolver import (IMPLICIT_REQUIREMENTS, PinnedWheel, Resolution, SdistRef,
+                       parse_exclude_newer, resolve, server_only_packages)
+from .sdist import SdistBuildError
 from .target import Target
 
 __all__ = [
-    "CachedWheel", "ConflictError", "DEFAULT", "HashMismatchError", "IndexConfig",
+    "CachedWheel", "ConflictError", "DEFAULT", "IMPLICIT_REQUIREMENTS", "SdistBuildError",
+    "SdistRef", "server_only_packages", "HashMismatchError", "IndexConfig",
     "IndexConfigError", "IndexFile", "InputRequirement", "InstalledLayer", "LayerError",
     "LockFileError", "NetworkError", "NoCompatibleWheelError", "PackagesError", "PinnedWheel",
     "Progress", "ReleaseLock", "RequirementsError", "RequirementsInput", "Resolution",

@@ -39,15 +39,19 @@ def sha256_file(path: Path) -> str:
 class WheelCache:
     """Wheels by sha256 under ``root`` (``<cache root>/packages``)."""
 
+    #: directory under ``root`` and file suffix of the entries
+    subdir = "wheels"
+    suffix = ".whl"
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self.dir = self.root / "wheels" / "sha256"
+        self.dir = self.root / self.subdir / "sha256"
 
     def path(self, sha256: str) -> Path:
         """Where the wheel with this digest lives (it may not exist)."""
         if not re.fullmatch(r"[0-9a-f]{64}", sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        return self.dir / sha256[:2] / f"{sha256}.whl"
+        return self.dir / sha256[:2] / f"{sha256}{self.suffix}"
 
     def _lock(self, path: Path) -> filelock.FileLock:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +107,7 @@ class WheelCache:
                   ) -> tuple[Path, str]:
         tmpdir = self.dir / "tmp"
         tmpdir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=tmpdir, prefix=".dl-", suffix=".whl")
+        fd, tmp = tempfile.mkstemp(dir=tmpdir, prefix=".dl-", suffix=self.suffix)
         try:
             with os.fdopen(fd, "w+b") as f:
                 actual, _ = http.stream_to(url, f, on_bytes=on_bytes, on_total=on_total)

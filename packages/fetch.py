@@ -21,7 +21,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .cache import WheelCache, cache_root
-from .errors import NetworkError, NoCompatibleWheelError
+from .errors import HashMismatchError, NetworkError, NoCompatibleWheelError
 from .index import Http, PackageIndex, index_config
 from .progress import Progress, as_progress
 from .resolver import PinnedWheel, Resolution
@@ -144,12 +144,15 @@ def download(resolution: Resolution | Sequence[PinnedWheel],
         pass
     http = Http(transport=transport, cert=cfg_cert)
     fb = _Fallback(res, http, prog, index_url, root)
+    build_lock = threading.Lock()
 
     def one(w: PinnedWheel) -> CachedWheel:
         if w.sha256:
             p = cache.lookup(w.sha256, verify=True)
             if p is not None:
                 return CachedWheel(w, p)
+        if w.source == "sdist" and w.sdist is not None:
+            return rebuild(w)
         if w.source == "lock" and fb.failed_base:
             w = fb.replacement(w, NetworkError("base URL failed earlier", w.url))
             return fetch(w)
@@ -160,6 +163,20 @@ def download(resolution: Resolution | Sequence[PinnedWheel],
                 raise
             fb.say(w, e)
             return fetch(fb.replacement(w, e))
+
+    def rebuild(w: PinnedWheel) -> CachedWheel:
+        # A wheel built from an sdist is not downloadable: build it again (deterministic bytes).
+        from .sdist import SdistBuilder
+
+        with build_lock:
+            b = SdistBuilder(root, http, prog, index_url=index_url).build(
+                w.name, w.version, w.sdist.filename, w.sdist.url, w.sdist.sha256)
+        if b.sha256 != w.sha256:
+            raise HashMismatchError(
+                f"{w.name} {w.version}: rebuilding {w.sdist.filename} gave a wheel with sha256 "
+                f"{b.sha256}, but the lock pins {w.sha256}: re-resolve (delete pylock.toml)",
+                url=w.sdist.url, expected=w.sha256, actual=b.sha256)
+        return CachedWheel(w, b.path)
 
     def fetch(w: PinnedWheel) -> CachedWheel:
         if w.sha256:

@@ -15,7 +15,21 @@ Written by :func:`write_lock`, read by :func:`read_lock` (``tomllib``). Shape::
     wheels = [{name = "<file>.whl", url = "<url>", upload-time = 2026-10-29T16:33:15Z,
                size = 1234, hashes = {sha256 = "<hex>"}}]   # path = "..." for local wheels
     [packages.tool.pyworkers]
-    source = "index"                          # "lock" | "index" | "path" | "url"
+    source = "index"                          # "lock" | "index" | "path" | "url" | "sdist"
+
+    # A pure-Python wheel pyworkers built from an sdist (pyworkers.packages.sdist): PEP 751's
+    # ``sdist`` table names what it was built from (an installer that reads only PEP 751 builds
+    # it itself); the wheel pyworkers built, with its hash, is in the tool table.
+    [[packages]]
+    name = "markupsafe"
+    version = "3.0.3"
+    index = "<index URL>"
+    sdist = {name = "markupsafe-3.0.3.tar.gz", url = "<url>", upload-time = ..., size = 1234,
+             hashes = {sha256 = "<hex>"}}
+    [packages.tool.pyworkers]
+    source = "sdist"
+    built-wheel = {name = "markupsafe-3.0.3-py3-none-any.whl", size = 1234,
+                   hashes = {sha256 = "<hex>"}}
 
     [tool.pyworkers]
     inputs = "sha256:<hex>"                    # digest of every input (reuse check)
@@ -40,7 +54,7 @@ from typing import Any
 
 from .errors import LockFileError
 from .index import _atomic_write
-from .resolver import PinnedWheel, Resolution
+from .resolver import PinnedWheel, Resolution, SdistRef
 
 LOCK_VERSION = "1.0"
 
@@ -121,6 +135,19 @@ def write_lock(resolution: Resolution, path: str | os.PathLike) -> Path:
             lines.append(f"index = {_str(w.index)}")
         if w.dependencies:
             lines.append(f"dependencies = {_value([{'name': d} for d in w.dependencies])}")
+        if w.sdist is not None:
+            sd: dict[str, Any] = {"name": w.sdist.filename, "url": w.sdist.url}
+            if w.upload_time is not None:
+                sd["upload-time"] = w.upload_time
+            if w.sdist.size is not None:
+                sd["size"] = w.sdist.size
+            sd["hashes"] = {"sha256": w.sdist.sha256}
+            lines.append(f"sdist = {_value(sd)}")
+            lines.append("\n[packages.tool.pyworkers]")
+            lines.append(f"source = {_str(w.source)}")
+            built = {"name": w.filename, "size": w.size, "hashes": {"sha256": w.sha256}}
+            lines.append(f"built-wheel = {_value(built)}")
+            continue
         wheel: dict[str, Any] = {"name": w.filename}
         if w.source == "path":
             wheel["path"] = _url_to_path(w.url)
@@ -178,8 +205,22 @@ def read_lock(path: str | os.PathLike) -> Resolution:
     wheels = []
     for i, pkg in enumerate(doc.get("packages") or []):
         try:
+            ptool = (pkg.get("tool") or {}).get("pyworkers") or {}
+            src = ptool.get("source", "index")
+            if src == "sdist":
+                sd, bw = pkg["sdist"], ptool["built-wheel"]
+                up = sd.get("upload-time")
+                if isinstance(up, _dt.datetime) and up.tzinfo is None:
+                    up = up.replace(tzinfo=_dt.timezone.utc)
+                wheels.append(PinnedWheel(
+                    name=pkg["name"], version=str(pkg["version"]), source=src,
+                    filename=bw["name"], url=sd["url"], sha256=bw["hashes"]["sha256"],
+                    size=bw.get("size"), upload_time=up if isinstance(up, _dt.datetime) else None,
+                    index=pkg.get("index"),
+                    dependencies=tuple(d["name"] for d in pkg.get("dependencies") or []),
+                    sdist=SdistRef(sd["name"], sd["url"], sd["hashes"]["sha256"], sd.get("size"))))
+                continue
             w = (pkg.get("wheels") or [])[0]
-            src = ((pkg.get("tool") or {}).get("pyworkers") or {}).get("source", "index")
             url = w.get("url") or Path(w["path"]).resolve().as_uri()
             up = w.get("upload-time")
             if isinstance(up, _dt.datetime) and up.tzinfo is None:

@@ -37,6 +37,7 @@ class LockPackage:
     depends: tuple[str, ...]
     package_type: str
     install_dir: str
+    imports: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,17 @@ class ReleaseLock:
         if p is None or p.package_type != "package" or not p.file_name.endswith(".whl"):
             return None
         return p
+
+    def stdlib_modules(self) -> dict[str, LockPackage]:
+        """Standard-library modules this release ships outside its stdlib archive
+        (``package_type = "cpython_module"``, e.g. ``ssl`` and ``sqlite3`` on 0.29.3): import
+        name -> lock entry."""
+        out = {}
+        for p in self.packages.values():
+            if p.package_type == "cpython_module":
+                for mod in p.imports or (p.name,):
+                    out[mod] = p
+        return out
 
     def shared_library(self, name: str) -> LockPackage | None:
         p = self.packages.get(canonicalize_name(name))
@@ -93,7 +105,8 @@ def read_release_lock(path: str | os.PathLike) -> ReleaseLock:
         name = canonicalize_name(s.name or key)
         pkgs[name] = LockPackage(name, s.version, s.file_name, (s.sha256 or "").lower(),
                                  tuple(canonicalize_name(d) for d in s.depends),
-                                 s.package_type, s.install_dir)
+                                 s.package_type, s.install_dir,
+                                 tuple(getattr(s, "imports", None) or ()))
     return ReleaseLock(p, pkgs, spec.info.python, spec.info.abi_version,
                        hashlib.sha256(raw).hexdigest())
 
@@ -116,3 +129,22 @@ def wheel_url(base_url: str, file_name: str) -> str:
     if "://" in file_name:
         return file_name
     return base_url.rstrip("/") + "/" + file_name
+
+
+def unvendored_hint(module: str, lock: ReleaseLock | None, pyodide_version: str) -> str | None:
+    """The fix for ``import <module>`` failing because the release ships that standard-library
+    module as a separate package (``None`` if it does not). One clause, e.g. ``"'ssl' is part of
+    Python's standard library, but Pyodide 0.29.3 ships it as the separate package ssl 1.0.0
+    (needs the shared library libopenssl), which pyworkers cannot install: ..."``."""
+    if lock is None:
+        return None
+    p = lock.stdlib_modules().get(module.split(".")[0])
+    if p is None:
+        return None
+    libs = [d for d in p.depends if lock.shared_library(d)]
+    needs = f" (needs the shared library {', '.join(libs)})" if libs else ""
+    return (f"{module.split('.')[0]!r} is part of Python's standard library, but Pyodide "
+            f"{pyodide_version} ships it as the separate package {p.name} {p.version}{needs}, "
+            "which a site-packages layer cannot carry: select a newer runtime that has it in "
+            "its standard library (a later compatibility_date; `pyworkers runtimes list`), or "
+            "avoid the import on this runtime")

@@ -107,11 +107,13 @@ class RequirementsInput:
 
 
 def parse_requirements(source: str | os.PathLike | Iterable[str], *,
-                       base_dir: str | os.PathLike | None = None) -> RequirementsInput:
+                       base_dir: str | os.PathLike | None = None,
+                       label: str = "<requirements>") -> RequirementsInput:
     """Parse a requirements file (``str``/``PathLike`` path) or an iterable of lines.
 
     Relative paths in lines (``-r``, wheel paths) resolve against the file's directory, or
-    ``base_dir`` (default: the current directory) for lines. Raises
+    ``base_dir`` (default: the current directory) for lines; ``label`` names lines in origins
+    (``"<label>:3"``). Raises
     :class:`~pyworkers.packages.errors.RequirementsError` with ``file:line`` for refused or
     malformed lines and for missing files.
     """
@@ -123,7 +125,7 @@ def parse_requirements(source: str | os.PathLike | Iterable[str], *,
         if isinstance(source, bytes):
             raise TypeError("pass a path or an iterable of lines")
         base = Path(base_dir or os.getcwd()).resolve()
-        st.parse_text("\n".join(source), base, "<requirements>", depth=0)
+        st.parse_text("\n".join(source), base, label, depth=0)
     return RequirementsInput(tuple(st.reqs), st.pre, st.index_url, tuple(st.extra),
                              st.no_index, tuple(dict.fromkeys(st.notes)), tuple(st.files))
 

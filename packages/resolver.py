@@ -47,86 +47,13 @@ from .release_lock import DEFAULT, ReleaseLock, default_package_base_url, read_r
 from .release_lock import wheel_url
 from .requirements import InputRequirement, RequirementsInput, parse_requirements
 from .target import Target
+from .resolution import (IMPLICIT_REQUIREMENTS, SERVER_ONLY_TABLE, PinnedWheel,  # noqa: F401
+                         Resolution, SdistRef, server_only_packages)
 
 #: Format of the input digest stored in ``pylock.toml`` (bump when resolution rules change).
 INPUTS_FORMAT = 1
 #: resolvelib rounds before giving up (bounded backtracking).
 MAX_ROUNDS = 20000
-
-
-# --------------------------------------------------------------------------- results
-
-@dataclasses.dataclass(frozen=True)
-class PinnedWheel:
-    """One pinned wheel of a resolution.
-
-    Attributes: ``name`` (canonical), ``version``, ``source`` (``"lock"`` release lock,
-    ``"index"`` package index, ``"path"`` local wheel, ``"url"`` direct URL), ``filename``,
-    ``url`` (download URL; ``file://`` for local wheels), ``sha256`` (hex), ``size`` (bytes or
-    ``None``), ``upload_time`` (aware datetime or ``None``), ``index`` (index URL for ``"index"``
-    pins), ``dependencies`` (canonical names it needs on this target).
-    """
-
-    name: str
-    version: str
-    source: str
-    filename: str
-    url: str
-    sha256: str
-    size: int | None = None
-    upload_time: _dt.datetime | None = None
-    index: str | None = None
-    dependencies: tuple[str, ...] = ()
-
-    def to_json(self) -> dict:
-        """``{"name", "version", "source", "wheel", "sha256", "url"}``."""
-        return {"name": self.name, "version": self.version, "source": self.source,
-                "wheel": self.filename, "sha256": self.sha256, "url": self.url}
-
-
-@dataclasses.dataclass(frozen=True)
-class Resolution:
-    """The result of :func:`resolve` (also what :func:`~pyworkers.packages.read_lock` returns).
-
-    Attributes:
-        wheels: pinned wheels sorted by name.
-        target: what it was made for (``RuntimeSelection.to_json()`` or the release's fields).
-        index_urls: the indexes searched.
-        exclude_newer: the PEP 700 cut-off used (aware datetime), ``None`` if disabled.
-        inputs: digest of every input (``"sha256:<hex>"``); an unchanged digest lets a lock be
-            reused without the network.
-        skipped: requirements whose markers are false on the target (``"foo (file:3): <marker>"``).
-        notes: notices collected while resolving (fallbacks taken, options ignored).
-        reused: ``True`` when read back from an unchanged lock file.
-    """
-
-    wheels: tuple[PinnedWheel, ...]
-    target: dict
-    index_urls: tuple[str, ...] = ()
-    exclude_newer: _dt.datetime | None = None
-    inputs: str = ""
-    skipped: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-    reused: bool = False
-
-    def to_json(self) -> list[dict]:
-        """The CLI's ``--json``: a list of :meth:`PinnedWheel.to_json` dicts."""
-        return [w.to_json() for w in self.wheels]
-
-    def runtime_selection(self):
-        """The ``RuntimeSelection`` this was made for (``RuntimeSelection.from_json`` of
-        ``target``), or ``None`` when it was made for a bare release. Raises
-        ``pyworkers.compat.CompatError`` if the record does not match this pyworkers' table."""
-        from pyworkers.compat import RuntimeSelection
-
-        if "compatibility_date" not in self.target:
-            return None
-        return RuntimeSelection.from_json(dict(self.target))
-
-    def get(self, name: str) -> PinnedWheel | None:
-        """The pin for project ``name`` (any spelling), or ``None``."""
-        n = canonicalize_name(name)
-        return next((w for w in self.wheels if w.name == n), None)
 
 
 # --------------------------------------------------------------------------- resolver model
@@ -135,7 +62,7 @@ class Candidate:
     """A concrete wheel of one project (base candidate, no extras)."""
 
     __slots__ = ("name", "version", "source", "filename", "url", "sha256", "size",
-                 "upload_time", "index", "file", "lock_deps", "rank", "path")
+                 "upload_time", "index", "file", "lock_deps", "rank", "path", "built")
 
     def __init__(self, name: str, version: Version, source: str, filename: str, url: str,
                  sha256: str | None, *, size: int | None = None,
@@ -146,6 +73,7 @@ class Candidate:
         self.filename, self.url, self.sha256 = filename, url, sha256
         self.size, self.upload_time, self.index = size, upload_time, index
         self.file, self.lock_deps, self.rank, self.path = file, lock_deps, rank, path
+        self.built: Any = None  # BuiltWheel of an "sdist" candidate, once built
 
     @property
     def key(self) -> tuple:
@@ -241,6 +169,8 @@ class _ProjectInfo:
     yanked: set = dataclasses.field(default_factory=set)
     all_versions: set = dataclasses.field(default_factory=set)  # any file, any platform
     lock_reason: str | None = None
+    sdists: list = dataclasses.field(default_factory=list)  # usable sdist candidates, newest first
+    build_failures: dict = dataclasses.field(default_factory=dict)  # version -> reason
 
 
 class _Provider(resolvelib.AbstractProvider):
@@ -287,6 +217,11 @@ class _Provider(resolvelib.AbstractProvider):
                                   prereleases=True if self.ctx.pre else None))
         in_range = [c for c in base
                     if c.version in allowed or (c.source in ("path", "url") and urls)]
+        if not in_range and not pins and not urls:
+            # No wheel in range: a pure-Python wheel built from the newest sdist in range.
+            sd = self.ctx.sdist_candidate(name, spec)
+            if sd is not None:
+                in_range = [sd]
         if not in_range and not pins and not urls and self.ctx.is_missing(name, spec):
             # The range exists on the index but has no wheel for this runtime (or the project
             # is unknown). Stand in a placeholder instead of backtracking to old releases that
@@ -354,6 +289,20 @@ class _Context:
         self.notes: list[str] = []
         self.introduced: dict[str, list[Req]] = {}
         self.top_origin: dict[str, str] = {}
+        self.builder: Any = None  # SdistBuilder when building from sdists is allowed
+        self.no_build = False  # building was turned off (--no-build): said in errors
+        self.server_only: dict[str, str] = {}
+        self.top_names: set[str] = set()
+        self.dropped: dict[tuple[str, str], str] = {}  # (name, parent name) -> left-out text
+
+    def keep(self, r: Req) -> bool:
+        """False for a server-only dependency the user did not ask for (left out, noted)."""
+        if r.name not in self.server_only or r.name in self.top_names or r.parent is None:
+            return True
+        pname = r.parent.split(" ", 1)[0].split("[", 1)[0]
+        self.dropped.setdefault((r.name, pname), f"{r.name} (required by {self.chain(r.parent)})"
+                                                 f": {self.server_only[r.name]}")
+        return False
 
     def placeholder(self, name: str) -> Candidate:
         """Stands in for a project with no usable wheel (reported after resolving)."""
@@ -435,7 +384,6 @@ class _Context:
             out.append(lc)
         files = self.index.files(name) if self.index is not None else []
         info.files = len(files)
-        pyver = self.target.python_version
         best: dict[Version, Candidate] = {}
         for f in files:
             if not f.filename.endswith(".whl"):
@@ -446,6 +394,10 @@ class _Context:
                 if n == name and f.yanked is False:
                     info.sdist_versions.add(v)
                     info.all_versions.add(v)
+                    if self._usable(f, v, info):
+                        info.sdists.append(Candidate(
+                            name, v, "sdist", f.filename, f.url, f.sha256, size=f.size,
+                            upload_time=f.upload_time, index=f.index, file=f, rank=1 << 20))
                 continue
             try:
                 n, v, build, tags = parse_wheel_filename(f.filename)
@@ -462,20 +414,7 @@ class _Context:
             if f.yanked is not False:
                 info.yanked.add(v)
                 continue
-            if f.requires_python:
-                try:
-                    ok = SpecifierSet(f.requires_python).contains(pyver, prereleases=True)
-                except InvalidSpecifier:
-                    ok = True
-                if not ok:
-                    info.python_excluded[v] = f.requires_python
-                    continue
-            if self.cutoff is not None and (f.upload_time is None or f.upload_time >= self.cutoff):
-                if f.upload_time is None:
-                    info.no_upload_time += 1
-                else:
-                    prev = info.too_new.get(v)
-                    info.too_new[v] = min(prev, f.upload_time) if prev else f.upload_time
+            if not self._usable(f, v, info):
                 continue
             info.compatible_versions.add(v)
             c = Candidate(name, v, "index", f.filename, f.url, f.sha256, size=f.size,
@@ -484,7 +423,48 @@ class _Context:
             if old is None or rank < old.rank:
                 best[v] = c
         out += [best[v] for v in sorted(best, reverse=True)]
+        info.sdists.sort(key=lambda c: c.version, reverse=True)
         return out
+
+    def _usable(self, f: IndexFile, v: Version, info: _ProjectInfo) -> bool:
+        """Requires-Python admits the target and the file is older than the cut-off (else the
+        reason is counted in ``info``)."""
+        if f.requires_python:
+            try:
+                ok = SpecifierSet(f.requires_python).contains(self.target.python_version,
+                                                              prereleases=True)
+            except InvalidSpecifier:
+                ok = True
+            if not ok:
+                info.python_excluded[v] = f.requires_python
+                return False
+        if self.cutoff is not None and (f.upload_time is None or f.upload_time >= self.cutoff):
+            if f.upload_time is None:
+                info.no_upload_time += 1
+            else:
+                prev = info.too_new.get(v)
+                info.too_new[v] = min(prev, f.upload_time) if prev else f.upload_time
+            return False
+        return True
+
+    def sdist_candidate(self, name: str, spec: SpecifierSet) -> Candidate | None:
+        """The newest usable sdist of ``name`` within ``spec`` as an ``"sdist"`` candidate, when
+        building is allowed, the project is not server-only and the sdist may build a pure
+        wheel (else the reason is kept for the error message)."""
+        if self.builder is None or name in self.server_only:
+            return None
+        self.candidates(name)
+        info = self._info.get(name, _ProjectInfo())
+        allowed = set(spec.filter([c.version for c in info.sdists],
+                                  prereleases=True if self.pre else None))
+        c = next((c for c in info.sdists if c.version in allowed), None)
+        if c is None:
+            return None
+        if c.version not in info.build_failures:
+            self.progress.status(f"checking the sdist {c.filename}")
+            why = self.builder.viable(name, c.filename, c.url, c.sha256)
+            info.build_failures[c.version] = why
+        return None if info.build_failures[c.version] else c
 
     def direct_candidate(self, req: Req) -> Candidate:
         """The candidate of a path or URL requirement (the wheel is read or downloaded now)."""
@@ -526,6 +506,20 @@ class _Context:
         key = c.key
         if key in self._meta:
             return self._meta[key]
+        if c.source == "sdist" and c.path is None:
+            from .sdist import SdistBuildError, alternatives
+
+            try:
+                c.built = self.builder.build(c.name, str(c.version), c.filename, c.url, c.sha256)
+            except SdistBuildError as e:
+                info = self._info.get(c.name, _ProjectInfo())
+                info.build_failures[c.version] = e.reason
+                newest = str(max(info.compatible_versions)) if info.compatible_versions else None
+                e.message = e.args[0] + "; " + alternatives(c.name, self.target.name, newest)
+                e.args = (e.message,)
+                raise
+            c.sha256 = c.sha256 or c.built.sdist_sha256
+            c.path = c.built.path
         if c.path is not None:
             with zipfile.ZipFile(c.path) as zf:
                 raw_bytes = metadata_from_zip(zf, c.name)
@@ -562,6 +556,7 @@ class _Context:
             env = self._env("")
             out = [self._to_req(r, parent) for r in reqs
                    if r.marker is None or r.marker.evaluate(env)]
+        out = [r for r in out if self.keep(r)]
         for r in out:
             self.introduced.setdefault(r.name, []).append(r)
         return out
@@ -585,11 +580,33 @@ class _Context:
                 continue  # already a dependency of the base
             if any(r.marker.evaluate(self._env(e)) for e in c.extras):
                 req = self._to_req(r, parent)
+                if not self.keep(req):
+                    continue
                 self.introduced.setdefault(req.name, []).append(req)
                 out.append(req)
         return out
 
     # --- messages -----------------------------------------------------------
+    def _sdist_why(self, info: _ProjectInfo, rng: Any) -> str:
+        """Why no wheel was built from the sdist (one clause)."""
+        if self.no_build:
+            return ("the sandbox cannot build from source, and building a pure-Python wheel "
+                    "from its sdist natively is turned off (--no-build)")
+        if self.builder is None:
+            return "the sandbox cannot build from source"
+        fails = [(v, why) for v, why in info.build_failures.items() if why]
+        if fails:
+            v, why = max(fails)
+            return f"no pure-Python wheel from the sdist of {v}: {why}"
+        if not info.sdists:
+            return "its sdists do not support this Python or are newer than the cut-off"
+        return "no pure-Python wheel could be built from its sdist"
+
+    def implicit_missing(self, name: str) -> str:
+        """The note for an implicit requirement that could not be resolved."""
+        return (f"{name} (implicit: the IANA time zone database for zoneinfo) has no usable "
+                "wheel here: left out; zoneinfo will only know UTC" if name == "tzdata"
+                else f"{name} (implicit) has no usable wheel here: left out")
     def chain(self, parent: str | None, depth: int = 0) -> str:
         """Who asked, as a chain: ``"pydantic 2.11.9 <- fastapi 0.116.1 (requirements.txt:1)"``."""
         if parent is None:
@@ -642,9 +659,11 @@ class _Context:
                    f"requires Python {info.python_excluded[v]}){by}; {tail}")
         elif rng(info.sdist_versions) and info.incompatible_wheels == 0:
             msg = (f"{name}: only source distributions are published (newest "
-                   f"{rng(info.sdist_versions)[-1]}){by}; the sandbox cannot build from source")
+                   f"{rng(info.sdist_versions)[-1]}){by}; {self._sdist_why(info, rng)}")
         else:
             msg = f"{head}; {tail}{by}"
+            if rng(info.sdist_versions):
+                msg += f"; {self._sdist_why(info, rng)}"
         detail = []
         if info.lock_reason:
             detail.append(info.lock_reason)
@@ -656,6 +675,10 @@ class _Context:
                           "the release's packages)")
         if info.yanked:
             detail.append(f"yanked versions skipped: {', '.join(map(str, sorted(info.yanked)))}")
+        if rng(info.sdist_versions):
+            from .sdist import alternatives
+
+            detail.append(alternatives(name, t.name, newest))
         return NoCompatibleWheelError(msg, project=name, target=t.name,
                                       platform_tag=t.platform_tag, newest_compatible=newest,
                                       required_by=who, detail="\n".join(detail))
@@ -697,8 +720,12 @@ def parse_exclude_newer(value: str) -> _dt.datetime:
 
 def inputs_digest(reqs: RequirementsInput, target: Target, cfg: IndexConfig | None,
                   cutoff: _dt.datetime | None, lock: ReleaseLock | None,
-                  base_url: str | None, pre: bool = False) -> str:
-    """``"sha256:<hex>"`` over everything that decides a resolution (no network involved)."""
+                  base_url: str | None, pre: bool = False, build: bool = False,
+                  implicit: Sequence[str] = ()) -> str:
+    """``"sha256:<hex>"`` over everything that decides a resolution (no network involved):
+    requirements, target, indexes, cut-off, release lock, base URL, ``pre``, and (only when
+    used, so older locks stay valid) sdist builds with the switch table and the implicit
+    requirements."""
     r = target.release
     doc = {
         "format": INPUTS_FORMAT,
@@ -711,6 +738,13 @@ def inputs_digest(reqs: RequirementsInput, target: Target, cfg: IndexConfig | No
         "package_base_url": base_url if lock is not None else None,
         "pre": pre,
     }
+    if build:
+        from .sdist import table_digest
+
+        doc["build"] = table_digest()
+    if implicit:
+        doc["implicit"] = sorted(implicit)
+        doc["server_only"] = hashlib.sha256(SERVER_ONLY_TABLE.read_bytes()).hexdigest()
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -726,7 +760,11 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             cache_dir: str | os.PathLike | None = None,
             transport: Any = None,
             page_ttl: float | None = None,
-            progress: Any = None) -> Resolution:
+            progress: Any = None,
+            build: bool = False,
+            implicit: Sequence[str] = (),
+            server_only: bool = True,
+            missing_ok: bool = False) -> Resolution:
     """Resolve ``requirements`` for ``target`` into an exact, hash-pinned set of wheels.
 
     Args:
@@ -754,6 +792,19 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
         page_ttl: seconds index pages stay cached on disk (default 600; 0 disables).
         progress: ``None``, a ``(str) -> None`` callable or a
             :class:`~pyworkers.packages.progress.Progress`.
+        build: when a project has no usable wheel, build a pure-Python wheel from its newest
+            sdist in range (:mod:`~pyworkers.packages.sdist`; wheels are always preferred).
+            The CLI and deploy turn this on unless ``--no-build``.
+        implicit: requirements added to every resolution unless the input names them
+            (:data:`IMPLICIT_REQUIREMENTS`); one that cannot be resolved is left out with a
+            note instead of failing.
+        server_only: leave packages of ``server_only.toml`` out of the resolution
+            (``Resolution.left_out`` and a note) when another package pulls them in (e.g.
+            ``fastapi[standard]``), and when the user lists one that has no usable wheel;
+            one the user lists that has a wheel is installed (``import uvicorn`` works).
+        missing_ok: report projects without a usable wheel in ``Resolution.unavailable``
+            instead of raising :class:`NoCompatibleWheelError` (``pyworkers check``); nothing is
+            written to ``lock_path`` then.
 
     Returns a :class:`Resolution` (wheels sorted by name).
 
@@ -765,6 +816,8 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
         NetworkError: the index could not be reached (after bounded retries).
         LockFileError: ``pyodide_lock`` is unreadable or for another Python.
         IndexConfigError: no index configured and pip absent.
+        SdistBuildError: an sdist chosen as the fallback did not build a pure-Python wheel
+            (names the project, the reason and the alternatives).
     """
     from .pylock import read_lock, write_lock
 
@@ -794,7 +847,9 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             cfg = dataclasses.replace(cfg, extra_index_urls=tuple(dict.fromkeys(
                 (*cfg.extra_index_urls, *reqs.extra_index_urls))))
     cutoff = _cutoff(exclude_newer, t)
-    digest = inputs_digest(reqs, t, cfg, cutoff, lock, base_url, pre or reqs.pre)
+    top_names = {ir.name for ir in reqs.requirements}
+    implicit = tuple(n for n in (canonicalize_name(x) for x in implicit) if n not in top_names)
+    digest = inputs_digest(reqs, t, cfg, cutoff, lock, base_url, pre or reqs.pre, build, implicit)
 
     if lock_path is not None and Path(lock_path).is_file():
         try:
@@ -817,6 +872,14 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
                                  note=prog.note)
         ctx = _Context(t, index, lock, base_url, cutoff, pre or reqs.pre, cache, http, prog)
         ctx.cutoff_is_default = isinstance(exclude_newer, str) and exclude_newer == DEFAULT
+        if build:
+            from .sdist import SdistBuilder
+
+            ctx.builder = SdistBuilder(root, http, prog, index_url=index_url or reqs.index_url)
+        else:
+            ctx.no_build = True
+        if server_only:
+            ctx.server_only = server_only_packages()
         top: list[Req] = []
         skipped: list[str] = []
         env = t.environment
@@ -830,6 +893,9 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
                            r.specifier, ir.url, ir.hashes, parent=None, input=ir))
         for s in skipped:
             prog.note(f"skipped {s}")
+        for n in implicit:
+            top.append(Req(n, parent=None))
+        ctx.top_names = {r.name for r in top}
         resolver = resolvelib.Resolver(_Provider(ctx), _Reporter(prog))
         try:
             result = resolver.resolve(top, max_rounds=MAX_ROUNDS)
@@ -842,6 +908,7 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             for root_url in index.skipped_indexes:
                 ctx.note(f"index {root_url} does not exist; skipped")
         missing = []
+        left_out: list[str] = []
         for ident, c in result.mapping.items():
             if isinstance(c, ExtrasCandidate) or c.source != "missing":
                 continue
@@ -849,11 +916,28 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             spec = SpecifierSet()
             for i in infos:
                 spec &= i.requirement.specifier
-            missing.append(ctx.no_wheel_error(c.name, [i.requirement for i in infos], spec))
-        if missing:
+            reqs_of = [i.requirement for i in infos]
+            if c.name in implicit and all(r.parent is None and r.input is None for r in reqs_of):
+                ctx.note(ctx.implicit_missing(c.name))
+                continue
+            if c.name in ctx.server_only:
+                who = next((r.parent for r in reqs_of if r.parent), None)
+                by = (f"required by {ctx.chain(who)}" if who else
+                      next((r.input.origin for r in reqs_of if r.input is not None), "requested"))
+                left_out.append(f"{c.name} ({by}): {ctx.server_only[c.name]}")
+                continue
+            missing.append(ctx.no_wheel_error(c.name, reqs_of, spec))
+        final = {c.name for c in result.mapping.values()
+                 if isinstance(c, Candidate) and c.source != "missing"}
+        left_out = sorted({text for (n, parent), text in ctx.dropped.items()
+                           if parent in final and n not in final} | set(left_out))
+        if missing and not missing_ok:
             raise _missing_error(sorted(missing, key=lambda e: e.project))
+        for lo in left_out:
+            ctx.note(f"left out of the layer (server-only: the app runs behind pyworkers' "
+                     f"server): {lo}")
         for c in result.mapping.values():
-            if isinstance(c, Candidate) and not c.sha256:
+            if isinstance(c, Candidate) and not c.sha256 and c.source not in ("missing", "sdist"):
                 # The index gave no hash: download the wheel (into the cache) and pin its digest.
                 prog.status(f"hashing {c.filename}")
                 path, c.sha256 = cache.fetch(http, c.url, None)
@@ -861,9 +945,13 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
         wheels = _pins(result)
     finally:
         http.close()
+    built = [f"{w.name} {w.version} ({w.sdist.filename})" for w in wheels if w.sdist is not None]
+    if built:
+        ctx.note("built pure-Python wheels from sdists (C extensions off): " + ", ".join(built))
     res = Resolution(tuple(wheels), t.to_json(), cfg.urls if cfg is not None else (), cutoff,
-                     digest, tuple(skipped), tuple(ctx.notes))
-    if lock_path is not None:
+                     digest, tuple(skipped), tuple(ctx.notes), left_out=tuple(left_out),
+                     unavailable=tuple(sorted(missing, key=lambda e: e.project)))
+    if lock_path is not None and not missing:
         write_lock(res, lock_path)
     return res
 
@@ -879,13 +967,21 @@ def _pins(result: Any) -> list[PinnedWheel]:
             if cn != n:
                 deps.setdefault(n, set()).add(cn)
     out = []
+    pinned = {c.name for c in result.mapping.values()
+              if isinstance(c, Candidate) and c.source != "missing"}
     for ident, c in result.mapping.items():
-        if isinstance(c, ExtrasCandidate):
+        if isinstance(c, ExtrasCandidate) or c.source == "missing":
+            continue
+        dep_names = tuple(sorted(d for d in deps.get(c.name, ()) if d in pinned))
+        if c.source == "sdist":
+            b = c.built
+            out.append(PinnedWheel(c.name, str(c.version), "sdist", b.filename, c.url, b.sha256,
+                                   b.size, c.upload_time, c.index, dep_names,
+                                   SdistRef(c.filename, c.url, b.sdist_sha256, c.size)))
             continue
         out.append(PinnedWheel(c.name, str(c.version), c.source, c.filename, c.url,
                                c.sha256 or "", c.size, c.upload_time,
-                               c.index if c.source == "index" else None,
-                               tuple(sorted(deps.get(c.name, ())))))
+                               c.index if c.source == "index" else None, dep_names))
     return sorted(out, key=lambda w: w.name)
 
 

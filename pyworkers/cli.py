@@ -30,6 +30,7 @@ def main() -> None:
     Typical use:
       pyworkers python -c "import sys; print(sys.version)"   run code in a fresh sandbox
       pyworkers runtimes list                                 runtime releases and what is installed
+      pyworkers check APP_DIR                                 will its packages and imports work here?
     """
 
 
@@ -47,3 +48,4 @@ from pyworkers.commands import deploy as _deploy  # noqa: E402,F401
 from pyworkers.commands import registry as _registry  # noqa: E402,F401
 from pyworkers.commands import serve as _serve  # noqa: E402,F401
 from pyworkers.commands import bench as _bench  # noqa: E402,F401
+from pyworkers.commands import check as _check  # noqa: E402,F401

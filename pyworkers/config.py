@@ -6,6 +6,7 @@ File format (every key optional)::
     main = "main:app"                     # ASGI app as uvicorn takes it, module:attribute
     compatibility_date = "2026-11-21"     # YYYY-MM-DD (a quoted string or a bare TOML date)
     compatibility_flags = ["python_entropy_at_import_error"]
+    dependency_groups = ["templates"]     # optional-dependency groups of pyproject.toml to add
     [vars]                                # environment variables, string values only
     GREETING = "hello"
 
@@ -37,7 +38,8 @@ from pyworkers.compat import parse_compatibility_date, select
 __all__ = ["ConfigError", "WorkerConfig", "load_worker_config", "DEFAULT_MAIN", "KEYS"]
 
 DEFAULT_MAIN = "main:app"
-KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "vars", "max_concurrency")
+KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "dependency_groups", "vars",
+        "max_concurrency")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOTTED_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -63,6 +65,9 @@ class WorkerConfig:
         vars: environment variables, ``str -> str`` (read-only mapping).
         max_concurrency: in-flight requests per isolate when served (``None``: the server's
             ``--max-concurrency``).
+        dependency_groups: names of ``pyproject.toml`` optional-dependency groups
+            (``[project.optional-dependencies]`` or PEP 735 ``[dependency-groups]``) installed
+            with ``[project] dependencies`` (see :mod:`pyworkers.packages.inputs`).
         origins: for each key set explicitly, where it came from (file path or "command line").
     """
 
@@ -74,6 +79,7 @@ class WorkerConfig:
     compatibility_flags: tuple[str, ...] = ()
     vars: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     max_concurrency: int | None = None
+    dependency_groups: tuple[str, ...] = ()
     origins: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -172,6 +178,11 @@ def _check(values: dict, where: str) -> dict:
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
                 raise _fail(where, key, f"must be an integer from 1 to 10000, got {v!r}: e.g. "
                                         "max_concurrency = 32")
+        if key == "dependency_groups":
+            if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v):
+                raise _fail(where, key, f"must be an array of group names, got {v!r}: write "
+                                        'e.g. dependency_groups = ["templates"]')
+            v = tuple(v)
         if key == "vars":
             if not isinstance(v, Mapping):
                 raise _fail(where, key, f"must be a table of strings, got {_type_name(v)}")
@@ -245,5 +256,6 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
         compatibility_flags=values.get("compatibility_flags", ()),
         vars=MappingProxyType(values.get("vars", {})),
         max_concurrency=values.get("max_concurrency"),
+        dependency_groups=values.get("dependency_groups", ()),
         origins=MappingProxyType(origins),
     )

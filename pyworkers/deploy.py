@@ -47,7 +47,10 @@ Deployment record (``deployment.json``; paths relative to the store root)::
      "lock": null | {"path": "deployments/<id>/pylock.toml", "reused": bool,
                      "seed": "app" | "previous" | null, "inputs": "sha256:<hex>",
                      "packages": [{"name", "version", "source", "wheel", "sha256", "url"}],
-                     "skipped": [str], "notes": [str]},
+                     "skipped": [str], "notes": [str],
+                     "source": "requirements.txt" | "pyproject.toml [project] dependencies"
+                               | "pylock.toml",
+                     "built_from_sdist": [name], "left_out": [str]},
      "wheels": null | {"count": int, "bytes": int, "cached": int, "downloaded": int},
      "layer": null | {"hash": "sha256:<hex>", "path": "layers/<hex>", "reused": bool,
                       "files": int, "bytes": int, "unresolved_libraries": {so: [lib]},
@@ -558,12 +561,15 @@ def load(module, attribute):
                                f"{path}.py or {path}/ package: set main = \"module:attribute\" "
                                "in pyworkers.toml (or pass --main)"}
         msg = f"importing {module!r} (the app's top level) raised {type(exc).__name__}: {exc}"
+        missing = None
         if isinstance(exc, ModuleNotFoundError) and exc.name:
-            msg += (f": add the package that provides {exc.name.split('.')[0]!r} to "
+            missing = exc.name.split('.')[0]
+            msg += (f": add the package that provides {missing!r} to "
                     "requirements.txt")
         if isinstance(exc, SystemExit):
             msg = f"the app's top level called sys.exit({exc.code!r})"
-        return {"ok": False, "kind": "import", "message": msg, "traceback": tb}
+        return {"ok": False, "kind": "import", "message": msg, "traceback": tb,
+                "missing": missing}
     obj = mod
     for part in attribute.split("."):
         try:
@@ -730,7 +736,8 @@ def deploy(app_dir: str | os.PathLike, *,
            index_url: str | None = None,
            extra_index_urls: Sequence[str] | None = None,
            progress: DeployProgress | Callable[[str], None] | None = None,
-           today: Any = None) -> Deployment:
+           today: Any = None,
+           build: bool = True) -> Deployment:
     """Deploy the app in ``app_dir`` into ``store``; returns the published, current
     :class:`~pyworkers.store.Deployment` (its ``record`` has the shape in the module docstring).
 
@@ -747,6 +754,8 @@ def deploy(app_dir: str | os.PathLike, *,
         index_url, extra_index_urls: package indexes (default: pip's configuration).
         progress: a :class:`DeployProgress`, a ``(str) -> None`` callable, or ``None``.
         today: the current date for the compatibility check (tests).
+        build: build pure-Python wheels from sdists for packages without a wheel for the
+            runtime (``--no-build`` turns it off).
 
     Raises :class:`DeployError` (the store is then unchanged); ``KeyboardInterrupt`` likewise
     leaves the store unchanged.
@@ -806,16 +815,30 @@ def deploy(app_dir: str | os.PathLike, *,
         }
 
         # ---------------------------------------------------------------- packages
-        req_file = app_dir / "requirements.txt"
+        from pyworkers.packages.inputs import app_inputs
+
         res = None
         cached: list = []
         lock_path = ddir / "pylock.toml"
         with stages("resolve") as info:
-            if not req_file.is_file():
+            inputs = app_inputs(app_dir, cfg.dependency_groups)
+            if inputs.kind is None:
                 record["lock"] = None
-                info["summary"] = "no requirements.txt"
+                info["summary"] = "no requirements.txt or pyproject.toml dependencies"
+            elif inputs.kind == "pylock":
+                from pyworkers.packages import read_lock
+
+                shutil.copyfile(inputs.path, lock_path)
+                os.chmod(lock_path, 0o644)
+                res = dataclasses.replace(read_lock(lock_path), reused=True)
+                info["summary"] = f"{len(res.wheels)} package(s) from the app's pylock.toml as given"
+                record["lock"] = {
+                    "path": f"{dep_rel}/pylock.toml", "reused": True, "seed": "app",
+                    "inputs": res.inputs, "packages": res.to_json(), "skipped": list(res.skipped),
+                    "notes": [], "source": "pylock.toml", "built_from_sdist": [
+                        w.name for w in res.built_from_sdist()], "left_out": []}
             else:
-                from pyworkers.packages import resolve
+                from pyworkers.packages import IMPLICIT_REQUIREMENTS, resolve
 
                 seed = None
                 if (app_dir / "pylock.toml").is_file():
@@ -827,18 +850,25 @@ def deploy(app_dir: str | os.PathLike, *,
                     os.chmod(lock_path, 0o644)
                 shown = (f"pylock.toml (from {'the app' if src == 'app' else 'the current deployment'})"
                          if seed is not None else "pylock.toml")
-                res = resolve(req_file, sel, pyodide_lock=getattr(installed, "lock_json", None),
+                res = resolve(inputs.requirements, sel,
+                              pyodide_lock=getattr(installed, "lock_json", None),
                               index_url=index_url, extra_index_urls=extra_index_urls,
                               lock_path=lock_path, cache_dir=cache_dir,
-                              progress=_Renamed(prog, str(lock_path), shown))
-                info["summary"] = (f"{len(res.wheels)} package(s), "
+                              progress=_Renamed(prog, str(lock_path), shown), build=build,
+                              implicit=IMPLICIT_REQUIREMENTS)
+                built = res.built_from_sdist()
+                info["summary"] = (f"{len(res.wheels)} package(s) from {inputs.shown}, "
                                    + ("lock reused (inputs unchanged)" if res.reused
-                                      else "resolved"))
+                                      else "resolved")
+                                   + (f"; built from sdists: "
+                                      f"{', '.join(f'{w.name} {w.version}' for w in built)}"
+                                      if built else ""))
                 record["lock"] = {
                     "path": f"{dep_rel}/pylock.toml", "reused": res.reused,
                     "seed": src if seed is not None else None, "inputs": res.inputs,
                     "packages": res.to_json(), "skipped": list(res.skipped),
-                    "notes": list(res.notes)}
+                    "notes": list(res.notes), "source": inputs.shown,
+                    "built_from_sdist": [w.name for w in built], "left_out": list(res.left_out)}
 
         with stages("download") as info:
             if res is None or not res.wheels:
@@ -897,7 +927,9 @@ def deploy(app_dir: str | os.PathLike, *,
         try:
             with stages("import") as info:
                 entropy = _entropy_at_import(iso, cfg.module)
-                record["asgi"] = _load_app(iso, cfg, out, sel.enabled("python_inline_sync_endpoints"))
+                record["asgi"] = _load_app(iso, cfg, out, sel.enabled("python_inline_sync_endpoints"),
+                                           getattr(installed, "lock_json", None),
+                                           sel.release.pyodide_version)
                 record["entropy_at_import"] = entropy
                 info["summary"] = f"{cfg.main} is an ASGI app ({record['asgi']['object']})"
                 ours = [(m, n) for m, n in entropy if _in_app(app_copy, m)]
@@ -983,7 +1015,25 @@ def _entropy_at_import(iso, module: str) -> list[tuple[str, int]]:
     return [(m, n) for m, n in reply.get("entropy_modules", []) if m not in RESEEDED_MODULES]
 
 
-def _load_app(iso, cfg, out: _Out, inline_sync: bool = True) -> dict:
+def _import_message(rep: dict, release_lock: Any, pyodide_version: str) -> str:
+    """The guest's import failure message; a missing standard-library module that the release
+    ships separately (:func:`pyworkers.packages.release_lock.unvendored_hint`) gets that hint
+    instead of "add the package that provides it"."""
+    msg = rep["message"]
+    if rep.get("missing") and release_lock is not None:
+        from pyworkers.packages.release_lock import read_release_lock, unvendored_hint
+
+        try:
+            hint = unvendored_hint(rep["missing"], read_release_lock(release_lock), pyodide_version)
+        except Exception:  # noqa: BLE001 - an unreadable lock: keep the generic message
+            hint = None
+        if hint:
+            msg = msg.split(": add the package that provides", 1)[0] + ": " + hint
+    return msg
+
+
+def _load_app(iso, cfg, out: _Out, inline_sync: bool = True, release_lock: Any = None,
+              pyodide_version: str = "") -> dict:
     """Import the app in ``iso`` (its top level runs), check it is ASGI and load it into the
     guest ASGI adapter too (``_pyworkers_asgi.load``), so that a snapshot of ``iso`` is an
     isolate ready to serve. Returns the record's ``asgi`` entry,
@@ -991,7 +1041,8 @@ def _load_app(iso, cfg, out: _Out, inline_sync: bool = True) -> dict:
     _install_harness(iso)
     rep = iso.call("_pyworkers_deploy:load", cfg.module, cfg.attribute)
     if not rep.get("ok"):
-        raise DeployError("import", rep["message"], _with_output(rep.get("traceback", ""), out))
+        raise DeployError("import", _import_message(rep, release_lock, pyodide_version),
+                          _with_output(rep.get("traceback", ""), out))
     _remove_harness(iso)
     iso.call("_pyworkers_asgi:configure", inline_sync=inline_sync)
     iso.call("_pyworkers_asgi:load", cfg.main, "/app")

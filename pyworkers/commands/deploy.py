@@ -83,13 +83,15 @@ def _with_store(record: dict, store, **extra) -> dict:
               help="Then push the deployment to this registry repository and point TAG "
                    "(default: the worker name) at it.")
 @registry_options
+@click.option("--no-build", is_flag=True, help="Never build pure-Python wheels from sdists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the deployment record as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output (errors still print).")
 def deploy_cmd(app_dir: Path, name: str | None, main_: str | None, date: str | None,
                flags: tuple[str, ...], vars_: tuple[str, ...], store_dir: Path | None,
                cache_dir: str | None, index_url: str | None,
-               extra_index_urls: tuple[str, ...], push_ref: str | None, username: str | None,
-               password_stdin: bool, ca_file: Path | None, as_json: bool, quiet: bool) -> None:
+               extra_index_urls: tuple[str, ...], no_build: bool, push_ref: str | None,
+               username: str | None, password_stdin: bool, ca_file: Path | None, as_json: bool,
+               quiet: bool) -> None:
     """Deploy the app in APP_DIR: resolve and install its requirements, import it in a fresh
     sandbox, check it is an ASGI app, snapshot it, smoke-test the restored snapshot and publish
     an immutable deployment that becomes the worker's current one. With --push, then push it
@@ -108,7 +110,7 @@ def deploy_cmd(app_dir: Path, name: str | None, main_: str | None, date: str | N
             dep = deploy(app_dir, store=store, name=name, main=main_, compatibility_date=date,
                          flags=list(flags) or None, vars=vars_d or None, cache_dir=cache_dir,
                          index_url=index_url, extra_index_urls=list(extra_index_urls) or None,
-                         progress=progress)
+                         progress=progress, build=not no_build)
         except DeployError as e:
             if e.detail:
                 click.echo(e.detail.rstrip(), err=True)
@@ -235,12 +237,13 @@ def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
     lock = r.get("lock")
     if lock:
         how = "reused, inputs unchanged" if lock["reused"] else "resolved"
-        lines.append(("lock", f"{len(lock['packages'])} package(s), {how}  "
+        src = f" from {lock['source']}" if lock.get("source") else ""
+        lines.append(("lock", f"{len(lock['packages'])} package(s){src}, {how}  "
                               f"({store.root / lock['path']})"))
         for p in lock["packages"]:
             lines.append(("", f"{p['name']} {p['version']}  [{p['source']}] {p['wheel']}"))
     else:
-        lines.append(("lock", "none (no requirements.txt)"))
+        lines.append(("lock", "none (no requirements.txt or pyproject.toml dependencies)"))
     layer = r.get("layer")
     lines.append(("layer", f"{layer['hash']}  {layer['files']} files, "
                            f"{fmt_bytes(layer['bytes'])}{' (reused)' if layer['reused'] else ''}"

@@ -1,6 +1,8 @@
 """CLI commands for pyworkers.packages: ``pyworkers resolve``.
 
-``pyworkers resolve [APP_DIR | -r requirements.txt]`` resolves the requirements for the runtime
+``pyworkers resolve [APP_DIR | -r requirements.txt]`` resolves the requirements
+(``requirements.txt``, else ``pyproject.toml`` dependencies, else ``pylock.toml`` as given:
+:mod:`pyworkers.packages.inputs`) for the runtime
 that the compatibility date and flags select (``pyworkers.compat``), writes ``pylock.toml``
 (PEP 751) beside them, downloads the wheels into the shared cache (verified; ``--no-download``
 skips this) and prints the pins. ``--json`` prints a list of
@@ -17,6 +19,18 @@ from pathlib import Path
 import click
 
 from pyworkers.cli import UserError, main
+
+
+def _groups(app_dir: Path | None) -> tuple[str, ...]:
+    """The worker configuration's ``dependency_groups`` (``()`` without an app directory)."""
+    if app_dir is None:
+        return ()
+    from pyworkers.config import ConfigError, load_worker_config
+
+    try:
+        return load_worker_config(app_dir).dependency_groups
+    except ConfigError as e:
+        raise UserError(str(e)) from None
 
 
 def _selection(app_dir: Path | None, date: str | None, flags: tuple[str, ...]):
@@ -61,7 +75,7 @@ def _release_lock(selection, pyodide_lock: Path | None, cache_dir: str | None, p
     return getattr(inst, "lock_json", None) or Path(inst.package) / "pyodide-lock.json"
 
 
-@main.command("resolve", short_help="Resolve requirements.txt to pinned wheels for a runtime.")
+@main.command("resolve", short_help="Resolve an app's requirements to pinned wheels for a runtime.")
 @click.argument("app_dir", required=False, type=click.Path(path_type=Path, file_okay=False))
 @click.option("-r", "--requirement", "requirements", type=click.Path(path_type=Path,
               dir_okay=False), help="Requirements file (default: APP_DIR/requirements.txt).")
@@ -90,6 +104,9 @@ def _release_lock(selection, pyodide_lock: Path | None, cache_dir: str | None, p
                    "requirements).")
 @click.option("--pre", is_flag=True, help="Allow pre-releases.")
 @click.option("--no-download", is_flag=True, help="Resolve only; do not download the wheels.")
+@click.option("--no-build", is_flag=True,
+              help="Never build pure-Python wheels from sdists (packages without a wheel for "
+                   "the runtime then fail).")
 @click.option("--cache-dir", metavar="DIR", help="Cache root (default: PYWORKERS_CACHE_DIR or "
               "the user cache directory).")
 @click.option("--json", "as_json", is_flag=True, help="Print the pins as JSON.")
@@ -98,20 +115,35 @@ def resolve_cmd(app_dir: Path | None, requirements: Path | None, date: str | Non
                 extra_index_urls: tuple[str, ...], exclude_newer: str | None,
                 no_exclude_newer: bool, package_base_url: str | None,
                 pyodide_lock: Path | None, no_release_lock: bool, lock_path: Path | None,
-                pre: bool, no_download: bool, cache_dir: str | None, as_json: bool) -> None:
-    """Resolve an app's requirements.txt to an exact, hash-pinned set of wheels for the runtime
-    its compatibility date selects, write pylock.toml beside it and download the wheels."""
-    from pyworkers.packages import (DEFAULT, PackagesError, RichProgress, download,
-                                    parse_exclude_newer, resolve, write_lock)
+                pre: bool, no_download: bool, no_build: bool, cache_dir: str | None,
+                as_json: bool) -> None:
+    """Resolve an app's requirements (requirements.txt, else pyproject.toml [project]
+    dependencies, else pylock.toml as given) to an exact, hash-pinned set of wheels for the
+    runtime its compatibility date selects, write pylock.toml beside them and download the
+    wheels. Packages with no wheel for the runtime are built as pure-Python wheels from their
+    sdists when that works (--no-build turns this off)."""
+    from pyworkers.packages import (DEFAULT, IMPLICIT_REQUIREMENTS, PackagesError, RichProgress,
+                                    download, parse_exclude_newer, read_lock, resolve, write_lock)
+    from pyworkers.packages.inputs import app_inputs
 
     if app_dir is not None and requirements is not None:
         raise UserError("give APP_DIR or -r FILE, not both")
     if exclude_newer and no_exclude_newer:
         raise UserError("--exclude-newer and --no-exclude-newer contradict each other: keep one")
     base = app_dir if app_dir is not None else (requirements.parent if requirements else Path("."))
-    req_file = requirements if requirements is not None else base / "requirements.txt"
-    if not req_file.is_file():
-        raise UserError(f"no requirements file: {req_file} does not exist (pass -r FILE)")
+    if requirements is not None:
+        if not requirements.is_file():
+            raise UserError(f"no requirements file: {requirements} does not exist")
+        req_file, kind = requirements, "requirements"
+    else:
+        try:
+            inputs = app_inputs(base, _groups(base))
+        except PackagesError as e:
+            raise UserError(str(e)) from None
+        if inputs.kind is None:
+            raise UserError(f"no requirements in {base}: add requirements.txt or [project] "
+                            "dependencies to pyproject.toml (or pass -r FILE)")
+        req_file, kind = inputs.path, inputs.kind
     sel = _selection(app_dir if app_dir is not None else (None if requirements else Path(".")),
                      date, flags)
     if exclude_newer:
@@ -124,13 +156,25 @@ def resolve_cmd(app_dir: Path | None, requirements: Path | None, date: str | Non
     lock = lock_path if lock_path is not None else req_file.parent / "pylock.toml"
     with RichProgress() as progress:
         try:
-            rl = None if no_release_lock else _release_lock(sel, pyodide_lock, cache_dir, progress)
-            res = resolve(req_file, sel, pyodide_lock=rl,
-                          package_base_url=DEFAULT if package_base_url is None
-                          else package_base_url,
-                          index_url=index_url, extra_index_urls=list(extra_index_urls) or None,
-                          exclude_newer=cutoff, lock_path=lock, pre=pre, cache_dir=cache_dir,
-                          progress=progress)
+            if kind == "pylock":
+                progress.note(f"{req_file}: no requirements.txt or pyproject.toml dependencies; "
+                              "using the lock as given")
+                res = read_lock(req_file)
+                lock = req_file
+            else:
+                rl = None if no_release_lock else _release_lock(sel, pyodide_lock, cache_dir,
+                                                                progress)
+                reqs = inputs.requirements if requirements is None else req_file
+                res = resolve(reqs, sel, pyodide_lock=rl,
+                              package_base_url=DEFAULT if package_base_url is None
+                              else package_base_url,
+                              index_url=index_url, extra_index_urls=list(extra_index_urls) or None,
+                              exclude_newer=cutoff, lock_path=lock, pre=pre, cache_dir=cache_dir,
+                              progress=progress, build=not no_build,
+                              implicit=IMPLICIT_REQUIREMENTS)
+            if res.reused and res.built_from_sdist():
+                progress.note("built from sdists (pure Python): " + ", ".join(
+                    f"{w.name} {w.version}" for w in res.built_from_sdist()))
             wheels = res.wheels
             if not no_download:
                 got = download(res, cache_dir, progress=progress, index_url=index_url)
