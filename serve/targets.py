@@ -97,27 +97,33 @@ def stage_app(app_dir: Path, name: str, root: Path, note=None) -> Path:
 
 
 def app_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
-              progress) -> Path | None:
-    """The site-packages layer for ``app_dir/requirements.txt`` (``None`` without one, or
-    when it pins nothing), built or reused by :func:`pyworkers.deploy.build_layer`. Raises
-    ``pyworkers.packages.PackagesError``."""
+              progress, groups: tuple[str, ...] = ()) -> Path | None:
+    """The site-packages layer for the app's requirements (``requirements.txt``, else
+    ``pyproject.toml`` dependencies plus ``groups``, else its ``pylock.toml``, as
+    ``pyworkers deploy`` reads them; ``None`` without any, or when nothing is pinned), built or
+    reused by :func:`pyworkers.deploy.build_layer`. Raises ``pyworkers.packages.PackagesError``."""
     from pyworkers.deploy import build_layer
-    from pyworkers.packages import download, resolve
+    from pyworkers.packages import IMPLICIT_REQUIREMENTS, download, read_lock, resolve
+    from pyworkers.packages.inputs import app_inputs
     from pyworkers.runtime.install import ensure_release
 
-    req = app_dir / "requirements.txt"
-    if not req.is_file():
+    inputs = app_inputs(app_dir, groups)
+    if inputs.kind is None:
         return None
-    own = app_dir / "pylock.toml"
-    if own.is_file():
-        lock = own
+    if inputs.kind == "pylock":
+        res = read_lock(inputs.path)
     else:
-        key = hashlib.sha256(str(app_dir.resolve()).encode()).hexdigest()[:16]
-        lock = root / "locks" / key / "pylock.toml"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-    inst = ensure_release(selection.release, cache_dir=cache_dir)
-    res = resolve(req, selection, pyodide_lock=inst.lock_json, lock_path=lock,
-                  cache_dir=cache_dir, progress=progress)
+        own = app_dir / "pylock.toml"
+        if own.is_file():
+            lock = own
+        else:
+            key = hashlib.sha256(str(app_dir.resolve()).encode()).hexdigest()[:16]
+            lock = root / "locks" / key / "pylock.toml"
+            lock.parent.mkdir(parents=True, exist_ok=True)
+        inst = ensure_release(selection.release, cache_dir=cache_dir)
+        res = resolve(inputs.requirements, selection, pyodide_lock=inst.lock_json,
+                      lock_path=lock, cache_dir=cache_dir, progress=progress, build=True,
+                      implicit=IMPLICIT_REQUIREMENTS)
     if not res.wheels:
         return None
     wheels = download(res, cache_dir, progress=progress)
@@ -140,7 +146,7 @@ def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | No
         raise DeploymentUnavailable(str(e)) from None
     root = cache_root(cache_dir) / "serve"
     try:
-        layer = app_layer(app_dir, sel, root, cache_dir, progress)
+        layer = app_layer(app_dir, sel, root, cache_dir, progress, cfg.dependency_groups)
     except PackagesError as e:
         detail = f"\n{e.detail}" if getattr(e, "detail", None) else ""
         raise DeploymentUnavailable(f"{app_dir}: {e}{detail}") from None
