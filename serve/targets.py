@@ -27,17 +27,19 @@ from pyworkers.serve.worker import AppFactory, IsolateFactory, with_app
 log = logging.getLogger("pyworkers.serve")
 
 
-def deployment_target(store, name: str, *, memory_limit: int | None) -> tuple[str, IsolateFactory]:
+def deployment_target(store, name: str, *, memory_limit: int | None,
+                      cache_dir: str | None = None) -> tuple[str, IsolateFactory]:
     """``(deployment id, IsolateFactory)`` for worker ``name``'s current deployment. Raises
     :class:`DeploymentUnavailable` when the worker has none or its snapshot is refused."""
     dep = store.current(name)
     if dep is None:
         raise DeploymentUnavailable(f"worker {name!r} has no deployment in {store.root}: run "
                                     "`pyworkers deploy` first")
-    return dep.id, deployment_factory(dep, memory_limit=memory_limit)
+    return dep.id, deployment_factory(dep, memory_limit=memory_limit, cache_dir=cache_dir)
 
 
-def deployment_factory(dep, *, memory_limit: int | None) -> IsolateFactory:
+def deployment_factory(dep, *, memory_limit: int | None,
+                       cache_dir: str | None = None) -> IsolateFactory:
     """The :data:`IsolateFactory` of one deployment: restore from its dedicated snapshot (the
     snapshot file is verified and its image module compiled here, once per machine), or boot
     and import when it has none. Raises :class:`DeploymentUnavailable` (e.g. a corrupt or
@@ -52,22 +54,23 @@ def deployment_factory(dep, *, memory_limit: int | None) -> IsolateFactory:
                           site_packages=kw["site_packages"], env=kw["env"],
                           memory_limit=memory_limit, max_concurrency=conc)
     try:
-        restorer = Restorer(dep.snapshot_path, **dep.restore_kwargs())
+        restorer = Restorer(dep.snapshot_path, cache_dir=cache_dir, **dep.restore_kwargs())
     except (SnapshotError, OSError) as e:
         raise DeploymentUnavailable(f"deployment {dep.id}: {e}") from None
     return with_app(partial(restorer.new_isolate, memory_limit=memory_limit), main,
                     max_concurrency=conc)
 
 
-def fallback_target(store, name: str, skip: str, *,
-                    memory_limit: int | None) -> tuple[str, IsolateFactory] | None:
+def fallback_target(store, name: str, skip: str, *, memory_limit: int | None,
+                    cache_dir: str | None = None) -> tuple[str, IsolateFactory] | None:
     """``--fallback previous``: the newest deployment of ``name`` other than ``skip`` whose
     files verify and restore, as ``(id, factory)``; ``None`` if there is none."""
     for dep in reversed(store.list(name)):
         if dep.id == skip:
             continue
         try:
-            return dep.id, deployment_factory(dep, memory_limit=memory_limit)
+            return dep.id, deployment_factory(dep, memory_limit=memory_limit,
+                                              cache_dir=cache_dir)
         except DeploymentUnavailable as e:
             log.warning("[%s] fallback: %s", name, e)
     return None
@@ -166,7 +169,8 @@ class StoreWatcher:
     ``swap(name, factory)`` is the server's switch (:meth:`ServerApp.swap`)."""
 
     def __init__(self, store, served: dict[str, str], swap: Callable, *, memory_limit: int | None,
-                 interval: float, follow_new: bool):
+                 interval: float, follow_new: bool, cache_dir: str | None = None):
+        self.cache_dir = cache_dir
         self.store = store
         self.served = served
         self.swap = swap
@@ -201,7 +205,8 @@ class StoreWatcher:
             try:
                 dep_id, factory = await loop.run_in_executor(
                     None, lambda w=w: deployment_target(self.store, w,
-                                                        memory_limit=self.memory_limit))
+                                                        memory_limit=self.memory_limit,
+                                                        cache_dir=self.cache_dir))
                 gen = await self.swap(w, factory)
             except Exception as e:  # noqa: BLE001 - keep serving the previous deployment
                 self._failed[w] = cur

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from pathlib import Path
 
 import click
@@ -161,11 +162,13 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             for w in workers:
                 progress.note(f"preparing {w}: restoring from its snapshot")
                 try:
-                    served[w], targets[w] = deployment_target(store, w, memory_limit=limit)
+                    served[w], targets[w] = deployment_target(store, w, memory_limit=limit,
+                                                              cache_dir=cache_dir)
                     where[w] = f"deployment {served[w]}"
                 except DeploymentUnavailable as e:
                     served[w] = store.current_id(w) or ""
-                    fb = fallback_target(store, w, served[w], memory_limit=limit) \
+                    fb = fallback_target(store, w, served[w], memory_limit=limit,
+                                         cache_dir=cache_dir) \
                         if fallback == "previous" else None
                     if fb is None:
                         log.error("[%s] cannot be served (503 until a deployment of it can be "
@@ -221,7 +224,8 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                      where[name], name, name)
         if served or not targets_args:
             watcher = StoreWatcher(store, served, app.swap, memory_limit=limit,
-                                   interval=cfg.watch_interval, follow_new=not targets_args)
+                                   interval=cfg.watch_interval, follow_new=not targets_args,
+                                   cache_dir=cache_dir)
             app.watcher_task = asyncio.ensure_future(watcher.run())
         if follower is not None:
             follower.start()
@@ -255,6 +259,9 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                             access_log=not no_access_log, timeout_keep_alive=keep_alive_timeout,
                             timeout_graceful_shutdown=cfg.drain_timeout)
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it shut down for once it is done; with SIGTERM's default
+    # disposition that would kill the process (-15) after a clean drain: exit 0 instead
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         server.run(sockets=sockets)
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down for: exit quietly
