@@ -1064,7 +1064,10 @@ def _smoke(restore_kwargs: dict, snapshot: Path, cfg, out: _Out,
     timing = {}
 
     def make_isolate(**_sinks) -> Any:
-        r = Restorer(snapshot, **restore_kwargs)  # restore_isolate, with the timings split
+        # copy mode: no per-snapshot compile at deploy; the copy-on-write image module is
+        # compiled by the first `pyworkers serve` (in the background, serving meanwhile) or
+        # `pyworkers pull` that needs it
+        r = Restorer(snapshot, copy=True, **restore_kwargs)
         timing["prepare_ms"] = round(r.timings.get("prepare_ms", 0.0), 1)
         t0 = time.perf_counter()
         iso = r.new_isolate(stdout=out, stderr=out)

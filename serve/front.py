@@ -75,6 +75,8 @@ class ServerApp:
         self.pools: dict[str, Pool] = {name: self._pool(name, f) for name, f in targets.items()}
         self.on_startup = list(on_startup or [])
         self.started = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pending_upgrades: list = []
 
     def _pool(self, name: str, factory: IsolateFactory) -> Pool:
         return Pool(name, factory, self.config.policy(), self.config.times(),
@@ -143,6 +145,10 @@ class ServerApp:
             await self.pools.pop(name).close()
             self.unavailable[name] = f"failed to start: {r}"
         self.started = True
+        self.loop = asyncio.get_running_loop()
+        pending, self.pending_upgrades = self.pending_upgrades, []
+        for name, current, factory in pending:
+            asyncio.ensure_future(self._upgrade(name, current, factory))
         for cb in self.on_startup:
             res = cb(self)
             if asyncio.iscoroutine(res):
@@ -167,8 +173,31 @@ class ServerApp:
             self.pools[name] = pool
             self.unavailable.pop(name, None)
             log.info("[%s] deployment added", name)
-            return pool.generation
+            return pool.deployment_generation
         return await pool.swap(factory)
+
+    def upgrader(self, name: str, current: Callable[[], bool]) -> Callable[[IsolateFactory], None]:
+        """A thread-safe ``upgrade(factory)`` callback for
+        :func:`pyworkers.serve.targets.deployment_factory`: once started, it switches pool
+        ``name`` to ``factory`` if ``current()`` still says its deployment is the one served."""
+        def upgrade(factory: IsolateFactory) -> None:
+            loop = self.loop
+            if loop is None or loop.is_closed():
+                self.pending_upgrades.append((name, current, factory))
+                return
+            asyncio.run_coroutine_threadsafe(self._upgrade(name, current, factory), loop)
+
+        return upgrade
+
+    async def _upgrade(self, name: str, current: Callable[[], bool],
+                       factory: IsolateFactory) -> None:
+        pool = self.pools.get(name)
+        if pool is None or not current():
+            return
+        try:
+            await pool.upgrade(factory)
+        except Exception as e:  # noqa: BLE001 - the copy-mode isolates keep serving
+            log.error("[%s] upgrade to copy-on-write restores failed: %s", name, e)
 
     def _names(self) -> list[str]:
         return [*self.pools, *(n for n in self.unavailable if n not in self.pools)]

@@ -27,6 +27,10 @@ from pyworkers.serve.worker import IsolateFactory, Worker
 
 log = logging.getLogger("pyworkers.serve")
 
+#: seconds between re-checks of a request waiting for room (an isolate whose loop was blocked
+#: takes requests again as soon as it awaits, which notifies nobody)
+RECHECK = 0.05
+
 
 @dataclasses.dataclass(frozen=True)
 class PoolTimes:
@@ -58,7 +62,8 @@ class Pool:
         self.policy = policy
         self.times = times
         self.env_source = env_source
-        self.generation = 1
+        self.generation = 1                   # isolates of an older one are retired
+        self.deployment_generation = 1        # deployments served (swap), for logs
         self.workers: list[Worker] = []       # current generation (any state)
         self.retiring: set[Worker] = set()    # old generations and retired ones, draining
         self._numbers = itertools.count(1)
@@ -132,8 +137,8 @@ class Pool:
             try:
                 self._balance()
                 self._changed.clear()
-                try:
-                    await asyncio.wait_for(self._changed.wait(), left)
+                try:  # re-check at least every RECHECK s: a blocked loop frees up silently
+                    await asyncio.wait_for(self._changed.wait(), min(left, RECHECK))
                 except asyncio.TimeoutError:
                     pass
             finally:
@@ -143,7 +148,22 @@ class Pool:
         """Switch to ``factory`` (a new deployment) without dropping requests: boot
         ``max(1, min_idle)`` isolates from it first (if that fails, raise
         :class:`StartupFailed` and keep serving the old one), route new requests to them,
-        then drain the old isolates. Returns the new generation number."""
+        then drain the old isolates. Returns the deployment generation (1 for the first
+        deployment served, +1 per swap)."""
+        await self._replace(factory, "redeploy")
+        self.deployment_generation += 1
+        log.info("[%s] now serving generation %d (%d old isolates draining)", self.name,
+                 self.deployment_generation, len(self.retiring))
+        return self.deployment_generation
+
+    async def upgrade(self, factory: IsolateFactory) -> None:
+        """Same deployment, better isolates (e.g. copy-on-write restores once the snapshot's
+        image module is compiled): replaced like :meth:`swap`, without counting as a new
+        deployment generation."""
+        await self._replace(factory, "upgrade")
+        log.info("[%s] isolates now restore from the compiled image module", self.name)
+
+    async def _replace(self, factory: IsolateFactory, why: str) -> None:
         if self.closed:
             raise PoolUnavailable(f"deployment {self.name} is shutting down", "closed")
         gen = self.generation + 1
@@ -154,11 +174,8 @@ class Pool:
         self.policy = self._policy_for(factory)
         self._fail_streak, self.last_error = 0, None
         for w in old:
-            self._retire(w, f"replaced by generation {gen}")
-        log.info("[%s] now serving generation %d (%d old isolates draining)", self.name, gen,
-                 len(old))
+            self._retire(w, f"replaced ({why})")
         self._notify()
-        return gen
 
     async def close(self) -> None:
         """Stop every isolate: drain, lifespan shutdown; waits for them."""

@@ -17,6 +17,8 @@ import hashlib
 import logging
 import shutil
 import tempfile
+import threading
+import time
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -28,22 +30,31 @@ log = logging.getLogger("pyworkers.serve")
 
 
 def deployment_target(store, name: str, *, memory_limit: int | None,
-                      cache_dir: str | None = None) -> tuple[str, IsolateFactory]:
+                      cache_dir: str | None = None,
+                      upgrade: Callable[[IsolateFactory], None] | None = None
+                      ) -> tuple[str, IsolateFactory]:
     """``(deployment id, IsolateFactory)`` for worker ``name``'s current deployment. Raises
     :class:`DeploymentUnavailable` when the worker has none or its snapshot is refused."""
     dep = store.current(name)
     if dep is None:
         raise DeploymentUnavailable(f"worker {name!r} has no deployment in {store.root}: run "
                                     "`pyworkers deploy` first")
-    return dep.id, deployment_factory(dep, memory_limit=memory_limit, cache_dir=cache_dir)
+    return dep.id, deployment_factory(dep, memory_limit=memory_limit, cache_dir=cache_dir,
+                                      upgrade=upgrade)
 
 
-def deployment_factory(dep, *, memory_limit: int | None,
-                       cache_dir: str | None = None) -> IsolateFactory:
+def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None = None,
+                       upgrade: Callable[[IsolateFactory], None] | None = None) -> IsolateFactory:
     """The :data:`IsolateFactory` of one deployment: restore from its dedicated snapshot (the
-    snapshot file is verified and its image module compiled here, once per machine), or boot
-    and import when it has none. Raises :class:`DeploymentUnavailable` (e.g. a corrupt or
-    foreign snapshot), naming the deployment."""
+    snapshot file is verified here), or boot and import when it has none.
+
+    Isolates restore copy-on-write from the snapshot's image module, compiled once per machine
+    (seconds). When it is not compiled yet and ``upgrade`` is given, the compile is taken off
+    the critical path: the factory returned restores by copying the image (no compile; tens of
+    ms and the image as private memory per isolate), a thread compiles the image module, then
+    calls ``upgrade(copy_on_write_factory)`` (the caller swaps its pool to it). Without
+    ``upgrade`` the compile happens here. Raises :class:`DeploymentUnavailable` (e.g. a corrupt
+    or foreign snapshot), naming the deployment."""
     from pyworkers.snapshot import Restorer, SnapshotError
 
     main = dep.record["config"]["main"]
@@ -53,12 +64,40 @@ def deployment_factory(dep, *, memory_limit: int | None,
         return AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
                           site_packages=kw["site_packages"], env=kw["env"],
                           memory_limit=memory_limit, max_concurrency=conc)
-    try:
-        restorer = Restorer(dep.snapshot_path, cache_dir=cache_dir, **dep.restore_kwargs())
-    except (SnapshotError, OSError) as e:
-        raise DeploymentUnavailable(f"deployment {dep.id}: {e}") from None
-    return with_app(partial(restorer.new_isolate, memory_limit=memory_limit), main,
-                    max_concurrency=conc)
+
+    def make(copy: bool) -> IsolateFactory:
+        try:
+            r = Restorer(dep.snapshot_path, cache_dir=cache_dir, copy=copy,
+                         **dep.restore_kwargs())
+        except (SnapshotError, OSError) as e:
+            raise DeploymentUnavailable(f"deployment {dep.id}: {e}") from None
+        f = with_app(partial(r.new_isolate, memory_limit=memory_limit), main,
+                     max_concurrency=conc)
+        f.restorer = r  # type: ignore[attr-defined]
+        return f
+
+    if upgrade is None:
+        return make(False)
+    quick = make(True)  # verifies the file either way
+    if quick.restorer.image_ready():  # type: ignore[attr-defined]
+        return make(False)
+
+    def compile_then_upgrade() -> None:
+        t0 = time.monotonic()
+        try:
+            full = make(False)
+        except Exception as e:  # noqa: BLE001 - keep serving in copy mode
+            log.error("deployment %s: image module compile failed, isolates keep restoring by "
+                      "copy: %s", dep.id, e)
+            return
+        log.info("deployment %s: image module compiled in %.1f s (copy-on-write restores from "
+                 "now on)", dep.id, time.monotonic() - t0)
+        upgrade(full)
+
+    log.info("deployment %s: serving with copy restores while its image module compiles",
+             dep.id)
+    threading.Thread(target=compile_then_upgrade, name=f"compile {dep.id}", daemon=True).start()
+    return quick
 
 
 def fallback_target(store, name: str, skip: str, *, memory_limit: int | None,
@@ -169,8 +208,11 @@ class StoreWatcher:
     ``swap(name, factory)`` is the server's switch (:meth:`ServerApp.swap`)."""
 
     def __init__(self, store, served: dict[str, str], swap: Callable, *, memory_limit: int | None,
-                 interval: float, follow_new: bool, cache_dir: str | None = None):
+                 interval: float, follow_new: bool, cache_dir: str | None = None,
+                 upgrader: Callable | None = None):
         self.cache_dir = cache_dir
+        #: ``upgrader(name, current) -> upgrade`` (:meth:`ServerApp.upgrader`), or None
+        self.upgrader = upgrader
         self.store = store
         self.served = served
         self.swap = swap
@@ -202,11 +244,15 @@ class StoreWatcher:
                 continue
             if cur is None or cur == self.served.get(w) or self._failed.get(w) == cur:
                 continue
+            upgrade = None
+            if self.upgrader is not None:
+                upgrade = self.upgrader(w, lambda w=w, cur=cur: self.served.get(w) == cur)
             try:
                 dep_id, factory = await loop.run_in_executor(
                     None, lambda w=w: deployment_target(self.store, w,
                                                         memory_limit=self.memory_limit,
-                                                        cache_dir=self.cache_dir))
+                                                        cache_dir=self.cache_dir,
+                                                        upgrade=upgrade))
                 gen = await self.swap(w, factory)
             except Exception as e:  # noqa: BLE001 - keep serving the previous deployment
                 self._failed[w] = cur

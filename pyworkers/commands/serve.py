@@ -155,6 +155,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                         f"(deployed workers: {', '.join(names) or 'none'})")
     targets: dict = {}
     unavailable: dict[str, str] = {}
+    upgrades = _Upgrades()
     where: dict[str, str] = {}
     served: dict[str, str] = {}  # worker -> deployment id being served
     try:
@@ -162,8 +163,10 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             for w in workers:
                 progress.note(f"preparing {w}: restoring from its snapshot")
                 try:
-                    served[w], targets[w] = deployment_target(store, w, memory_limit=limit,
-                                                              cache_dir=cache_dir)
+                    cur = store.current_id(w)
+                    served[w], targets[w] = deployment_target(
+                        store, w, memory_limit=limit, cache_dir=cache_dir,
+                        upgrade=upgrades.upgrader(w, lambda w=w, cur=cur: served.get(w) == cur))
                     where[w] = f"deployment {served[w]}"
                 except DeploymentUnavailable as e:
                     served[w] = store.current_id(w) or ""
@@ -225,7 +228,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
         if served or not targets_args:
             watcher = StoreWatcher(store, served, app.swap, memory_limit=limit,
                                    interval=cfg.watch_interval, follow_new=not targets_args,
-                                   cache_dir=cache_dir)
+                                   cache_dir=cache_dir, upgrader=app.upgrader)
             app.watcher_task = asyncio.ensure_future(watcher.run())
         if follower is not None:
             follower.start()
@@ -241,6 +244,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             f"{n}: {r}" for n, r in unavailable.items()))
     app = ServerApp(targets, cfg, on_startup=[on_started], metrics=metrics,
                     unavailable=unavailable)
+    upgrades.attach(app)
     sockets = None
     if admin_port is not None:
         sockets = [_listen(host, port), _listen(host, admin_port)]
@@ -271,6 +275,30 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             follower.stop()
     if not server.started:
         raise UserError("the server did not start (see the log above)")
+
+
+class _Upgrades:
+    """Upgrade callbacks made before the :class:`ServerApp` exists (targets are prepared
+    first): calls are kept until :meth:`attach`, then go to the app."""
+
+    def __init__(self) -> None:
+        self.app = None
+        self.early: list = []
+
+    def upgrader(self, name: str, current):
+        def upgrade(factory) -> None:
+            if self.app is None:
+                self.early.append((name, current, factory))
+            else:
+                self.app.upgrader(name, current)(factory)
+
+        return upgrade
+
+    def attach(self, app) -> None:
+        self.app = app
+        for name, current, factory in self.early:
+            app.upgrader(name, current)(factory)
+        self.early.clear()
 
 
 def _listen(host: str, port: int):
