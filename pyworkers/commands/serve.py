@@ -331,8 +331,10 @@ def follow_registry(store, ref_text: str, workers: list[str], interval: float,
                         "(pyworkers serve NAME... --registry oci://HOST/REPO)")
     ref = parse_ref(ref_text)
     client = make_client(ref, None, False, Path(ca_file) if ca_file else None)
+    # prepare=False: the node switches as soon as a deployment is pulled and verified; its
+    # image module is compiled in the background while copy restores serve (serve.targets)
     follower = RegistryFollower(store, ref, workers, interval=interval, client=client,
-                                cache_dir=cache_dir)
+                                cache_dir=cache_dir, prepare=False)
     try:
         follower.poll_once()
     except Exception as e:  # noqa: BLE001 - the local store may still have them
