@@ -52,7 +52,8 @@ class Pool:
     reaches isolates started afterwards."""
 
     def __init__(self, name: str, factory: IsolateFactory, policy: ScalingPolicy,
-                 times: PoolTimes = PoolTimes(), *, env_source=None, metrics=None):
+                 times: PoolTimes = PoolTimes(), *, env_source=None, metrics=None,
+                 bindings=None):
         self.name = name
         self.base_policy = policy
         policy = self._policy_for(factory)
@@ -62,6 +63,8 @@ class Pool:
         self.policy = policy
         self.times = times
         self.env_source = env_source
+        #: a :class:`~pyworkers.serve.worker.BindingHost` for this deployment (or None)
+        self.bindings = bindings
         self.generation = 1                   # isolates of an older one are retired
         self.deployment_generation = 1        # deployments served (swap), for logs
         self.workers: list[Worker] = []       # current generation (any state)
@@ -194,7 +197,8 @@ class Pool:
     def _new_worker(self, factory: IsolateFactory, generation: int) -> Worker:
         env = self.env_source() if self.env_source is not None else None
         return Worker(self.name, next(self._numbers), generation, factory,
-                      cpu_limit=self.times.cpu, env=env, on_change=self._worker_changed)
+                      cpu_limit=self.times.cpu, env=env, on_change=self._worker_changed,
+                      bindings=self.bindings, call_timeout=self.times.cpu or 30.0)
 
     async def _boot_all(self, fresh: list[Worker]) -> None:
         results = await asyncio.gather(*(w.start(self.times.startup) for w in fresh),

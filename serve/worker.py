@@ -100,6 +100,17 @@ class AppFactory:
         return with_app(make, self.main)(stdout=stdout, stderr=stderr)
 
 
+class BindingHost(Protocol):
+    """Performs binding operations for the guest (KV, SQL, objects: ``pyworkers.serve``'s
+    bindings layer). ``declared()`` lists ``[{"name", "kind"}]`` given to the guest at start;
+    ``call(binding, op, args, body)`` returns ``(JSON-able result, bytes)`` and raises
+    ``KeyError``/``ValueError``/``PermissionError`` for errors the app should see as such."""
+
+    def declared(self) -> list[dict]: ...
+
+    async def call(self, binding: str, op: str, args: dict, body: bytes) -> tuple[Any, bytes]: ...
+
+
 class LineLog:
     """``bytes -> None`` sink logging whole lines as ``[<worker> <stream>] <line>``; a line is
     cut at :attr:`LIMIT` bytes (the rest of it is logged as following lines)."""
@@ -168,13 +179,17 @@ class Worker:
 
     def __init__(self, deployment: str, number: int, generation: int, factory: IsolateFactory,
                  *, cpu_limit: float | None = None, env: Mapping[str, str] | None = None,
-                 on_change: Callable[["Worker"], None] | None = None):
+                 on_change: Callable[["Worker"], None] | None = None,
+                 bindings: "BindingHost | None" = None, call_timeout: float = 30.0):
         self.id = f"{deployment}#{number}"
         self.deployment, self.number, self.generation = deployment, number, generation
         self.factory = factory
         self.cpu_limit = cpu_limit
         self.env = dict(env or {})
         self.on_change = on_change
+        self.bindings = bindings
+        self.call_timeout = call_timeout
+        self._calls: set[asyncio.Task] = set()
         self.state = "booting"
         self.lifespan: str | None = None
         self.convs: dict[int, Conversation] = {}
@@ -253,8 +268,10 @@ class Worker:
         self.iso = iso
         ch = self.channel = Channel(iso.host.waker, self._from_guest)
         iso.host.devices[CHANNEL_PATH] = lambda: ch
-        if self.env:
-            ch.push(frame(wire.H_ENV, 0, {"environ": self.env}))
+        if self.env or self.bindings is not None:
+            ch.push(frame(wire.H_ENV, 0, {
+                "environ": self.env,
+                "bindings": self.bindings.declared() if self.bindings is not None else []}))
         ch.push(frame(wire.H_LIFESPAN_STARTUP, 0))
         try:
             iso.watch_cpu(self.cpu_limit, self._check_memory)
@@ -304,6 +321,11 @@ class Worker:
     def _deliver(self, msgs: list) -> None:
         for kind, cid, meta, body in msgs:
             m = GuestMessage(kind, cid, meta, body)
+            if kind == wire.G_CALL:
+                t = asyncio.ensure_future(self._host_call(m))
+                self._calls.add(t)
+                t.add_done_callback(self._calls.discard)
+                continue
             if cid == 0:
                 self._lifespan_message(m)
                 continue
@@ -326,6 +348,32 @@ class Worker:
                 self._changed()
             elif not conv.detached:
                 conv.queue.put_nowait(m)
+
+    async def _host_call(self, m: GuestMessage) -> None:
+        """Perform a binding operation for the guest and reply (``H_REPLY``). Errors become
+        data for the guest (type + message); nothing of the host (paths, credentials) is
+        sent."""
+        binding, op = str(m.meta.get("binding", "")), str(m.meta.get("op", ""))
+        try:
+            if self.bindings is None:
+                raise KeyError(f"no bindings are configured (binding {binding!r})")
+            result, body = await asyncio.wait_for(
+                self.bindings.call(binding, op, m.meta.get("args") or {}, m.body),
+                self.call_timeout)
+            reply = {"ok": True, "result": result}
+        except asyncio.TimeoutError:
+            reply, body = {"ok": False, "error": {
+                "type": "TimeoutError",
+                "message": f"{binding}.{op} took over {self.call_timeout:g} s"}}, b""
+        except (KeyError, ValueError, PermissionError) as e:
+            reply, body = {"ok": False, "error": {"type": type(e).__name__,
+                                                  "message": str(e.args[0] if e.args else e)}}, b""
+        except Exception as e:  # noqa: BLE001 - reported to the app, logged here
+            log.error("[%s] binding %s.%s failed: %r", self.id, binding, op, e)
+            reply, body = {"ok": False, "error": {"type": "BindingError",
+                                                  "message": f"{binding}.{op} failed: "
+                                                             f"{type(e).__name__}: {e}"}}, b""
+        self.push(wire.H_REPLY, m.cid, reply, body)
 
     def _lifespan_message(self, m: GuestMessage) -> None:
         ready = self._ready

@@ -40,6 +40,20 @@ CHUNK = 1 << 20
 _server = None
 
 
+class BindingError(Exception):
+    """A binding operation failed on the host (the message says which and why)."""
+
+
+_ERRORS = {"KeyError": KeyError, "ValueError": ValueError, "TimeoutError": TimeoutError,
+           "PermissionError": PermissionError}
+
+
+def current():
+    """The running serve loop's server (``None`` outside ``pyworkers serve``): bindings use
+    ``current().call(...)``."""
+    return _server
+
+
 class _Conversation:
     __slots__ = ("server", "cid", "kind", "task", "inbox", "waiter", "ack", "started",
                  "complete", "disconnected", "body_complete", "asked", "accepted", "closed")
@@ -245,6 +259,30 @@ class _Server:
         self.lifespan_said = None
         self.versions = ({"version": "3.0", "spec_version": "2.3"},
                          {"version": "3.0", "spec_version": "2.4"})
+        self.calls = {}           # call id -> future of (meta, body)
+        self.next_call = 0
+        self.bindings = []        # [{"name", "kind", ...}] declared by the deployment
+        self.environ = {}         # vars and secrets given by the host at start
+
+    async def call(self, binding, op, args=None, body=b""):
+        """Ask the host to perform ``op`` on ``binding`` (``args``: JSON-able dict,
+        ``body``: bytes); returns ``(result, body)``. Raises the host's error as
+        ``BindingError`` (or ``KeyError``/``ValueError``/``TimeoutError`` when the host says
+        so)."""
+        self.next_call = (self.next_call + 1) & 0xFFFFFFFF
+        call_id = self.next_call
+        fut = self.loop.create_future()
+        self.calls[call_id] = fut
+        try:
+            self.emit(W.G_CALL, call_id, {"binding": binding, "op": op, "args": args or {}},
+                      body)
+            meta, data = await fut
+        finally:
+            self.calls.pop(call_id, None)
+        if not meta.get("ok"):
+            err = meta.get("error") or {}
+            raise _ERRORS.get(err.get("type"), BindingError)(err.get("message", "binding error"))
+        return meta.get("result"), data
 
     def emit(self, kind, cid, meta=None, body=b""):
         if len(body) > 65536:
@@ -298,6 +336,12 @@ class _Server:
                 self.stop.set_result(meta)
         elif kind == W.H_ENV:
             os.environ.update(meta.get("environ") or {})
+            self.bindings = list(meta.get("bindings") or [])
+            self.environ = dict(meta.get("environ") or {})
+        elif kind == W.H_REPLY:
+            fut = self.calls.pop(cid, None)
+            if fut is not None and not fut.done():
+                fut.set_result((meta, body))
         else:
             conv = self.convs.get(cid)
             if conv is None:
@@ -401,6 +445,20 @@ def run(options=None):
         loop.remove_reader(server.fd)
         os.close(server.fd)
         _server = None
+
+
+class BindingError(Exception):
+    """A binding operation failed on the host (the message says which and why)."""
+
+
+_ERRORS = {"KeyError": KeyError, "ValueError": ValueError, "TimeoutError": TimeoutError,
+           "PermissionError": PermissionError}
+
+
+def current():
+    """The running serve loop's server (``None`` outside ``pyworkers serve``): bindings use
+    ``current().call(...)``."""
+    return _server
         try:
             sys.stdout.flush()
             sys.stderr.flush()

@@ -30,7 +30,9 @@ H_WS_DISCONNECT = 7      # meta: {"code": int, "reason": str}
 H_CANCEL = 8             # {"reason": str} cancel the conversation's task (request timeout)
 H_ACK = 9                # {} a streamed body chunk reached the client: the sender may go on
 H_STOP = 10              # {"drain": seconds, "shutdown": seconds} drain, lifespan shutdown, exit
-H_ENV = 11               # {"environ": {name: value}} set before lifespan startup (secrets)
+H_ENV = 11               # {"environ": {name: value}, "bindings": [{"name", "kind"}, ...]}
+                         # set before lifespan startup (secrets never enter a snapshot)
+H_REPLY = 12             # cid = call id; meta {"ok": bool, "result": ..., "error": {...}}; body
 
 # guest -> host
 G_READY = 20             # {"pid": ...} the loop runs
@@ -44,6 +46,8 @@ G_WS_SEND = 27           # meta: {"text": bool}; body: payload
 G_WS_CLOSE = 28          # {"code": int, "reason": str}
 G_STOPPED = 29           # {"cancelled": [task names], "lifespan": str} run() is returning
 G_LOG = 30               # {"level": "error" | "warning" | "info", "message": str}
+G_CALL = 31              # cid = call id; meta {"binding", "op", "args"}; body: payload
+                         # a binding operation the host performs (KV, SQL, objects...)
 
 #: scope keys whose values are bytes (sent as Latin-1 strings)
 BYTES_KEYS = ("raw_path", "query_string")
