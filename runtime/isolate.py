@@ -270,7 +270,9 @@ class Isolate:
         self._count_args_ptr = 0
         #: table slots this host added after instantiation: ``[(index, origin)]`` where origin is
         #: ``("trampoline_call",)``, ``("count_args",)``, ``("main", export)`` or
-        #: ``("lib", library_index, export)``; a snapshot restore re-creates them identically.
+        #: ``("lib", library_index, export)``, ``("ffi_closure", address, layout)`` or
+        #: ``("ffi_free",)`` (ctypes closures, :mod:`pyworkers.runtime.ffi`); a snapshot restore
+        #: re-creates them identically.
         self.table_log: list[tuple[int, tuple]] = []
         self.store = wasmtime.Store(get_engine())
         self.store.set_epoch_deadline(NO_DEADLINE)

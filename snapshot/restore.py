@@ -18,8 +18,9 @@ Around that, :meth:`Restorer.new_isolate` re-creates what the image cannot hold,
    *without* data initialisation (passive-data variant) and without relocations/constructors,
    its GOT entries and mutable globals set to their snapshot values; its element segments refill
    its table range;
-3. the remaining recorded table slots (``dlsym``/GOT function pointers), then a check that the
-   table has exactly the snapshot's size;
+3. the remaining recorded table slots (``dlsym``/GOT function pointers, libffi closures made
+   by ``ctypes`` re-created from their recorded call layout, see :mod:`pyworkers.runtime.ffi`),
+   then a check that the table has exactly the snapshot's size; an unknown slot origin is refused;
 4. host state: cwd, environment, ``/tmp``, open files, a monotonic clock that does not go back;
 5. entropy: ``random`` is reseeded from the host before the isolate is handed out
    (``os.urandom``/``secrets`` always read the host's entropy).
@@ -36,6 +37,7 @@ from typing import Any, Callable
 
 import wasmtime
 
+from pyworkers.runtime import ffi
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.dylink import FUNC_EXPORT, LoadedLibrary, compile_side_module, read_dylink
 from pyworkers.runtime.engine import config_fingerprint, load_module, wasmtime_version
@@ -227,6 +229,11 @@ class Restorer:
                 table.set(store, idx, iso._export(origin[1]))
             elif origin[0] == "lib":
                 table.set(store, idx, linker.loaded[origin[1]].exports[origin[2]])
+            elif origin[0] in (ffi.ORIGIN_CLOSURE, ffi.ORIGIN_FREE):
+                ffi.restore_slot(iso, idx, origin)
+            elif origin[0] not in ("trampoline_call", "count_args"):
+                raise SnapshotError(f"{self.path}: table slot {idx} has unknown origin {origin[0]!r} "
+                                    "(snapshot written by a newer pyworkers?)")
         linker.func_slots = {(o, n): i for o, n, i in st["func_slots"]}
         iso.table_log = log
         if table.size(store) != target:
