@@ -37,6 +37,7 @@ from wasmtime._func import enter_wasm
 
 from pyworkers.compat.releases import Release, default_release, get_release
 from pyworkers.runtime import host as H
+from pyworkers.runtime import kdf
 from pyworkers.runtime.engine import get_engine, load_module
 from pyworkers.runtime.install import InstalledRelease, ensure_release
 from pyworkers.runtime.trampolines import count_args_module, trampoline_call_module
@@ -263,6 +264,8 @@ class Isolate:
         self.host.isolate = self
         # the host's entropy counter, read by the guest to attribute entropy use to modules
         self.fs.add_dynamic("/dev/pyworkers/entropy", lambda: str(self.host.entropy_calls).encode())
+        # hashlib.pbkdf2_hmac / scrypt computed on the host's OpenSSL (runtime/kdf.py)
+        self.fs.add_service(kdf.DEVICE, kdf.handle)
         self.dead: str | None = None
         self._exports: dict[str, Any] = {}
         self._fast: dict[str, _I32Call] = {}

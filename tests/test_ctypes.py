@@ -49,8 +49,9 @@ except AttributeError as e:
 '''
 
 
-def test_ctypes_calls_libc_and_python_callbacks(runtime_314):
-    iso = Isolate(runtime_314)
+@pytest.mark.parametrize("fixture", ["runtime_314", "runtime_029"])
+def test_ctypes_calls_libc_and_python_callbacks(fixture, request):
+    iso = Isolate(request.getfixturevalue(fixture))
     r = iso.run(CALLS)
     assert r.stdout.decode().splitlines() == [
         "strlen 3",
