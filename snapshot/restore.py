@@ -117,13 +117,11 @@ class Restorer:
 
     # ------------------------------------------------------------------ once per process
     def _image_module(self, progress) -> wasmtime.Module:
-        key = hashlib.sha256(f"{self.snap.digest}:{config_fingerprint()}".encode()).hexdigest()
+        key = _image_key(self.snap.digest)
         root = cache_root(self.cache_dir)
         sdir = root / "snapshots"
         sdir.mkdir(parents=True, exist_ok=True)
-        from pyworkers.runtime.install import compiled_path
-
-        cwasm = compiled_path(root, key, "snapshot")
+        cwasm = image_module_path(self.snap.digest, self.cache_dir)
         if not cwasm.with_suffix(".json").exists():
             t0 = time.perf_counter()
             image = self.snap.section("memory")
@@ -312,6 +310,30 @@ class _ExportsOnly:
     def __init__(self, module: wasmtime.Module, is_global: bool):
         self.is_global = is_global
         self.exports = {e.name: FUNC_EXPORT for e in module.exports if isinstance(e.type, wasmtime.FuncType)}
+
+
+def _image_key(digest: str) -> str:
+    return hashlib.sha256(f"{digest}:{config_fingerprint()}".encode()).hexdigest()
+
+
+def image_module_path(snapshot: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the compiled image module (``.cwasm``; its manifest is the ``.json`` beside it) of
+    a snapshot is cached for this engine: ``snapshot`` is the snapshot file's path or its
+    digest (``SnapshotFile.digest``). The file may not exist. Raises :class:`SnapshotError` for
+    an unreadable snapshot file."""
+    from pyworkers.runtime.install import compiled_path
+
+    digest = str(snapshot)
+    if not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        digest = read_snapshot(snapshot).digest
+    return compiled_path(cache_root(cache_dir), _image_key(digest), "snapshot")
+
+
+def image_modules_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The directory holding this engine's compiled snapshot image modules."""
+    from pyworkers.runtime.install import compiled_path
+
+    return compiled_path(cache_root(cache_dir), "0" * 24, "snapshot").parent
 
 
 def prune_image_modules(directory: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
