@@ -239,6 +239,7 @@ def _closure_func(iso, closure: int, layout: tuple) -> wasmtime.Func:
 
 
 def _log_slot(iso, idx: int, origin: tuple) -> None:
+    iso.host.__dict__.get("_ffi_targets", {}).pop(idx, None)
     log = iso.table_log
     for k in range(len(log) - 1, -1, -1):
         if log[k][0] == idx:
@@ -302,6 +303,24 @@ def restore_slot(iso, idx: int, origin: tuple) -> None:
 def _wrap(v: int, bits: int) -> int:
     v &= (1 << bits) - 1
     return v - (1 << bits) if v >> (bits - 1) else v
+
+
+def _target(host, fn: int) -> tuple[wasmtime.Func, tuple[str, ...]]:
+    """Table entry ``fn`` and its parameter kinds, cached per host (slots this module changes
+    are dropped from the cache in :func:`_log_slot`; other slots are only ever added)."""
+    cache = host.__dict__.setdefault("_ffi_targets", {})
+    hit = cache.get(fn)
+    if hit is None:
+        iso = host.isolate
+        func = iso.table.get(iso.store, fn)
+        if func is None:
+            raise FFIError(f"ffi_call: call through null function pointer {fn}")
+        kinds = tuple(str(t) for t in func.type(iso.store).params)
+        bad = [k for k in kinds if k not in ("i32", "i64", "f32", "f64")]
+        if bad:
+            raise FFIError(f"ffi_call: function {fn} takes a {bad[0]} parameter")
+        hit = cache[fn] = (func, kinds)
+    return hit
 
 
 def call(host, cif: int, fn: int, rvalue: int, avalue: int) -> None:
@@ -379,27 +398,24 @@ def call(host, cif: int, fn: int, rvalue: int, avalue: int) -> None:
             cur = (cur - size) & ~(align - 1)
             mem.write(cur, mem.read(aptr, size))
             mem.set_u32(target, cur)
-    func = iso.table.get(iso.store, fn)
-    if func is None:
-        raise FFIError(f"ffi_call: call through null function pointer {fn}")
-    ty = func.type(iso.store)
+    func, kinds = _target(host, fn)
     values = []
-    for k, t in enumerate(ty.params):
+    for k, kind in enumerate(kinds):
         v = args[k] if k < len(args) else 0  # JavaScript passes undefined (0) for missing ones
-        kind = str(t)
         if kind == "i32":
             values.append(_wrap(int(v), 32))
         elif kind == "i64":
             values.append(_wrap(int(v), 64))
-        elif kind in ("f32", "f64"):
-            values.append(float(v))
         else:
-            raise FFIError(f"ffi_call: function {fn} takes a {kind} parameter")
-    iso._call("_emscripten_stack_restore", cur & ~15)
+            values.append(float(v))
+    moved = cur != orig or orig & 15
+    if moved:
+        iso._call("_emscripten_stack_restore", cur & ~15)
     try:
         result = func(iso.store, *values)
     finally:
-        iso._call("_emscripten_stack_restore", orig)
+        if moved:
+            iso._call("_emscripten_stack_restore", orig)
     if ret_by_arg or rid == VOID:
         return
     if result is None:
