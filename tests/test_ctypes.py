@@ -73,8 +73,11 @@ def test_closure_slots_are_reused_and_bad_calls_raise_in_the_guest(runtime_314):
     iso.run(r'''
 import ctypes
 F = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)
+G = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_double, ctypes.c_double)
 for i in range(300):
     assert F(lambda x, i=i: x + i)(1) == i + 1
+    # a freed slot is reused by a closure of another signature
+    assert G(lambda a, b, i=i: a * b + i)(1.5, 2.0) == 3.0 + i
 ''')
     # freed closures give their table slot back: 300 closures, a handful of slots
     assert iso.table.size(iso.store) - size0 < 10
