@@ -12,7 +12,7 @@ from operator import index as _index
 DEVICE = "/dev/pyworkers/kdf"
 
 
-def _bytes(value, what):
+def _bytes(value):
     if isinstance(value, str):
         raise TypeError("a bytes-like object is required, not 'str'")
     try:
@@ -47,15 +47,15 @@ def pbkdf2_hmac(hash_name, password, salt, iterations, dklen=None):
     """Password based key derivation function 2 (PKCS #5 v2.0) with HMAC as pseudorandom function."""
     if not isinstance(hash_name, str):
         raise TypeError("pbkdf2_hmac() argument 'hash_name' must be str, not %s" % type(hash_name).__name__)
-    return _derive({"op": "pbkdf2_hmac", "hash_name": hash_name, "password": _bytes(password, "password").hex(),
-                    "salt": _bytes(salt, "salt").hex(), "iterations": _index(iterations),
+    return _derive({"op": "pbkdf2_hmac", "hash_name": hash_name, "password": _bytes(password).hex(),
+                    "salt": _bytes(salt).hex(), "iterations": _index(iterations),
                     "dklen": None if dklen is None else _index(dklen)})
 
 
 def scrypt(password, *, salt, n, r, p, maxmem=0, dklen=64):
     """scrypt password-based key derivation function."""
-    return _derive({"op": "scrypt", "password": _bytes(password, "password").hex(),
-                    "salt": _bytes(salt, "salt").hex(), "n": _index(n), "r": _index(r), "p": _index(p),
+    return _derive({"op": "scrypt", "password": _bytes(password).hex(),
+                    "salt": _bytes(salt).hex(), "n": _index(n), "r": _index(r), "p": _index(p),
                     "maxmem": _index(maxmem), "dklen": _index(dklen)})
 
 
