@@ -109,3 +109,15 @@ F = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)
 print(F(lambda x: -x)(5))
 ''')
         assert r.stdout.decode().split("\n")[:2] == ["[9, 7, 5, 3, 1] 2.5 4", "-5"]
+
+
+def test_a_table_slot_of_unknown_origin_is_refused_at_restore(runtime_314, tmp_path):
+    from pyworkers.snapshot import SnapshotError
+
+    iso = Isolate(runtime_314)
+    idx = iso.table.grow(iso.store, 1, None)
+    iso.table_log.append((idx, ("made-up",)))
+    path = tmp_path / "bogus.pyws"
+    take_snapshot(iso, path, snapshot_type="dedicated")
+    with pytest.raises(SnapshotError, match="unknown origin 'made-up'"):
+        Restorer(path, expect_type="dedicated", copy=True).new_isolate()

@@ -69,3 +69,16 @@ def test_service_rejects_garbage_without_raising():
     for req in (b"", b"[]", b"{\"op\": \"nope\", \"password\": \"\", \"salt\": \"\"}", b"x" * (kdf.MAX_REQUEST + 1)):
         reply = json.loads(kdf.handle(req))
         assert reply["error"][0] == "ValueError"
+
+
+@pytest.mark.slow
+def test_kdf_works_in_an_isolate_restored_from_a_snapshot(runtime_314, tmp_path):
+    from pyworkers.snapshot import Restorer, take_snapshot
+
+    iso = Isolate(runtime_314)
+    iso.run("import hashlib")  # patched before the snapshot
+    path = tmp_path / "kdf.pyws"
+    take_snapshot(iso, path, snapshot_type="dedicated")
+    restored = Restorer(path, expect_type="dedicated", copy=True).new_isolate()
+    assert restored.eval("hashlib.pbkdf2_hmac('sha1', b'password', b'salt', 4096, 20).hex()") == \
+        repr(hashlib.pbkdf2_hmac("sha1", b"password", b"salt", 4096, 20).hex())
