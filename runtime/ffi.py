@@ -18,8 +18,10 @@ with the same contract as the 314.0.7 glue (``pyodide.asm.mjs``: ``ffi_call_js``
   the glue's trampoline does, then ``call_indirect``\\ s libffi's C handler
   ``closure->fun(closure->cif, ret, args, closure->user_data)`` (type ``viiii``) and returns the
   value at ``ret``. The module is compiled once per layout per process (:func:`closure_module`)
-  and instantiated per closure with the closure's address as an imported constant global; a
-  callback from C (``qsort`` calling a Python comparator) never crosses into the host.
+  and instantiated with the closure's address in an imported mutable global; a freed closure's
+  instance is reused for the next closure of that layout (a store allows at most 10,000
+  instances, so one per closure ever created would end the isolate); a callback from C
+  (``qsort`` calling a Python comparator) never crosses into the host.
 
 Table slots: closures take a free slot (freed closures' slots are reused, like the glue's
 ``freeTableIndexes``) or grow the table by one. Every slot is recorded in
@@ -144,8 +146,8 @@ def wasm_signature(layout: tuple) -> tuple[list[str], list[str]]:
 def closure_wat(layout: tuple) -> str:
     """WAT of the closure trampoline for ``layout``: export ``f`` with the closure's wasm
     signature. Imports ``env.memory``, ``env.table``, ``env.sp_get`` (``emscripten_stack_get_current``),
-    ``env.sp_set`` (``_emscripten_stack_restore``) and the immutable global ``env.closure``
-    (the ``ffi_closure`` address). Stack layout mirrors the glue's JavaScript trampoline."""
+    ``env.sp_set`` (``_emscripten_stack_restore``) and the mutable global ``env.closure``
+    (the ``ffi_closure`` address; set by the host, so a trampoline can be reused). Stack layout mirrors the glue's JavaScript trampoline."""
     rid, nfixed, args = layout
     params, results = wasm_signature(layout)
     ret_by_arg = rid in (STRUCT, LONGDOUBLE)
@@ -215,7 +217,7 @@ def closure_wat(layout: tuple) -> str:
         '  (import "env" "table" (table 0 funcref))\n'
         '  (import "env" "sp_get" (func $sp_get (result i32)))\n'
         '  (import "env" "sp_set" (func $sp_set (param i32)))\n'
-        '  (import "env" "closure" (global $closure i32))\n'
+        '  (import "env" "closure" (global $closure (mut i32)))\n'
         f'  (func (export "f"){sig}\n'
         "    (local $orig i32) (local $cur i32) (local $ret i32) (local $args i32) (local $va i32)\n    "
         + "\n    ".join(body) + "))\n"
@@ -228,14 +230,43 @@ def closure_module(layout: tuple) -> wasmtime.Module:
     return wasmtime.Module(get_engine(), closure_wat(layout))
 
 
-def _closure_func(iso, closure: int, layout: tuple) -> wasmtime.Func:
+def _pools(host) -> tuple[dict, dict]:
+    """Per host: ``{layout: [(func, global), ...]}`` trampolines free for reuse and
+    ``{table slot: (layout, func, global)}`` the ones in use."""
+    d = host.__dict__
+    if "_ffi_pool" not in d:
+        d["_ffi_pool"], d["_ffi_live"] = {}, {}
+    return d["_ffi_pool"], d["_ffi_live"]
+
+
+def _closure_func(iso, idx: int, closure: int, layout: tuple) -> wasmtime.Func:
+    """A trampoline for ``closure`` at table slot ``idx``: a freed one of the same layout with
+    its closure global re-pointed, else a new instance. Instances are never freed before their
+    store and a store allows 10,000 of them, so they are pooled: the count stays at the peak
+    number of closures alive at once, however many are created over time."""
     store = iso.store
-    g = wasmtime.Global(store, wasmtime.GlobalType(wasmtime.ValType.i32(), False),
-                        wasmtime.Val.i32(closure - (1 << 32) if closure >= 1 << 31 else closure))
-    inst = wasmtime.Instance(store, closure_module(layout),
-                             [iso.memory, iso.table, iso._export("emscripten_stack_get_current"),
-                              iso._export("_emscripten_stack_restore"), g])
-    return inst.exports(store)["f"]
+    pool, live = _pools(iso.host)
+    _release(iso.host, idx)
+    value = wasmtime.Val.i32(closure - (1 << 32) if closure >= 1 << 31 else closure)
+    free = pool.get(layout)
+    if free:
+        func, g = free.pop()
+        g.set_value(store, value)
+    else:
+        g = wasmtime.Global(store, wasmtime.GlobalType(wasmtime.ValType.i32(), True), value)
+        inst = wasmtime.Instance(store, closure_module(layout),
+                                 [iso.memory, iso.table, iso._export("emscripten_stack_get_current"),
+                                  iso._export("_emscripten_stack_restore"), g])
+        func = inst.exports(store)["f"]
+    live[idx] = (layout, func, g)
+    return func
+
+
+def _release(host, idx: int) -> None:
+    pool, live = _pools(host)
+    entry = live.pop(idx, None)
+    if entry is not None:
+        pool.setdefault(entry[0], []).append(entry[1:])
 
 
 def _log_slot(iso, idx: int, origin: tuple) -> None:
@@ -269,6 +300,7 @@ def closure_free(host, closure: int) -> None:
     iso = host.isolate
     idx = host.mem.u32(closure)
     iso.table.set(iso.store, idx, None)
+    _release(host, idx)
     _log_slot(iso, idx, (ORIGIN_FREE,))
     iso.free(closure)
 
@@ -280,7 +312,7 @@ def prep_closure_loc(host, closure: int, cif: int, fun: int, user_data: int, cod
     iso, mem = host.isolate, host.mem
     try:
         layout = read_layout(mem, cif)
-        func = _closure_func(iso, closure, layout)
+        func = _closure_func(iso, codeloc, closure, layout)
     except FFIError:
         return FFI_BAD_TYPEDEF
     iso.table.set(iso.store, codeloc, func)
@@ -296,7 +328,7 @@ def restore_slot(iso, idx: int, origin: tuple) -> None:
     (``("ffi_closure", address, layout-or-None)`` or ``("ffi_free",)``); the closure structure
     itself is in the restored memory."""
     if origin[0] == ORIGIN_CLOSURE and origin[2] is not None:
-        iso.table.set(iso.store, idx, _closure_func(iso, int(origin[1]), layout_from_json(origin[2])))
+        iso.table.set(iso.store, idx, _closure_func(iso, idx, int(origin[1]), layout_from_json(origin[2])))
 
 
 # ---------------------------------------------------------------------------- calls

@@ -78,6 +78,9 @@ for i in range(300):
     assert F(lambda x, i=i: x + i)(1) == i + 1
     # a freed slot is reused by a closure of another signature
     assert G(lambda a, b, i=i: a * b + i)(1.5, 2.0) == 3.0 + i
+# more closures over time than a store allows instances (10,000): trampolines are reused
+for i in range(10500):
+    F(lambda x: x)
 ''')
     # freed closures give their table slot back: 300 closures, a handful of slots
     assert iso.table.size(iso.store) - size0 < 10
