@@ -42,10 +42,13 @@ process.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 from typing import Any
 
 import wasmtime
+from wasmtime import _ffi as _wffi
+from wasmtime._func import enter_wasm
 
 from pyworkers.runtime.engine import get_engine
 
@@ -337,9 +340,47 @@ def _wrap(v: int, bits: int) -> int:
     return v - (1 << bits) if v >> (bits - 1) else v
 
 
-def _target(host, fn: int) -> tuple[wasmtime.Func, tuple[str, ...]]:
-    """Table entry ``fn`` and its parameter kinds, cached per host (slots this module changes
-    are dropped from the cache in :func:`_log_slot`; other slots are only ever added)."""
+_KINDS = {"i32": _wffi.WASMTIME_I32.value, "i64": _wffi.WASMTIME_I64.value,
+          "f32": _wffi.WASMTIME_F32.value, "f64": _wffi.WASMTIME_F64.value}
+
+
+class _RawCall:
+    """A table entry called through ``wasmtime_func_call`` with preallocated value buffers
+    (like ``Isolate._I32Call``; ``Func.__call__`` re-reads the type and converts every value on
+    each call). ``kinds``: the parameter kinds (``"i32"``, ``"i64"``, ``"f32"``, ``"f64"``)."""
+
+    __slots__ = ("store", "ctx", "func", "ref", "kinds", "rkind", "params", "results", "n", "nres")
+
+    def __init__(self, store: wasmtime.Store, func: wasmtime.Func, fn: int):
+        ty = func.type(store)
+        self.kinds = tuple(str(t) for t in ty.params)
+        rkinds = [str(t) for t in ty.results]
+        bad = [k for k in (*self.kinds, *rkinds) if k not in _KINDS]
+        if bad or len(rkinds) > 1:
+            raise FFIError(f"ffi_call: function {fn} has the unsupported type {ty}")
+        self.store, self.ctx, self.func = store, store._context(), func
+        self.ref = ctypes.byref(func._func)
+        self.rkind = rkinds[0] if rkinds else None
+        self.n, self.nres = len(self.kinds), len(rkinds)
+        self.params = (_wffi.wasmtime_val_t * max(1, self.n))()
+        for i, k in enumerate(self.kinds):
+            self.params[i].kind = _KINDS[k]
+        self.results = (_wffi.wasmtime_val_t * 1)()
+
+    def __call__(self, values: list) -> Any:
+        params = self.params
+        for i, k in enumerate(self.kinds):
+            setattr(params[i].of, k, values[i])
+        with enter_wasm(self.store) as trap:
+            error = _wffi.wasmtime_func_call(self.ctx, self.ref, params, self.n, self.results, self.nres, trap)
+            if error:
+                raise wasmtime.WasmtimeError._from_ptr(error)
+        return getattr(self.results[0].of, self.rkind) if self.rkind else None
+
+
+def _target(host, fn: int) -> _RawCall:
+    """A caller for table entry ``fn``, cached per host (slots this module changes are dropped
+    from the cache in :func:`_log_slot`; other slots are only ever added)."""
     cache = host.__dict__.setdefault("_ffi_targets", {})
     hit = cache.get(fn)
     if hit is None:
@@ -347,11 +388,7 @@ def _target(host, fn: int) -> tuple[wasmtime.Func, tuple[str, ...]]:
         func = iso.table.get(iso.store, fn)
         if func is None:
             raise FFIError(f"ffi_call: call through null function pointer {fn}")
-        kinds = tuple(str(t) for t in func.type(iso.store).params)
-        bad = [k for k in kinds if k not in ("i32", "i64", "f32", "f64")]
-        if bad:
-            raise FFIError(f"ffi_call: function {fn} takes a {bad[0]} parameter")
-        hit = cache[fn] = (func, kinds)
+        hit = cache[fn] = _RawCall(iso.store, func, fn)
     return hit
 
 
@@ -430,9 +467,9 @@ def call(host, cif: int, fn: int, rvalue: int, avalue: int) -> None:
             cur = (cur - size) & ~(align - 1)
             mem.write(cur, mem.read(aptr, size))
             mem.set_u32(target, cur)
-    func, kinds = _target(host, fn)
+    target = _target(host, fn)
     values = []
-    for k, kind in enumerate(kinds):
+    for k, kind in enumerate(target.kinds):
         v = args[k] if k < len(args) else 0  # JavaScript passes undefined (0) for missing ones
         if kind == "i32":
             values.append(_wrap(int(v), 32))
@@ -444,7 +481,7 @@ def call(host, cif: int, fn: int, rvalue: int, avalue: int) -> None:
     if moved:
         iso._call("_emscripten_stack_restore", cur & ~15)
     try:
-        result = func(iso.store, *values)
+        result = target(values)
     finally:
         if moved:
             iso._call("_emscripten_stack_restore", orig)
