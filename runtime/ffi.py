@@ -272,14 +272,30 @@ def _release(host, idx: int) -> None:
         pool.setdefault(entry[0], []).append(entry[1:])
 
 
+def _slots(iso) -> tuple[list, dict, list]:
+    """``(table_log, {slot: position in it}, [free closure slots])``, built once per host from
+    ``Isolate.table_log`` (which a snapshot restore provides; other code only appends to it)."""
+    d = iso.host.__dict__
+    st = d.get("_ffi_slots")
+    if st is None or st[0] is not iso.table_log:
+        log = iso.table_log
+        st = d["_ffi_slots"] = (log, {i: k for k, (i, _o) in enumerate(log)},
+                                [i for i, o in log if o[0] == ORIGIN_FREE])
+    return st
+
+
 def _log_slot(iso, idx: int, origin: tuple) -> None:
+    """Record ``origin`` for table slot ``idx`` in ``Isolate.table_log`` (replacing its entry)."""
     iso.host.__dict__.get("_ffi_targets", {}).pop(idx, None)
-    log = iso.table_log
-    for k in range(len(log) - 1, -1, -1):
-        if log[k][0] == idx:
-            log[k] = (idx, origin)
-            return
-    log.append((idx, origin))
+    log, pos, free = _slots(iso)
+    k = pos.get(idx)
+    if k is None or k >= len(log) or log[k][0] != idx:
+        pos[idx] = len(log)
+        log.append((idx, origin))
+    else:
+        log[k] = (idx, origin)
+    if origin[0] == ORIGIN_FREE:
+        free.append(idx)
 
 
 def closure_alloc(host, size: int, code: int) -> int:
@@ -288,9 +304,8 @@ def closure_alloc(host, size: int, code: int) -> int:
     Returns the closure address."""
     iso = host.isolate
     closure = iso.malloc(size)
-    idx = next((i for i, o in reversed(iso.table_log) if o[0] == ORIGIN_FREE), None)
-    if idx is None:
-        idx = iso.table.grow(iso.store, 1, None)
+    free = _slots(iso)[2]
+    idx = free.pop() if free else iso.table.grow(iso.store, 1, None)
     _log_slot(iso, idx, (ORIGIN_CLOSURE, closure, None))
     host.mem.set_u32(code, idx)
     host.mem.set_u32(closure, idx)
