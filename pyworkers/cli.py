@@ -46,6 +46,7 @@ from pyworkers.commands import packages as _packages  # noqa: E402,F401
 from pyworkers.commands import snapshot as _snapshot  # noqa: E402,F401
 from pyworkers.commands import deploy as _deploy  # noqa: E402,F401
 from pyworkers.commands import registry as _registry  # noqa: E402,F401
+from pyworkers.commands import prune as _prune  # noqa: E402,F401
 from pyworkers.commands import serve as _serve  # noqa: E402,F401
 from pyworkers.commands import bench as _bench  # noqa: E402,F401
 from pyworkers.commands import check as _check  # noqa: E402,F401

@@ -12,6 +12,9 @@ A store is a directory (default: platformdirs' user data dir for ``pyworkers``, 
         pylock.toml               the PEP 751 lock (absent when the app has no requirements)
         snapshot.bin              the dedicated snapshot (absent when none was taken)
       layers/<sha256 hex>/        site-packages layers, content-addressed, shared by deployments
+      package-snapshots/<key>.pyws  package snapshots (one per layer/build/environment)
+      leases/<id>/<pid>-<hex>.lease  deployments in use by a running process (see lease())
+      .trash/                     what a prune is deleting (renamed there under the lock)
       workers/<name>.json         {"format": 1, "name", "current": <id>, "deployments": [<id>...],
                                    "updated": "<UTC ISO 8601>"}
 
@@ -25,6 +28,12 @@ point (even ``SIGKILL``) therefore leaves the visible store as it was; the lefto
 directory whose owner is dead, a deployment directory no worker file lists) are removed by the
 next :meth:`Store.collect_garbage` (every deploy calls it). Deployments are never modified after
 publishing (their files are made read-only); rollback only moves the ``current`` pointer.
+
+Pruning (:mod:`pyworkers.prune`, ``pyworkers deployments prune``) removes old deployments and
+what nothing references any more; it never removes a worker's current deployment nor one a
+running process holds a :meth:`Store.lease` on, and it leaves layers and package snapshots alone
+while a deploy is in progress (a live ``.staging`` directory: staging directories are created
+under the store lock, so a prune sees every deploy that started before it).
 
 Paths in records are relative to the store root, so a store can be moved as a whole.
 """
@@ -42,12 +51,16 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 import platformdirs
 
-__all__ = ["Deployment", "Store", "StoreError", "Staging", "default_store_root", "RECORD_FORMAT"]
+if TYPE_CHECKING:
+    from pyworkers.leases import Lease
+
+__all__ = ["Deployment", "Store", "StoreError", "Staging", "default_store_root", "RECORD_FORMAT",
+           "atomic_write_json", "remove_tree"]
 
 #: Version of the deployment record and of the worker files.
 RECORD_FORMAT = 1
@@ -142,6 +155,11 @@ def _rmtree(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a file or a directory tree, read-only files included (missing: no error)."""
+    _rmtree(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -339,6 +357,15 @@ class Store:
                              "format: use the pyworkers version that wrote this store")
         return data
 
+    def worker_record(self, name: str) -> dict | None:
+        """Worker ``name``'s file (``{"format", "name", "current", "deployments", "updated"}``)
+        or ``None``; rewrite it only under :meth:`lock` with ``atomic_write_json``."""
+        return self._worker(name)
+
+    def load(self, dep_id: str) -> Deployment:
+        """Deployment ``dep_id`` (listed or not); :class:`StoreError` if its record is missing."""
+        return self._load(dep_id)
+
     def names(self) -> list[str]:
         """Worker names with at least one deployment, sorted."""
         if not self.workers_dir.is_dir():
@@ -402,9 +429,67 @@ class Store:
         return f"{name}-{stamp}-{secrets.token_hex(3)}"
 
     def staging(self) -> Staging:
-        """A new :class:`Staging` directory for one deploy (use it as a context manager)."""
+        """A new :class:`Staging` directory for one deploy (use it as a context manager).
+        Created under the store lock, so a concurrent prune either sees it (and keeps the
+        layers and package snapshots a deploy may reuse) or has finished."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return Staging(self)
+        with self.lock():
+            return Staging(self)
+
+    def deploys_in_progress(self) -> list[Path]:
+        """Staging directories whose deploy is still running (their ``.lock`` is held)."""
+        base = self.root / ".staging"
+        out = []
+        if base.is_dir():
+            for d in sorted(base.glob("deploy-*")):
+                if d.name.endswith(".lock") or not d.is_dir():
+                    continue
+                lk = filelock.FileLock(str(d) + ".lock")
+                try:
+                    lk.acquire(timeout=0)
+                except filelock.Timeout:
+                    out.append(d)
+                else:
+                    lk.release()
+        return out
+
+    @property
+    def leases_dir(self) -> Path:
+        return self.root / "leases"
+
+    def lease(self, deployment_id: str, *, holder: str = "pyworkers serve") -> "Lease":
+        """Declare that this process uses deployment ``deployment_id`` (its app copy, layer,
+        snapshot): while the returned lease is held, pruning never removes that deployment or
+        anything it references. Use it as a context manager (or call ``release()``)::
+
+            with store.lease(dep.id):
+                ...  # restore isolates from dep.snapshot_path, mount dep.layer_dir, serve
+
+        A lease is a file ``<store>/leases/<id>/<pid>-<hex>.lease`` (JSON ``pid``,
+        ``deployment``, ``holder``, ``created``) locked with ``flock`` while held; a process that
+        dies (even by ``SIGKILL``) leaves a stale lease that is ignored. It is created under the
+        store lock after checking the deployment is still listed, so a concurrent prune either
+        sees it or has already finished (then :class:`StoreError`: take a deployment from
+        :meth:`current` again). A serve process should hold one lease per deployment it has
+        pools for and release it when it drops that pool. ``holder`` is a free-form label shown
+        by ``pyworkers deployments prune``.
+        """
+        from pyworkers.leases import Lease
+
+        if not _ID_RE.fullmatch(deployment_id):
+            raise StoreError(f"invalid deployment id {deployment_id!r}")
+        with self.lock():
+            listed = {i for n in self.names() for i in (self._worker(n) or {}).get("deployments", [])}
+            if deployment_id not in listed:
+                raise StoreError(f"no deployment {deployment_id!r} in {self.root} (pruned or never "
+                                 "published): run `pyworkers deployments list`")
+            return Lease(self.leases_dir, deployment_id, holder)
+
+    def leases(self) -> dict[str, list[dict]]:
+        """Live leases per deployment id: ``{id: [{"pid", "holder", "created", "path"}]}``."""
+        from pyworkers.leases import scan
+
+        return scan(self.leases_dir)[0]
 
     def publish(self, staging: Staging, record: dict, *, make_current: bool = True) -> Deployment:
         """Publish the staged deployment atomically and (by default) make it current.

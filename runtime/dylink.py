@@ -243,6 +243,8 @@ class DynamicLinker:
             return 0
 
     def dlsym_js(self, handle: int, symbol: str, psymidx: int) -> int:
+        if handle == 0 and handle not in self.by_handle:
+            return self._dlsym_main(symbol)
         lib = self.by_handle.get(handle)
         if lib is None or symbol not in lib.exports:
             self._set_error(f'Tried to lookup unknown symbol "{symbol}" in dynamic lib: '
@@ -254,6 +256,21 @@ class DynamicLinker:
             self.iso.mem.set_u32(psymidx, list(lib.exports).index(symbol))
             return idx
         return value
+
+    def _dlsym_main(self, symbol: str) -> int:
+        """``dlsym`` in the main module (handle 0, the glue's ``__main__`` DSO: what
+        ``dlopen(NULL)`` / ``ctypes.CDLL(None)`` searches): a function gets a table slot, a data
+        symbol gives its address."""
+        try:
+            value = self.iso._export(symbol)
+        except KeyError:
+            value = None
+        if isinstance(value, wasmtime.Func):
+            return self._function_slot(0, symbol, value)
+        if isinstance(value, wasmtime.Global) and not symbol.startswith("__pyw_g"):
+            return self.iso.data_address(symbol)
+        self._set_error(f'Tried to lookup unknown symbol "{symbol}" in dynamic lib: __main__')
+        return 0
 
     def _set_error(self, msg: str) -> None:
         b = msg.encode()[:4000] + b"\0"

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import wasmtime
 
+from pyworkers.runtime import ffi
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.engine import get_engine
 from pyworkers.runtime.streams import (POLLHUP, POLLIN, POLLNVAL, POLLOUT, Stream,
@@ -971,6 +972,23 @@ class Host:
     @imp("_PyEM_GetCountArgsPtr")
     def _get_count_args(self):
         return self.isolate._count_args_ptr
+
+    # ----------------------------------------------------------------- libffi (ctypes)
+    @imp("ffi_call_js")
+    def _ffi_call_js(self, cif, fn, rvalue, avalue):
+        ffi.call(self, cif, fn, rvalue, avalue)
+
+    @imp("ffi_closure_alloc_js")
+    def _ffi_closure_alloc_js(self, size, code):
+        return ffi.closure_alloc(self, size, code)
+
+    @imp("ffi_closure_free_js")
+    def _ffi_closure_free_js(self, closure):
+        ffi.closure_free(self, closure)
+
+    @imp("ffi_prep_closure_loc_js")
+    def _ffi_prep_closure_loc_js(self, closure, cif, fun, user_data, codeloc):
+        return ffi.prep_closure_loc(self, closure, cif, fun, user_data, codeloc)
 
     # ----------------------------------------------------------------- dynamic linking
     @imp("_dlopen_js")

@@ -37,6 +37,7 @@ from wasmtime._func import enter_wasm
 
 from pyworkers.compat.releases import Release, default_release, get_release
 from pyworkers.runtime import host as H
+from pyworkers.runtime import kdf
 from pyworkers.runtime.engine import get_engine, load_module
 from pyworkers.runtime.install import InstalledRelease, ensure_release
 from pyworkers.runtime.trampolines import count_args_module, trampoline_call_module
@@ -263,6 +264,8 @@ class Isolate:
         self.host.isolate = self
         # the host's entropy counter, read by the guest to attribute entropy use to modules
         self.fs.add_dynamic("/dev/pyworkers/entropy", lambda: str(self.host.entropy_calls).encode())
+        # hashlib.pbkdf2_hmac / scrypt computed on the host's OpenSSL (runtime/kdf.py)
+        self.fs.add_service(kdf.DEVICE, kdf.handle)
         self.dead: str | None = None
         self._exports: dict[str, Any] = {}
         self._fast: dict[str, _I32Call] = {}
@@ -270,7 +273,9 @@ class Isolate:
         self._count_args_ptr = 0
         #: table slots this host added after instantiation: ``[(index, origin)]`` where origin is
         #: ``("trampoline_call",)``, ``("count_args",)``, ``("main", export)`` or
-        #: ``("lib", library_index, export)``; a snapshot restore re-creates them identically.
+        #: ``("lib", library_index, export)``, ``("ffi_closure", address, layout)`` or
+        #: ``("ffi_free",)`` (ctypes closures, :mod:`pyworkers.runtime.ffi`); a snapshot restore
+        #: re-creates them identically.
         self.table_log: list[tuple[int, tuple]] = []
         self.store = wasmtime.Store(get_engine())
         self.store.set_epoch_deadline(NO_DEADLINE)

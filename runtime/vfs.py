@@ -125,6 +125,24 @@ class DynamicFile(Node):
         return dict(mode=S_IFREG | 0o444, size=0, ino=self.ino, mtime=self.mtime, nlink=1)
 
 
+class ServiceFile(Node):
+    """A host service reached through a file: per open file, the guest writes one request (any
+    number of writes), then reads the reply, which ``handle(request: bytes) -> bytes`` computes
+    at the first read. Writing again after a read starts a new request."""
+
+    writable = True
+
+    def __init__(self, handle):
+        super().__init__()
+        self.handle = handle
+
+    def size(self) -> int:
+        return 0
+
+    def stat(self) -> dict:
+        return dict(mode=S_IFCHR | 0o666, size=0, ino=self.ino, mtime=self.mtime, nlink=1, rdev=0x104)
+
+
 class HostFile(Node):
     """A read-only file of a layer; ``path`` was checked to lie inside the layer root."""
 
@@ -269,6 +287,11 @@ class VFS:
         parent, _, name = guest.rpartition("/")
         self._mkdir_p(parent).children[name] = DynamicFile(produce)
 
+    def add_service(self, guest: str, handle) -> None:
+        """A :class:`ServiceFile` at ``guest``: write a request, read ``handle(request)``."""
+        parent, _, name = guest.rpartition("/")
+        self._mkdir_p(parent).children[name] = ServiceFile(handle)
+
     def mount(self, guest: str, host: str | os.PathLike) -> None:
         """Map host file or directory ``host`` read-only at guest path ``guest``."""
         real = os.path.realpath(os.fspath(host))
@@ -353,6 +376,8 @@ class VFS:
                 raise FSError(_HOST_TO_WASI.get(e.errno, EIO), apath)
         elif isinstance(node, DynamicFile):
             of.entries = [("", MemFile(node.produce()))]  # content fixed at open
+        elif isinstance(node, ServiceFile):
+            of.entries = [("request", MemFile())]
         return of
 
     def close(self, of: OpenFile) -> None:
@@ -372,6 +397,12 @@ class VFS:
             data = os.pread(of.host_fd, n, pos)  # type: ignore[arg-type]
         elif isinstance(node, DynamicFile):
             data = bytes(of.entries[0][1].data[pos:pos + n])  # type: ignore[index,union-attr]
+        elif isinstance(node, ServiceFile):
+            kind, buf = of.entries[0]  # type: ignore[index]
+            if kind == "request":
+                of.entries = [("reply", MemFile(node.handle(bytes(buf.data))))]  # type: ignore[union-attr]
+                of.pos = pos = 0
+            data = bytes(of.entries[0][1].data[pos:pos + n])  # type: ignore[index,union-attr]
         elif isinstance(node, MemFile):
             data = bytes(node.data[pos:pos + n])
         else:
@@ -385,6 +416,11 @@ class VFS:
             raise FSError(EBADF)
         node = of.node
         if isinstance(node, DevNull):
+            return len(data)
+        if isinstance(node, ServiceFile):
+            if of.entries[0][0] != "request":  # type: ignore[index]
+                of.entries = [("request", MemFile())]
+            of.entries[0][1].data += data  # type: ignore[index,union-attr]
             return len(data)
         if not isinstance(node, MemFile) or not node.writable:
             raise FSError(EROFS)

@@ -6,7 +6,8 @@ What is captured (see :mod:`pyworkers.snapshot.format` for the file layout):
 - the main module's mutable globals (stack pointer, stack limits, relocated globals...), read
   through the ``__pyw_g<index>`` exports added at install time;
 - the function table: its size and the provenance of every slot the host added
-  (``Isolate.table_log``: trampolines, ``dlsym``/GOT function slots);
+  (``Isolate.table_log``: trampolines, ``dlsym``/GOT function slots, ``ctypes``/libffi
+  closures with their call layout);
 - every loaded side module in load order: path, content hash, memory base/size, table
   base/size, dso handles, its own mutable globals; and the GOT (name -> value);
 - host state: cwd, environment, the writable ``/tmp`` tree, open file descriptors, the guest

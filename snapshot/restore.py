@@ -18,8 +18,9 @@ Around that, :meth:`Restorer.new_isolate` re-creates what the image cannot hold,
    *without* data initialisation (passive-data variant) and without relocations/constructors,
    its GOT entries and mutable globals set to their snapshot values; its element segments refill
    its table range;
-3. the remaining recorded table slots (``dlsym``/GOT function pointers), then a check that the
-   table has exactly the snapshot's size;
+3. the remaining recorded table slots (``dlsym``/GOT function pointers, libffi closures made
+   by ``ctypes`` re-created from their recorded call layout, see :mod:`pyworkers.runtime.ffi`),
+   then a check that the table has exactly the snapshot's size; an unknown slot origin is refused;
 4. host state: cwd, environment, ``/tmp``, open files, a monotonic clock that does not go back;
 5. entropy: ``random`` is reseeded from the host before the isolate is handed out
    (``os.urandom``/``secrets`` always read the host's entropy).
@@ -36,6 +37,7 @@ from typing import Any, Callable
 
 import wasmtime
 
+from pyworkers.runtime import ffi
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.dylink import FUNC_EXPORT, LoadedLibrary, compile_side_module, read_dylink
 from pyworkers.runtime.engine import config_fingerprint, load_module, wasmtime_version
@@ -114,26 +116,21 @@ class Restorer:
         self.timings = {"prepare_ms": (time.perf_counter() - t0) * 1000}
 
     # ------------------------------------------------------------------ once per process
-    def _image_key(self) -> str:
-        return hashlib.sha256(f"{self.snap.digest}:{config_fingerprint()}".encode()).hexdigest()
-
     def image_ready(self) -> bool:
         """Whether this snapshot's copy-on-write image module is already compiled in the
         cache (a ``Restorer(copy=False)`` then loads it in milliseconds instead of compiling
         it for seconds)."""
         from pyworkers.runtime.install import compiled_path
 
-        return compiled_path(cache_root(self.cache_dir), self._image_key(),
+        return compiled_path(cache_root(self.cache_dir), _image_key(self.snap.digest),
                              "snapshot").with_suffix(".json").exists()
 
     def _image_module(self, progress) -> wasmtime.Module:
-        key = self._image_key()
+        key = _image_key(self.snap.digest)
         root = cache_root(self.cache_dir)
         sdir = root / "snapshots"
         sdir.mkdir(parents=True, exist_ok=True)
-        from pyworkers.runtime.install import compiled_path
-
-        cwasm = compiled_path(root, key, "snapshot")
+        cwasm = image_module_path(self.snap.digest, self.cache_dir)
         if not cwasm.with_suffix(".json").exists():
             t0 = time.perf_counter()
             image = self.snap.section("memory")
@@ -239,6 +236,11 @@ class Restorer:
                 table.set(store, idx, iso._export(origin[1]))
             elif origin[0] == "lib":
                 table.set(store, idx, linker.loaded[origin[1]].exports[origin[2]])
+            elif origin[0] in (ffi.ORIGIN_CLOSURE, ffi.ORIGIN_FREE):
+                ffi.restore_slot(iso, idx, origin)
+            elif origin[0] not in ("trampoline_call", "count_args"):
+                raise SnapshotError(f"{self.path}: table slot {idx} has unknown origin {origin[0]!r} "
+                                    "(snapshot written by a newer pyworkers?)")
         linker.func_slots = {(o, n): i for o, n, i in st["func_slots"]}
         iso.table_log = log
         if table.size(store) != target:
@@ -317,6 +319,30 @@ class _ExportsOnly:
     def __init__(self, module: wasmtime.Module, is_global: bool):
         self.is_global = is_global
         self.exports = {e.name: FUNC_EXPORT for e in module.exports if isinstance(e.type, wasmtime.FuncType)}
+
+
+def _image_key(digest: str) -> str:
+    return hashlib.sha256(f"{digest}:{config_fingerprint()}".encode()).hexdigest()
+
+
+def image_module_path(snapshot: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the compiled image module (``.cwasm``; its manifest is the ``.json`` beside it) of
+    a snapshot is cached for this engine: ``snapshot`` is the snapshot file's path or its
+    digest (``SnapshotFile.digest``). The file may not exist. Raises :class:`SnapshotError` for
+    an unreadable snapshot file."""
+    from pyworkers.runtime.install import compiled_path
+
+    digest = str(snapshot)
+    if not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        digest = read_snapshot(snapshot).digest
+    return compiled_path(cache_root(cache_dir), _image_key(digest), "snapshot")
+
+
+def image_modules_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The directory holding this engine's compiled snapshot image modules."""
+    from pyworkers.runtime.install import compiled_path
+
+    return compiled_path(cache_root(cache_dir), "0" * 24, "snapshot").parent
 
 
 def prune_image_modules(directory: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:

@@ -72,6 +72,9 @@ def _find_spec_elsewhere(skip, name, path, target):
 class _PostImportPatches:
     """Meta path finder that patches stdlib modules right after they are first imported.
 
+    ``hashlib``: without ``_hashlib`` it lacks ``pbkdf2_hmac`` and ``scrypt``; they are added
+    from ``_pyworkers_hashlib`` (computed on the host's OpenSSL).
+
     ``asyncio.selector_events``: the selector event loop wakes itself through a self-pipe made
     with ``socket.socketpair()``, which needs sockets the sandbox does not have. pyworkers
     drives one loop per isolate from the host, so the self-pipe is not needed: creating,
@@ -105,8 +108,21 @@ def _patch_selector_events(mod):
 
 _PostImportPatches.PATCHES["asyncio.selector_events"] = _patch_selector_events
 
+
+def _patch_hashlib(mod):
+    # no _hashlib in the sandbox: pbkdf2_hmac/scrypt run on the host (_pyworkers_hashlib)
+    if not (hasattr(mod, "pbkdf2_hmac") and hasattr(mod, "scrypt")):
+        import _pyworkers_hashlib
+
+        _pyworkers_hashlib.install(mod)
+
+
+_PostImportPatches.PATCHES["hashlib"] = _patch_hashlib
+
 sys.meta_path.insert(0, _NoJavaScript())
 sys.meta_path.insert(1, _PostImportPatches())
+if "hashlib" in sys.modules:  # imported before the helper
+    _patch_hashlib(sys.modules["hashlib"])
 
 
 def _flush():
