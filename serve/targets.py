@@ -200,6 +200,30 @@ def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | No
                                 max_concurrency=cfg.max_concurrency)
 
 
+class ServedLeases:
+    """The store leases of what a server serves (:meth:`pyworkers.store.Store.lease`): one per
+    worker, moved to the new deployment when its pool switches, so ``pyworkers deployments
+    prune`` never removes a deployment in use. Released at exit (or when the process dies)."""
+
+    def __init__(self, store):
+        self.store = store
+        self.held: dict[str, object] = {}
+
+    def serve(self, worker: str, deployment_id: str) -> None:
+        old = self.held.pop(worker, None)
+        try:
+            self.held[worker] = self.store.lease(deployment_id, holder="pyworkers serve")
+        except Exception as e:  # noqa: BLE001 - serving goes on; prune may not see it
+            log.warning("[%s] cannot lease deployment %s: %s", worker, deployment_id, e)
+        if old is not None:
+            old.release()  # type: ignore[attr-defined]
+
+    def release_all(self) -> None:
+        for lease in self.held.values():
+            lease.release()  # type: ignore[attr-defined]
+        self.held.clear()
+
+
 class StoreWatcher:
     """Follows the deployment store for a running server.
 
@@ -209,8 +233,9 @@ class StoreWatcher:
 
     def __init__(self, store, served: dict[str, str], swap: Callable, *, memory_limit: int | None,
                  interval: float, follow_new: bool, cache_dir: str | None = None,
-                 upgrader: Callable | None = None):
+                 upgrader: Callable | None = None, leases: ServedLeases | None = None):
         self.cache_dir = cache_dir
+        self.leases = leases
         #: ``upgrader(name, current) -> upgrade`` (:meth:`ServerApp.upgrader`), or None
         self.upgrader = upgrader
         self.store = store
@@ -261,6 +286,8 @@ class StoreWatcher:
                           f", still serving {was}" if was else "", e)
                 continue
             self._failed.pop(w, None)
+            if self.leases is not None:
+                self.leases.serve(w, dep_id)
             if gen > 1:
                 log.info("[%s] switched from deployment %s to %s (generation %d)", w,
                          self.served[w], dep_id, gen)
@@ -269,5 +296,5 @@ class StoreWatcher:
             self.served[w] = dep_id
 
 
-__all__ = ["StoreWatcher", "app_layer", "build_target", "deployment_factory",
+__all__ = ["ServedLeases", "StoreWatcher", "app_layer", "build_target", "deployment_factory",
            "deployment_target", "fallback_target", "stage_app"]

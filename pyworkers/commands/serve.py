@@ -119,8 +119,8 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
     from pyworkers.packages import RichProgress
     from pyworkers.serve import ServeConfig, ServeError, ServerApp
     from pyworkers.serve import DeploymentUnavailable
-    from pyworkers.serve.targets import (StoreWatcher, build_target, deployment_target,
-                                         fallback_target)
+    from pyworkers.serve.targets import (ServedLeases, StoreWatcher, build_target,
+                                         deployment_target, fallback_target)
     from pyworkers.store import Store, StoreError
 
     try:
@@ -156,6 +156,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
     targets: dict = {}
     unavailable: dict[str, str] = {}
     upgrades = _Upgrades()
+    leases = ServedLeases(store)
     where: dict[str, str] = {}
     served: dict[str, str] = {}  # worker -> deployment id being served
     try:
@@ -168,6 +169,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                         store, w, memory_limit=limit, cache_dir=cache_dir,
                         upgrade=upgrades.upgrader(w, lambda w=w, cur=cur: served.get(w) == cur))
                     where[w] = f"deployment {served[w]}"
+                    leases.serve(w, served[w])
                 except DeploymentUnavailable as e:
                     served[w] = store.current_id(w) or ""
                     fb = fallback_target(store, w, served[w], memory_limit=limit,
@@ -181,6 +183,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                     log.error("[%s] %s; --fallback previous: serving deployment %s", w, e, fb[0])
                     targets[w] = fb[1]
                     where[w] = f"deployment {fb[0]} (fallback)"
+                    leases.serve(w, fb[0])
             for d in dirs:
                 name, factory = build_target(d, memory_limit=limit, cache_dir=cache_dir,
                                              progress=progress)
@@ -228,7 +231,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
         if served or not targets_args:
             watcher = StoreWatcher(store, served, app.swap, memory_limit=limit,
                                    interval=cfg.watch_interval, follow_new=not targets_args,
-                                   cache_dir=cache_dir, upgrader=app.upgrader)
+                                   cache_dir=cache_dir, upgrader=app.upgrader, leases=leases)
             app.watcher_task = asyncio.ensure_future(watcher.run())
         if follower is not None:
             follower.start()
@@ -273,6 +276,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
     finally:
         if follower is not None:
             follower.stop()
+        leases.release_all()
     if not server.started:
         raise UserError("the server did not start (see the log above)")
 
