@@ -445,20 +445,6 @@ def run(options=None):
         loop.remove_reader(server.fd)
         os.close(server.fd)
         _server = None
-
-
-class BindingError(Exception):
-    """A binding operation failed on the host (the message says which and why)."""
-
-
-_ERRORS = {"KeyError": KeyError, "ValueError": ValueError, "TimeoutError": TimeoutError,
-           "PermissionError": PermissionError}
-
-
-def current():
-    """The running serve loop's server (``None`` outside ``pyworkers serve``): bindings use
-    ``current().call(...)``."""
-    return _server
         try:
             sys.stdout.flush()
             sys.stderr.flush()
