@@ -94,4 +94,31 @@ def load(target, path=None):
     if not callable(obj):
         raise TypeError(f"app {target!r} is a {type(obj).__name__}, not an ASGI callable")
     _app = obj
-    return {"app": target, "type": type(obj).__qualname__}
+    primed = prime()
+    return {"app": target, "type": type(obj).__qualname__, "primed": primed}
+
+
+_primed = []
+
+
+def prime():
+    """Work done once per deployment, before its snapshot, so that no isolate repeats it on
+    its first request (as SnapStart users prime): import the serve loop's modules
+    (``_pyworkers_serve``, ``_pyworkers_wire``), and for Starlette/FastAPI apps build the
+    middleware stack Starlette otherwise builds on the first call (it only constructs the
+    app's middleware objects: no request runs, nothing leaves the isolate). Returns what was
+    primed (a list of names); idempotent."""
+    if _primed:
+        return list(_primed)
+    import _pyworkers_serve  # noqa: F401 - in the snapshot from now on
+
+    _primed.append("serve-loop")
+    app = _app
+    build = getattr(app, "build_middleware_stack", None)
+    if callable(build) and getattr(app, "middleware_stack", False) is None:
+        try:
+            app.middleware_stack = build()
+            _primed.append("middleware-stack")
+        except Exception:  # noqa: BLE001 - left to the first request, as without priming
+            pass
+    return list(_primed)
