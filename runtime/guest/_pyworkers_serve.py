@@ -418,25 +418,40 @@ class _Server:
         return self.lifespan_said or "returned"
 
 
-def run(options=None):
-    """Serve until the host sends ``H_STOP`` (see the module docstring). ``options``:
-    ``{"inline_sync": bool}`` (defaults from ``_pyworkers_asgi.configure``). The app must have
-    been loaded with ``_pyworkers_asgi.load``. Returns ``{"stopped": True}``."""
-    global _server
+_loop = None
+
+
+def prepare_loop():
+    """The isolate's event loop (a ``SelectorEventLoop`` over ``PollSelector``; the self-pipe
+    is patched out by ``_pyworkers_guest``, so it holds no fd), made once: at deploy, before
+    the snapshot, so restored isolates do not import asyncio and build it again."""
+    global _loop
     import asyncio
     import selectors
     import warnings
 
     import _pyworkers_asgi as A
 
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.SelectorEventLoop(selectors.PollSelector())
+        if A.configure()["inline_sync"]:
+            _loop.set_default_executor(A.inline_executor())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.set_event_loop(_loop)
+    return _loop
+
+
+def run(options=None):
+    """Serve until the host sends ``H_STOP`` (see the module docstring). ``options``:
+    ``{"inline_sync": bool}`` (defaults from ``_pyworkers_asgi.configure``). The app must have
+    been loaded with ``_pyworkers_asgi.load``. Returns ``{"stopped": True}``."""
+    global _server
+    import _pyworkers_asgi as A
+
     if A._app is None:
         raise RuntimeError("no ASGI app loaded: call _pyworkers_asgi.load first")
-    loop = asyncio.SelectorEventLoop(selectors.PollSelector())
-    if A.configure()["inline_sync"]:
-        loop.set_default_executor(A.inline_executor())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        asyncio.set_event_loop(loop)
+    loop = prepare_loop()
     server = _server = _Server(A._app, A._state, loop)
     loop.add_reader(server.fd, server.on_readable)
     try:
