@@ -7,7 +7,20 @@ The guest namespace is a tree the host builds; nothing outside it is reachable:
   site-packages directory, the app's files). A host symlink that resolves outside its layer, a
   device, a FIFO or a socket is treated as absent (``ENOENT``); the host never opens a path that
   is not under a layer root it was given;
-- a per-isolate writable in-memory ``/tmp`` with a byte cap (``ENOSPC`` past it).
+- a per-isolate writable in-memory ``/tmp`` with a byte cap: file data plus a fixed
+  :data:`NODE_COST` per file or directory, including files that are unlinked but still open
+  (their bytes are released when the last descriptor closes). Past the cap the guest gets
+  ``ENOSPC`` (``EFBIG`` past :data:`MAX_FILE_SIZE`); negative sizes and offsets ``EINVAL``.
+  The host never holds more than the cap for ``/tmp``.
+
+Layer files are checked twice: at lookup (a symlink must resolve inside its layer root) and at
+open (``O_NOFOLLOW``, then the opened descriptor's real path must still lie inside the layer root),
+so a layer file swapped for a symlink on the host after lookup is not followed.
+
+Inode and device numbers are deterministic: each mount has its own device number (in mount
+order), layer nodes get an inode derived from their guest path, in-memory nodes one from their
+file system's counter. ``/tmp`` nodes keep their numbers, modes and times across a snapshot
+capture/restore (see :mod:`pyworkers.snapshot.capture`).
 
 Paths are resolved lexically inside the guest tree: ``..`` at ``/`` stays at ``/``, so no guest
 path names a host path outside the layers. Errors are raised as :class:`FSError` carrying a WASI
@@ -16,6 +29,7 @@ errno (Emscripten uses WASI errno numbers).
 from __future__ import annotations
 
 import errno as _errno
+import hashlib
 import itertools
 import os
 import stat as st
@@ -27,13 +41,22 @@ ESUCCESS, E2BIG, EACCES, EBADF, EEXIST, EFAULT, EINVAL, EIO, EISDIR, EMFILE, ENA
     0, 1, 2, 8, 20, 21, 28, 29, 31, 33, 37
 ENOENT, ENOSPC, ENOSYS, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM, EROFS, ESPIPE, ELOOP, EXDEV, ENOTSUP = \
     44, 51, 52, 54, 55, 59, 63, 69, 70, 32, 75, 58
-ENODEV, ENOTSOCK, EAFNOSUPPORT = 43, 57, 5
+ENODEV, ENOTSOCK, EAFNOSUPPORT, EFBIG = 43, 57, 5, 22
 
 _HOST_TO_WASI = {
     _errno.ENOENT: ENOENT, _errno.EACCES: EACCES, _errno.ENOTDIR: ENOTDIR, _errno.EISDIR: EISDIR,
     _errno.EEXIST: EEXIST, _errno.ENAMETOOLONG: ENAMETOOLONG, _errno.ELOOP: ELOOP,
-    _errno.EPERM: EPERM, _errno.EINVAL: EINVAL,
+    _errno.EPERM: EPERM, _errno.EINVAL: EINVAL, _errno.ENOSPC: ENOSPC, _errno.EFBIG: EFBIG,
 }
+
+#: bytes of the ``/tmp`` cap charged per file or directory (the host's bookkeeping for a node)
+NODE_COST = 1024
+#: largest file size (bytes) before ``EFBIG`` (ext4's limit); the cap gives ``ENOSPC`` long before
+MAX_FILE_SIZE = 1 << 44
+#: longest file name (bytes) the writable layer accepts (``ENAMETOOLONG`` beyond)
+NAME_MAX = 255
+#: device numbers: the in-memory skeleton, ``/tmp``; layers get ``DEV_LAYER0 + i`` in mount order
+DEV_MEM, DEV_TMP, DEV_LAYER0 = 1, 2, 3
 
 # open flags (Emscripten/musl values)
 O_ACCMODE, O_WRONLY, O_RDWR = 3, 1, 2
@@ -50,18 +73,31 @@ class FSError(Exception):
         self.errno = errno
 
 
-_inode_counter = itertools.count(2)
+_inode_counter = itertools.count(1 << 40)  # nodes made without a file system's number
+
+
+def path_ino(dev: int, path: str) -> int:
+    """A stable inode number (< 2**48) for layer path ``path`` on device ``dev``: the same file
+    gets the same number in every isolate and process (snapshots record numbers the guest saw)."""
+    h = hashlib.blake2b(f"{dev}:{path}".encode("utf-8", "surrogateescape"), digest_size=6).digest()
+    return int.from_bytes(h, "little") | 1
 
 
 class Node:
-    """A file-system node. ``writable`` nodes live in the writable ``/tmp`` layer."""
+    """A file-system node. ``writable`` nodes live in the writable ``/tmp`` layer.
+
+    ``ino``/``dev`` are what ``stat`` reports; ``mode`` holds the permission bits (``chmod`` on
+    ``/tmp`` nodes changes them)."""
 
     is_dir = False
     writable = False
+    dev = DEV_MEM
+    perm = 0o444
 
-    def __init__(self) -> None:
-        self.ino = next(_inode_counter)
+    def __init__(self, ino: int | None = None) -> None:
+        self.ino = next(_inode_counter) if ino is None else ino
         self.mtime = time.time()
+        self.mode = self.perm
 
     def stat(self) -> dict:
         raise NotImplementedError
@@ -72,11 +108,14 @@ class MemDir(Node):
 
     is_dir = True
 
-    def __init__(self, writable: bool = False, fs: "TmpFS | None" = None):
-        super().__init__()
+    def __init__(self, writable: bool = False, fs: "TmpFS | None" = None, ino: int | None = None):
+        super().__init__(ino)
         self.children: dict[str, Node] = {}
         self.writable = writable
         self.fs = fs
+        self.mode = 0o777 if writable else 0o555
+        if fs is not None:
+            self.dev = fs.dev
 
     def lookup(self, name: str) -> Node | None:
         return self.children.get(name)
@@ -85,60 +124,101 @@ class MemDir(Node):
         return list(self.children)
 
     def stat(self) -> dict:
-        return dict(mode=S_IFDIR | (0o777 if self.writable else 0o555), size=4096, ino=self.ino,
+        return dict(mode=S_IFDIR | self.mode, size=4096, ino=self.ino, dev=self.dev,
                     mtime=self.mtime, nlink=2)
 
 
 class MemFile(Node):
-    """An in-memory file (writable layer) or a fixed in-memory blob."""
+    """An in-memory file (writable layer) or a fixed in-memory blob.
 
-    def __init__(self, data: bytes = b"", writable: bool = False, fs: "TmpFS | None" = None):
-        super().__init__()
+    ``nlink`` is 0 once the file is unlinked (or replaced by a rename); ``opens`` counts open
+    file descriptions. A writable file's bytes stay charged to its :class:`TmpFS` until both
+    are 0."""
+
+    def __init__(self, data: bytes = b"", writable: bool = False, fs: "TmpFS | None" = None,
+                 ino: int | None = None):
+        super().__init__(ino)
         self.data = bytearray(data)
         self.writable = writable
         self.fs = fs
+        self.mode = 0o666 if writable else 0o444
+        self.nlink = 1
+        self.opens = 0
+        if fs is not None:
+            self.dev = fs.dev
 
     def size(self) -> int:
         return len(self.data)
 
     def stat(self) -> dict:
-        return dict(mode=S_IFREG | (0o666 if self.writable else 0o444), size=len(self.data),
-                    ino=self.ino, mtime=self.mtime, nlink=1)
+        return dict(mode=S_IFREG | self.mode, size=len(self.data), ino=self.ino, dev=self.dev,
+                    mtime=self.mtime, nlink=self.nlink)
 
 
 class DevNull(Node):
     def stat(self) -> dict:
-        return dict(mode=S_IFCHR | 0o666, size=0, ino=self.ino, mtime=self.mtime, nlink=1, rdev=0x103)
+        return dict(mode=S_IFCHR | 0o666, size=0, ino=self.ino, dev=self.dev, mtime=self.mtime,
+                    nlink=1, rdev=0x103)
 
 
 class DynamicFile(Node):
     """A read-only file whose content is produced by the host when it is opened."""
 
-    def __init__(self, produce):
-        super().__init__()
+    def __init__(self, produce, ino: int | None = None):
+        super().__init__(ino)
         self.produce = produce
 
     def size(self) -> int:
         return len(self.produce())
 
     def stat(self) -> dict:
-        return dict(mode=S_IFREG | 0o444, size=0, ino=self.ino, mtime=self.mtime, nlink=1)
+        return dict(mode=S_IFREG | 0o444, size=0, ino=self.ino, dev=self.dev, mtime=self.mtime, nlink=1)
+
+
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
 class HostFile(Node):
-    """A read-only file of a layer; ``path`` was checked to lie inside the layer root."""
+    """A read-only file of a layer; ``path`` was checked to lie inside the layer root ``root``
+    at lookup, and is checked again at each :meth:`open_host`."""
 
-    def __init__(self, path: str, hst: os.stat_result):
-        super().__init__()
+    def __init__(self, path: str, hst: os.stat_result, root: str | None = None, dev: int = DEV_LAYER0,
+                 ino: int | None = None):
+        super().__init__(ino)
         self.path = path
+        self.root = root or path
+        self.dev = dev
         self._st = hst
 
     def size(self) -> int:
         return self._st.st_size
 
     def stat(self) -> dict:
-        return dict(mode=S_IFREG | 0o444, size=self._st.st_size, ino=self.ino,
+        return dict(mode=S_IFREG | 0o444, size=self._st.st_size, ino=self.ino, dev=self.dev,
                     mtime=self._st.st_mtime, nlink=1)
+
+    def open_host(self) -> int:
+        """A read-only host descriptor of this file, opened without following a final symlink
+        and refused (``ENOENT``) unless what was opened is a regular file whose real path still
+        lies inside the layer root (a component swapped for a symlink after lookup). Raises
+        :class:`FSError`."""
+        flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) \
+            | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(self.path, flags)
+        except OSError as e:
+            raise FSError(ENOENT if e.errno == _errno.ELOOP else _HOST_TO_WASI.get(e.errno, EIO),
+                          self.path) from None
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}") if os.path.isdir("/proc/self/fd") \
+                else os.path.realpath(self.path)
+            if not st.S_ISREG(os.fstat(fd).st_mode) or not _inside(real, self.root):
+                raise FSError(ENOENT, self.path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
 
 class HostDir(Node):
@@ -146,24 +226,28 @@ class HostDir(Node):
 
     is_dir = True
 
-    def __init__(self, path: str, root: str):
-        super().__init__()
+    def __init__(self, path: str, root: str, dev: int = DEV_LAYER0, rel: str = "",
+                 ino: int | None = None):
+        super().__init__(path_ino(dev, rel) if ino is None else ino)
         self.path = path
         self.root = root
+        self.dev = dev
+        self.rel = rel  # path below the layer root as the guest names it (stable inode numbers)
         self._children: dict[str, Node | None] = {}
         self._names: list[str] | None = None
 
     def _inside(self, real: str) -> bool:
-        return real == self.root or real.startswith(self.root + os.sep)
+        return _inside(real, self.root)
 
     def lookup(self, name: str) -> Node | None:
         if name in self._children:
             return self._children[name]
         node = None
         p = os.path.join(self.path, name)
+        rel = f"{self.rel}/{name}"
         try:
             lst = os.lstat(p)
-            if st.S_ISLNK(lst.st_mode):
+            if st.S_ISLNK(lst.st_mode) or not self._inside(os.path.realpath(self.path)):
                 real = os.path.realpath(p)
                 if not self._inside(real):
                     lst = None  # points out of the layer: absent
@@ -171,9 +255,9 @@ class HostDir(Node):
                     p, lst = real, os.stat(real)
             if lst is not None:
                 if st.S_ISDIR(lst.st_mode):
-                    node = HostDir(p, self.root)
+                    node = HostDir(p, self.root, self.dev, rel)
                 elif st.S_ISREG(lst.st_mode):
-                    node = HostFile(p, lst)
+                    node = HostFile(p, lst, self.root, self.dev, path_ino(self.dev, rel))
         except OSError:
             node = None
         self._children[name] = node
@@ -188,31 +272,76 @@ class HostDir(Node):
         return list(self._names)
 
     def stat(self) -> dict:
-        return dict(mode=S_IFDIR | 0o555, size=4096, ino=self.ino, mtime=self.mtime, nlink=2)
+        return dict(mode=S_IFDIR | 0o555, size=4096, ino=self.ino, dev=self.dev, mtime=self.mtime, nlink=2)
 
 
 class TmpFS:
-    """Accounting for the writable layer: total bytes of file data, capped at ``cap`` bytes."""
+    """Accounting for the writable layer: file data plus :data:`NODE_COST` per node, capped at
+    ``cap`` bytes. ``next_ino`` numbers its nodes (kept across snapshot restore)."""
 
-    def __init__(self, cap: int):
+    def __init__(self, cap: int, dev: int = DEV_TMP):
         self.cap = cap
         self.used = 0
+        self.dev = dev
+        self.next_ino = 2
+
+    def _charge(self, n: int) -> None:
+        if n > 0 and self.used + n > self.cap:
+            raise FSError(ENOSPC, "writable /tmp is full")
+        self.used += n
+
+    def new_ino(self) -> int:
+        ino = self.next_ino
+        self.next_ino += 1
+        return ino
+
+    def new_file(self, ino: int | None = None) -> MemFile:
+        """A new empty writable file charged :data:`NODE_COST` (``ENOSPC`` past the cap)."""
+        self._charge(NODE_COST)
+        return MemFile(writable=True, fs=self, ino=self.new_ino() if ino is None else ino)
+
+    def new_dir(self, ino: int | None = None) -> MemDir:
+        """A new writable directory charged :data:`NODE_COST` (``ENOSPC`` past the cap)."""
+        self._charge(NODE_COST)
+        return MemDir(writable=True, fs=self, ino=self.new_ino() if ino is None else ino)
 
     def resize(self, f: MemFile, new_size: int) -> None:
+        """Set ``f``'s size in bytes: ``EINVAL`` if negative, ``EFBIG`` past
+        :data:`MAX_FILE_SIZE`, ``ENOSPC`` if the cap would be exceeded. Nothing is allocated
+        before the checks."""
+        if new_size < 0:
+            raise FSError(EINVAL, "negative file size")
+        if new_size > MAX_FILE_SIZE:
+            raise FSError(EFBIG, "file too large")
         delta = new_size - len(f.data)
-        if delta > 0 and self.used + delta > self.cap:
-            raise FSError(ENOSPC, "writable /tmp is full")
-        self.used += delta
+        self._charge(delta)
         if delta > 0:
-            f.data.extend(b"\0" * delta)
+            f.data.extend(bytes(delta))
         else:
             del f.data[new_size:]
+
+    def unlinked(self, node: Node) -> None:
+        """``node`` lost its name: release its charge now, or (a file still open) when the last
+        open description closes (:meth:`released`)."""
+        if isinstance(node, MemFile):
+            node.nlink = 0
+            if node.opens > 0:
+                return
+            self.used -= len(node.data)
+            node.data = bytearray()
+        self.used -= NODE_COST
+
+    def released(self, node: MemFile) -> None:
+        """The last open description of ``node`` closed."""
+        if node.nlink == 0 and node.fs is self:
+            self.used -= len(node.data) + NODE_COST
+            node.data = bytearray()
 
 
 class OpenFile:
     """An open file description: node, flags, position and, for directories, the entry list."""
 
-    __slots__ = ("node", "flags", "pos", "path", "host_fd", "entries", "refs")
+    __slots__ = ("node", "flags", "pos", "path", "host_fd", "entries", "refs", "counted")
 
     def __init__(self, node: Node, flags: int, path: str):
         self.node = node
@@ -222,6 +351,7 @@ class OpenFile:
         self.host_fd: int | None = None
         self.entries: list[tuple[str, Node]] | None = None
         self.refs = 1
+        self.counted = False  # counted in ``node.opens`` (writable-layer files)
 
     def readable(self) -> bool:
         return (self.flags & O_ACCMODE) != O_WRONLY
@@ -240,13 +370,15 @@ class VFS:
 
     def __init__(self, layers: dict[str, str | os.PathLike], tmp_cap: int = 64 << 20,
                  home: str = "/home/pyodide"):
-        self.root = MemDir()
+        self._inos = itertools.count(2)  # the in-memory skeleton's inode numbers
+        self.root = MemDir(ino=1)
         self.tmpfs = TmpFS(tmp_cap)
         self.cwd = "/"
+        self._next_dev = DEV_LAYER0
         for d in ("/lib", "/home", home, "/dev"):
             self._mkdir_p(d)
-        self._mkdir_p("/dev").children["null"] = DevNull()
-        tmp = MemDir(writable=True, fs=self.tmpfs)
+        self._mkdir_p("/dev").children["null"] = DevNull(ino=next(self._inos))
+        tmp = MemDir(writable=True, fs=self.tmpfs, ino=1)
         self.root.children["tmp"] = tmp
         for guest, host in sorted(layers.items()):
             self.mount(guest, host)
@@ -257,7 +389,7 @@ class VFS:
         for part in [p for p in path.split("/") if p]:
             nxt = node.children.get(part) if isinstance(node, MemDir) else None
             if nxt is None:
-                nxt = MemDir()
+                nxt = MemDir(ino=next(self._inos))
                 node.children[part] = nxt
             if not isinstance(nxt, MemDir):
                 raise ValueError(f"cannot mount below {path}: {part} is not an in-memory directory")
@@ -267,7 +399,7 @@ class VFS:
     def add_dynamic(self, guest: str, produce) -> None:
         """A read-only file at ``guest`` whose bytes are ``produce()`` at each open."""
         parent, _, name = guest.rpartition("/")
-        self._mkdir_p(parent).children[name] = DynamicFile(produce)
+        self._mkdir_p(parent).children[name] = DynamicFile(produce, ino=next(self._inos))
 
     def mount(self, guest: str, host: str | os.PathLike) -> None:
         """Map host file or directory ``host`` read-only at guest path ``guest``."""
@@ -275,10 +407,11 @@ class VFS:
         parent, _, name = guest.rstrip("/").rpartition("/")
         pdir = self._mkdir_p(parent or "/")
         hst = os.stat(real)
+        dev, self._next_dev = self._next_dev, self._next_dev + 1
         if st.S_ISDIR(hst.st_mode):
-            pdir.children[name] = HostDir(real, real)
+            pdir.children[name] = HostDir(real, real, dev, "")
         elif st.S_ISREG(hst.st_mode):
-            pdir.children[name] = HostFile(real, hst)
+            pdir.children[name] = HostFile(real, hst, real, dev, path_ino(dev, ""))
         else:
             raise ValueError(f"layer {host} is neither a file nor a directory")
 
@@ -334,7 +467,8 @@ class VFS:
                 raise FSError(ENOTDIR, apath)
             if not parent.writable:
                 raise FSError(EROFS if not isinstance(parent, MemDir) or parent is not self.root else EACCES, apath)
-            node = MemFile(writable=True, fs=self.tmpfs)
+            _check_name(name, apath)
+            node = self.tmpfs.new_file()
             parent.children[name] = node  # type: ignore[union-attr]
         if node.is_dir:
             if (flags & O_ACCMODE) != 0:
@@ -348,24 +482,39 @@ class VFS:
             node.fs.resize(node, 0)  # type: ignore[union-attr]
         if isinstance(node, HostFile):
             try:
-                of.host_fd = os.open(node.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except OSError as e:
-                raise FSError(_HOST_TO_WASI.get(e.errno, EIO), apath)
+                of.host_fd = node.open_host()
+            except FSError as e:
+                raise FSError(e.errno, apath) from None
         elif isinstance(node, DynamicFile):
             of.entries = [("", MemFile(node.produce()))]  # content fixed at open
+        elif isinstance(node, MemFile) and node.fs is not None:
+            node.opens += 1
+            of.counted = True
         return of
 
     def close(self, of: OpenFile) -> None:
+        """Drop one reference to ``of``; the last one closes its host descriptor and, for a
+        ``/tmp`` file that was unlinked meanwhile, releases its bytes."""
         of.refs -= 1
-        if of.refs <= 0 and of.host_fd is not None:
+        if of.refs > 0:
+            return
+        if of.host_fd is not None:
             os.close(of.host_fd)
             of.host_fd = None
+        if of.counted:
+            of.counted = False
+            node = of.node
+            node.opens -= 1  # type: ignore[attr-defined]
+            if node.opens <= 0:  # type: ignore[attr-defined]
+                node.fs.released(node)  # type: ignore[attr-defined]
 
     def read(self, of: OpenFile, n: int, offset: int | None = None) -> bytes:
         if not of.readable():
             raise FSError(EBADF)
         node = of.node
         pos = of.pos if offset is None else offset
+        if pos < 0 or n < 0:
+            raise FSError(EINVAL, "negative offset")
         if node.is_dir:
             raise FSError(EISDIR)
         if isinstance(node, HostFile):
@@ -391,6 +540,8 @@ class VFS:
         if offset is None and of.flags & O_APPEND:
             of.pos = len(node.data)
         pos = of.pos if offset is None else offset
+        if pos < 0:
+            raise FSError(EINVAL, "negative offset")
         end = pos + len(data)
         if end > len(node.data):
             node.fs.resize(node, end)  # type: ignore[union-attr]
@@ -429,7 +580,8 @@ class VFS:
             raise FSError(EEXIST, apath)
         if not parent.writable:
             raise FSError(EROFS, apath)
-        parent.children[name] = MemDir(writable=True, fs=self.tmpfs)  # type: ignore[union-attr]
+        _check_name(name, apath)
+        parent.children[name] = self.tmpfs.new_dir()  # type: ignore[union-attr]
 
     def unlink(self, path: str, rmdir: bool = False) -> None:
         parent, name, apath = self.lookup_parent(path)
@@ -445,9 +597,8 @@ class VFS:
                 raise FSError(ENOTEMPTY, apath)
         elif node.is_dir:
             raise FSError(EISDIR, apath)
-        if isinstance(node, MemFile):
-            self.tmpfs.used -= len(node.data)
         del parent.children[name]  # type: ignore[union-attr]
+        self.tmpfs.unlinked(node)
 
     def rename(self, old: str, new: str) -> None:
         op, oname, oapath = self.lookup_parent(old)
@@ -457,16 +608,48 @@ class VFS:
             raise FSError(ENOENT, oapath)
         if not (op.writable and np_.writable):
             raise FSError(EROFS if not op.writable else EXDEV, napath)
+        if not np_.is_dir:
+            raise FSError(ENOTDIR, napath)
         existing = np_.lookup(nname)  # type: ignore[attr-defined]
-        if isinstance(existing, MemFile):
-            self.tmpfs.used -= len(existing.data)
+        if existing is node:
+            return  # rename(x, x) (or another name of the same node): nothing to do
+        if node.is_dir and (napath + "/").startswith(oapath + "/"):
+            raise FSError(EINVAL, napath)  # a directory into its own subtree
+        _check_name(nname, napath)
+        if existing is not None:
+            if existing.is_dir and not node.is_dir:
+                raise FSError(EISDIR, napath)
+            if node.is_dir and not existing.is_dir:
+                raise FSError(ENOTDIR, napath)
+            if existing.is_dir and existing.children:  # type: ignore[attr-defined]
+                raise FSError(ENOTEMPTY, napath)
         np_.children[nname] = node  # type: ignore[union-attr]
         del op.children[oname]  # type: ignore[union-attr]
+        if existing is not None:
+            self.tmpfs.unlinked(existing)
 
     def truncate(self, node: Node, size: int) -> None:
+        """Set a ``/tmp`` file's size (``EINVAL`` negative, ``EFBIG``/``ENOSPC`` past the cap,
+        ``EROFS`` elsewhere)."""
+        if size < 0:
+            raise FSError(EINVAL, "negative size")
+        if node.is_dir:
+            raise FSError(EISDIR)
         if not isinstance(node, MemFile) or not node.writable:
             raise FSError(EROFS)
         node.fs.resize(node, size)  # type: ignore[union-attr]
+        node.mtime = time.time()
+
+    def chmod(self, node: Node, mode: int) -> None:
+        """Set the permission bits of a ``/tmp`` node (other nodes: ignored, like the glue's
+        read-only files)."""
+        if node.writable and isinstance(node, (MemFile, MemDir)):
+            node.mode = mode & 0o7777
+
+
+def _check_name(name: str, apath: str) -> None:
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise FSError(ENAMETOOLONG, apath[:64] + "...")
 
 
 EBUSY_ROOT = 10  # EBUSY
