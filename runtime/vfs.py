@@ -470,6 +470,11 @@ class VFS:
             _check_name(name, apath)
             node = self.tmpfs.new_file()
             parent.children[name] = node  # type: ignore[union-attr]
+        return self.open_node(node, flags, apath)
+
+    def open_node(self, node: Node, flags: int, apath: str) -> OpenFile:
+        """Open ``node`` (found at guest path ``apath``, or an unlinked ``/tmp`` file being
+        restored from a snapshot) with ``flags``; checks access like :meth:`open`."""
         if node.is_dir:
             if (flags & O_ACCMODE) != 0:
                 raise FSError(EISDIR, apath)
