@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -190,5 +191,24 @@ def test_cli_deploy_refuses_a_sparse_file_with_low_peak_rss(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert "huge.bin" in r.stderr and "PYWORKERS_APP_MAX_BYTES" in r.stderr, r.stderr
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert peak_kib < 600 * 1024, f"peak RSS of the deploy: {peak_kib // 1024} MiB"
+
+
+def test_cli_deploy_refuses_a_zip_bomb_wheel_in_the_layer_stage(two_gib_bomb, tmp_path):
+    app = tmp_path / "bomb-app"
+    (app / "wheels").mkdir(parents=True)
+    shutil.copy(two_gib_bomb, app / "wheels" / two_gib_bomb.name)
+    (app / "main.py").write_text("import bomb\n\nasync def app(scope, receive, send):\n    pass\n")
+    (app / "pyworkers.toml").write_text('name = "bomb-app"\ncompatibility_date = "2026-11-15"\n')
+    (app / "requirements.txt").write_text(f"--no-index\n./wheels/{two_gib_bomb.name}\n")
+    store = tmp_path / "store"
+    r = subprocess.run([sys.executable, "-m", "pyworkers", "deploy", str(app), "--store", str(store)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert err and "bomb-1.0-py3-none-any.whl" in err[-1] and "PYWORKERS_WHEEL_MAX_" in err[-1], r.stderr
+    assert "FAIL layer" in r.stderr
+    assert not (store / "deployments").exists() or not any((store / "deployments").iterdir())
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     assert peak_kib < 600 * 1024, f"peak RSS of the deploy: {peak_kib // 1024} MiB"
