@@ -129,3 +129,18 @@ def test_guest_output_flood_through_a_limiter(runtime_314):
     # the guest's own work dominates; the limiter adds little on top of it
     assert cpu < wall + 0.5
     iso.close()
+
+
+@pytest.mark.slow
+def test_default_capture_is_bounded_per_request(runtime_314):
+    from pyworkers.runtime import Isolate
+
+    iso = Isolate(runtime_314, capture_limit=1 << 20)
+    r = iso.run("import sys\nfor _ in range(3200):\n    sys.stdout.write('x' * 16384)\n"
+                "sys.stdout.flush()\nprint('err', file=sys.stderr)\n")
+    head, _, tail = r.stdout.rpartition(b"\n[pyworkers] ")
+    assert len(head) == 1 << 20 and set(head) == {ord("x")}
+    assert tail == f"{3200 * 16384 - (1 << 20)} bytes of output dropped (capture limit)\n".encode()
+    assert r.stderr == b"err\n"
+    assert iso.run("print('next request')").stdout == b"next request\n"  # the limit is per request
+    iso.close()
