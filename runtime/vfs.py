@@ -202,7 +202,8 @@ class VFS:
         if node.is_dir:
             raise FSError(EISDIR)
         if isinstance(node, HostFile):
-            data = os.pread(of.host_fd, n, pos)  # type: ignore[arg-type]
+            # never ask the host for more than the file holds (os.pread allocates n bytes first)
+            data = os.pread(of.host_fd, min(n, max(0, node.size() - pos)), pos)  # type: ignore[arg-type]
         elif isinstance(node, DynamicFile):
             data = bytes(of.entries[0][1].data[pos:pos + n])  # type: ignore[index,union-attr]
         elif isinstance(node, MemFile):
