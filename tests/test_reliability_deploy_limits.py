@@ -7,7 +7,6 @@ import csv
 import hashlib
 import io
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,6 +27,20 @@ def _rss() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
+
+
+def run_measured(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``python -m pyworkers *args`` under a fresh intermediate process that reports the
+    command's own peak RSS (KiB): ``RUSAGE_CHILDREN`` of this test process would also count
+    every earlier child of the test session."""
+    probe = ("import resource, subprocess, sys\n"
+             "r = subprocess.run(sys.argv[1:])\n"
+             "sys.stderr.write('\\npeak-rss-kib %d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+             "sys.exit(r.returncode)\n")
+    r = subprocess.run([sys.executable, "-c", probe, sys.executable, "-m", "pyworkers", *args],
+                       capture_output=True, text=True, timeout=300)
+    peak = int(r.stderr.rsplit("peak-rss-kib ", 1)[1].split()[0])
+    return r, peak
 
 
 def bomb_wheel(path: Path, name: str, big: int) -> Path:
@@ -187,11 +200,9 @@ def test_cli_deploy_refuses_a_sparse_file_with_low_peak_rss(tmp_path):
     subprocess.run(["cp", "-r", str(REPO / "examples" / "hello"), str(app)], check=True)
     with open(app / "huge.bin", "wb") as f:
         f.truncate(4 << 30)
-    r = subprocess.run([sys.executable, "-m", "pyworkers", "deploy", str(app), "--store", str(tmp_path / "store")],
-                       capture_output=True, text=True, timeout=300)
+    r, peak_kib = run_measured(["deploy", str(app), "--store", str(tmp_path / "store")])
     assert r.returncode != 0
     assert "huge.bin" in r.stderr and "PYWORKERS_APP_MAX_BYTES" in r.stderr, r.stderr
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     assert peak_kib < 600 * 1024, f"peak RSS of the deploy: {peak_kib // 1024} MiB"
 
 
@@ -203,12 +214,10 @@ def test_cli_deploy_refuses_a_zip_bomb_wheel_in_the_layer_stage(two_gib_bomb, tm
     (app / "pyworkers.toml").write_text('name = "bomb-app"\ncompatibility_date = "2026-11-15"\n')
     (app / "requirements.txt").write_text(f"--no-index\n./wheels/{two_gib_bomb.name}\n")
     store = tmp_path / "store"
-    r = subprocess.run([sys.executable, "-m", "pyworkers", "deploy", str(app), "--store", str(store)],
-                       capture_output=True, text=True, timeout=300)
+    r, peak_kib = run_measured(["deploy", str(app), "--store", str(store)])
     assert r.returncode == 1, r.stderr
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert err and "bomb-1.0-py3-none-any.whl" in err[-1] and "PYWORKERS_WHEEL_MAX_" in err[-1], r.stderr
     assert "FAIL layer" in r.stderr
     assert not (store / "deployments").exists() or not any((store / "deployments").iterdir())
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     assert peak_kib < 600 * 1024, f"peak RSS of the deploy: {peak_kib // 1024} MiB"
