@@ -12,7 +12,8 @@ builds in :mod:`.sdist`, app inputs in :mod:`.inputs`):
 * :func:`download` ``(resolution, cache_dir=None, *, transport=None, progress=None,
   index_url=None) -> list[CachedWheel]`` (content-addressed, sha256-verified wheel cache)
 * :func:`install_layer` ``(resolution_or_cached_wheels, dest_dir, *, cache_dir=None,
-  transport=None, progress=None) -> InstalledLayer`` (a normal site-packages directory)
+  transport=None, progress=None, limits=None) -> InstalledLayer`` (a normal site-packages
+  directory; :class:`InstallLimits` bound wheel size, file count and compression ratio)
 * :func:`parse_requirements`, :func:`index_config`, :func:`read_release_lock`,
   :class:`Target`, :class:`RichProgress`; errors in :mod:`pyworkers.packages.errors` (all
   subclass :class:`PackagesError`; ``str(e)`` is one line, ``e.detail`` the rest).
@@ -26,7 +27,7 @@ from .errors import (ConflictError, HashMismatchError, IndexConfigError, LayerEr
                      LockFileError, NetworkError, NoCompatibleWheelError, PackagesError,
                      RequirementsError)
 from .index import IndexConfig, IndexFile, index_config
-from .install import InstalledLayer, install_layer
+from .install import InstalledLayer, InstallLimits, install_layer
 from .progress import Progress, RichProgress
 from .pylock import read_lock, write_lock
 from .release_lock import DEFAULT, ReleaseLock, default_package_base_url, read_release_lock
@@ -43,6 +44,6 @@ __all__ = [
     "LockFileError", "NetworkError", "NoCompatibleWheelError", "PackagesError", "PinnedWheel",
     "Progress", "ReleaseLock", "RequirementsError", "RequirementsInput", "Resolution",
     "RichProgress", "Target", "WheelCache", "cache_root", "default_package_base_url",
-    "download", "index_config", "install_layer", "parse_exclude_newer", "parse_requirements",
+    "download", "index_config", "install_layer", "InstallLimits", "parse_exclude_newer", "parse_requirements",
     "read_lock", "read_release_lock", "resolve", "write_lock",
 ]

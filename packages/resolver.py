@@ -143,6 +143,26 @@ class Req:
         return _ident(self.name, self.extras)
 
 
+def merge_duplicates(reqs: Sequence[Req]) -> list[Req]:
+    """Merge top-level requirements that differ only in their specifier: one :class:`Req` per
+    (project, extras, URL, hashes) carrying the intersection of the specifiers (the resolver
+    intersects them anyway), in first-seen order, keeping the first line's origin.
+
+    resolvelib adds the top-level requirements one by one and re-filters candidates against
+    every requirement merged so far, so ``n`` duplicate lines cost O(n²); merged they cost one.
+    Lines with different ``--hash`` sets are kept apart (each set must hold on its own).
+    """
+    merged: dict[tuple, Req] = {}
+    for r in reqs:
+        key = (r.name, r.extras, r.url, r.hashes)
+        first = merged.get(key)
+        if first is None:
+            merged[key] = r
+        elif str(r.specifier) and r.specifier != first.specifier:
+            merged[key] = dataclasses.replace(first, specifier=first.specifier & r.specifier)
+    return list(merged.values())
+
+
 def _ident(name: str, extras: Iterable[str]) -> str:
     ex = sorted(extras)
     return f"{name}[{','.join(ex)}]" if ex else name
@@ -891,6 +911,7 @@ def resolve(requirements: str | os.PathLike | Iterable[str] | RequirementsInput,
             ctx.top_origin.setdefault(ir.name, ir.origin)
             top.append(Req(ir.name, frozenset(canonicalize_name(e) for e in r.extras),
                            r.specifier, ir.url, ir.hashes, parent=None, input=ir))
+        top = merge_duplicates(top)
         for s in skipped:
             prog.note(f"skipped {s}")
         for n in implicit:

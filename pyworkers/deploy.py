@@ -12,7 +12,8 @@ resolve    ``requirements.txt`` -> hash-pinned wheels (:func:`pyworkers.packages
 download   the wheels into the shared, content-addressed wheel cache (verified)
 layer      the site-packages layer (:func:`build_layer`), content-addressed by
            :func:`layer_hash`; reused from the store when a deployment already published it
-app        copy the app's files into the deployment (hashed; VCS/cache/venv dirs skipped)
+app        copy the app's files into the deployment (hashed, streamed, modification times kept;
+           VCS/cache/venv dirs skipped; size, file-count and symbolic-link checks: app_files)
 boot       a fresh isolate: the layer as site-packages, the app copy read-only at ``/app``,
            the worker's vars as environment, ``/app`` on ``sys.path``
 import     import ``main``'s module (runs its top level), check the attribute is an ASGI 3
@@ -95,6 +96,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pyworkers import app_files as _app_files
+from pyworkers.app_files import IGNORED_DIRS, IGNORED_FILES, IGNORED_SUFFIXES, AppDirError, AppLimits
 from pyworkers.packages.progress import Progress
 from pyworkers.store import RECORD_FORMAT, Deployment, Store, StoreError, utc_now
 
@@ -108,13 +111,6 @@ STAGES = ("config", "runtime", "resolve", "download", "layer", "app", "boot", "i
 SNAPSHOT_FILE = "snapshot.bin"
 #: Version of the layer key (bump when the layer's layout changes).
 LAYER_FORMAT = 2  # 2: layers carry the guest's bytecode (__pycache__)
-#: Directories never copied from the app (version control, caches, virtual environments).
-IGNORED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__", ".venv", "venv", "node_modules",
-                          ".pytest_cache", ".mypy_cache", ".ruff_cache", ".tox", ".idea",
-                          ".vscode", ".pyworkers"})
-#: File suffixes never copied from the app.
-IGNORED_SUFFIXES = (".pyc", ".pyo")
-IGNORED_FILES = frozenset({".DS_Store"})
 #: Bytes of guest output kept for an error report.
 _OUTPUT_CAP = 64 << 10
 
@@ -411,56 +407,14 @@ def _tree_size(root: Path) -> tuple[int, int]:
 
 
 def copy_app(src: Path, dest: Path, *, exclude: Sequence[Path] = (),
-             note: Callable[[str], None] | None = None) -> dict:
-    """Copy the app directory ``src`` to ``dest`` (which must not exist) and hash it.
-
-    Skips :data:`IGNORED_DIRS`, :data:`IGNORED_FILES`, ``*.pyc``/``*.pyo`` and any path in
-    ``exclude`` (e.g. a store inside the app directory). Symbolic links are copied as the file
-    or directory they point to when that is inside ``src``; links leading outside are skipped
-    with a note (the sandbox only sees the app directory). Files are copied read-only.
-
-    Returns ``{"hash": "sha256:<hex>", "files": int, "bytes": int}``; the hash covers every
-    copied file's relative POSIX path and content, in sorted order.
-    """
-    src = Path(src).resolve()
-    excluded = [Path(p).resolve() for p in exclude]
-    entries: list[tuple[str, str]] = []
-    total = 0
-    dest.mkdir(parents=True)
-
-    def walk(d: Path, rel: str) -> None:
-        nonlocal total
-        for child in sorted(d.iterdir(), key=lambda p: p.name):
-            name = child.name
-            r = f"{rel}{name}"
-            real = child.resolve()
-            if child.is_symlink() and not real.is_relative_to(src):
-                if note:
-                    note(f"skipped {r}: a symbolic link to {real}, outside the app directory")
-                continue
-            if any(real == x or real.is_relative_to(x) for x in excluded):
-                continue
-            if real.is_dir():
-                if name in IGNORED_DIRS:
-                    continue
-                (dest / r).mkdir()
-                walk(real, r + "/")
-            elif real.is_file():
-                if name in IGNORED_FILES or name.endswith(IGNORED_SUFFIXES):
-                    continue
-                data = real.read_bytes()
-                out = dest / r
-                out.write_bytes(data)
-                mode = 0o555 if os.stat(real).st_mode & 0o111 else 0o444
-                os.chmod(out, mode)
-                entries.append((r, hashlib.sha256(data).hexdigest()))
-                total += len(data)
-
-    walk(src, "")
-    h = hashlib.sha256()
-    for r, digest in entries:
-        h.update(r.encode() + b"\0" + digest.encode() + b"\n")
-    return {"hash": "sha256:" + h.hexdigest(), "files": len(entries), "bytes": total}
+             note: Callable[[str], None] | None = None, limits: AppLimits | None = None) -> dict:
+    """:func:`pyworkers.app_files.copy_app` (limits, streaming, kept modification times,
+    symbolic links) with its :class:`~pyworkers.app_files.AppDirError` raised as a
+    :class:`DeployError` of the ``app`` stage."""
+    try:
+        return _app_files.copy_app(src, dest, exclude=exclude, note=note, limits=limits)
+    except AppDirError as e:
+        raise DeployError("app", str(e)) from None
 
 
 # --------------------------------------------------------------------------- guest harness

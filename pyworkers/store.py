@@ -545,12 +545,14 @@ class Store:
         staging.published = dep
         return dep
 
-    def rollback(self, name: str, to: str | None = None) -> tuple[Deployment, Deployment]:
+    def rollback(self, name: str, to: str | None = None, *, verify: bool = True) -> tuple[Deployment, Deployment]:
         """Make an earlier deployment of worker ``name`` current; returns ``(old, new)``.
 
         ``to``: a deployment id (or unique prefix) of that worker; default the deployment
-        created just before the current one. Raises :class:`StoreError` if the worker is
-        unknown, ``to`` belongs to another worker, or there is nothing earlier.
+        created just before the current one. With ``verify`` (default) the target's files are
+        checked first (:func:`pyworkers.verify.verify_loaded`) and a corrupt one is refused.
+        Raises :class:`StoreError` if the worker is unknown, ``to`` belongs to another worker,
+        there is nothing earlier, or the target does not verify.
         """
         with self.lock():
             w = self._worker(name)
@@ -576,6 +578,15 @@ class Store:
                                      f"deployments list --name {name}`")
                 target = hits[0]
             old = self._load(cur)
+            if verify:
+                from pyworkers.verify import verify_loaded
+
+                problems = verify_loaded(self._load(target))
+                if problems:
+                    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                    raise StoreError(f"refusing to roll back to {target}: it does not verify: "
+                                     f"{problems[0]}{more}; run `pyworkers deployments verify "
+                                     f"{target}`")
             w["current"] = target
             w["updated"] = utc_now()
             atomic_write_json(self.workers_dir / f"{name}.json", w)

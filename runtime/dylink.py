@@ -23,6 +23,8 @@ release's glue, in Python:
    new table slot, ``addFunction``), weak ones default to 0, a missing required one fails the
    load; then ``__wasm_apply_data_relocs`` and ``__wasm_call_ctors`` run.
 
+Only files of the read-only layers are loaded (:meth:`DynamicLinker._read`): a ``.so`` the guest
+wrote to ``/tmp`` fails ``dlopen`` with a clear ``dlerror`` and is never compiled or cached.
 Side modules using legacy wasm exception handling are translated with binaryen at first load and
 every compiled side module is cached (``.cwasm``) by content hash. :attr:`DynamicLinker.loaded`
 records each library in load order with its memory base, table base and hash (what a snapshot
@@ -45,6 +47,7 @@ from wasmtime._extern import get_extern_ptr
 from wasmtime._func import enter_wasm
 
 from pyworkers.runtime import host as H
+from pyworkers.runtime import vfs as V
 from pyworkers.runtime import wasmbin
 from pyworkers.runtime.engine import get_engine, load_module
 
@@ -293,7 +296,16 @@ class DynamicLinker:
         return idx
 
     def _read(self, path: str) -> bytes:
+        """The bytes of side module ``path``, which must be a file of a read-only layer (the
+        deployment's site-packages, app or runtime files): a file the guest wrote (``/tmp``) or
+        made up is refused with :class:`DylinkError` before anything reaches the host's
+        compiler or its cache."""
         fs = self.iso.fs
+        node = fs.lookup(path)
+        if not isinstance(node, V.HostFile):
+            where = "was written by the app (in the writable /tmp)" if node.writable else "is not a layer file"
+            raise DylinkError(f"{path}: refused: only side modules (.so) installed in the deployment's "
+                              f"read-only layers can be loaded, this one {where}")
         of = fs.open(path, 0)
         try:
             size = fs.size_of(of.node)

@@ -769,12 +769,27 @@ class Host:
     def __syscall_truncate64(self, path, length):
         self.fs.truncate(self.fs.lookup(self.mem.cstr(path)), length)
 
-    @imp("__syscall_utimensat", "__syscall_chmod", "__syscall_fchmod", "__syscall_fchmodat2",
-         "__syscall_fchown32", "__syscall_fchownat", "__syscall_fdatasync", "__syscall_fadvise64",
-         "__syscall_fallocate")
+    @imp("__syscall_utimensat", "__syscall_fchown32", "__syscall_fchownat", "__syscall_fdatasync",
+         "__syscall_fadvise64", "__syscall_fallocate")
     @syscall
     def _metadata_noop(self, *args):
         return 0
+
+    # chmod keeps a /tmp node's permission bits (stat reports them, snapshots carry them)
+    @imp("__syscall_chmod")
+    @syscall
+    def __syscall_chmod(self, path, mode):
+        self.fs.chmod(self.fs.lookup(self.mem.cstr(path)), mode)
+
+    @imp("__syscall_fchmod")
+    @syscall
+    def __syscall_fchmod(self, fd, mode):
+        self.fs.chmod(self._of(fd).node, mode)
+
+    @imp("__syscall_fchmodat2")
+    @syscall
+    def __syscall_fchmodat2(self, dirfd, path, mode, flags):
+        self.fs.chmod(self.fs.lookup(self._path_at(dirfd, path, allow_empty=bool(flags & AT_EMPTY_PATH))), mode)
 
     @imp("__syscall_dup")
     @syscall

@@ -222,7 +222,10 @@ class Isolate:
         mounts: extra read-only layers ``{guest_path: host_path}`` (e.g. the app directory).
         env: extra environment variables for the guest.
         stdout, stderr: sinks for the guest's fd 1/2 (``bytes -> None``); by default output is
-            captured per request and returned in :class:`RunResult`.
+            captured per request and returned in :class:`RunResult`, at most ``capture_limit``
+            bytes per stream and request (the rest is dropped and counted in a last line,
+            ``[pyworkers] N bytes of output dropped (capture limit)``). For logging guest output
+            use :class:`pyworkers.runtime.output.LineLimiter` as the sink.
         tmp_cap: byte cap of the writable in-memory ``/tmp`` (default 64 MiB).
         memory_limit: cap of linear memory in bytes (``None``: 4 GiB).
         cwd: initial working directory in the guest.
@@ -238,7 +241,7 @@ class Isolate:
                  stderr: Callable[[bytes], None] | None = None,
                  tmp_cap: int = 64 << 20, memory_limit: int | None = None,
                  cwd: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 _restore: Any = None):
+                 capture_limit: int = 64 << 20, _restore: Any = None):
         t0 = time.perf_counter()
         if _restore is not None:
             self.runtime = _restore.runtime
@@ -256,11 +259,14 @@ class Isolate:
         if rt.site_packages_guest_path not in self.layers:
             self.fs._mkdir_p(rt.site_packages_guest_path)
         self._captured: dict[int, list[bytes]] = {1: [], 2: []}
+        self.capture_limit = capture_limit
+        self._capture_room = {1: capture_limit, 2: capture_limit}
+        self._capture_dropped = {1: 0, 2: 0}
         environ = _default_env(rt)
         environ.update(env or {})
         self.host = H.Host(self.fs, environ,
-                           stdout or (lambda b: self._captured[1].append(b)),
-                           stderr or (lambda b: self._captured[2].append(b)))
+                           stdout or (lambda b: self._capture(1, b)),
+                           stderr or (lambda b: self._capture(2, b)))
         self.host.isolate = self
         # the host's entropy counter, read by the guest to attribute entropy use to modules
         self.fs.add_dynamic("/dev/pyworkers/entropy", lambda: str(self.host.entropy_calls).encode())
@@ -469,7 +475,22 @@ class Isolate:
             self._drain()
             return fn
 
+    def _capture(self, fd: int, data: bytes) -> None:
+        room = self._capture_room[fd]
+        if len(data) > room:
+            self._capture_dropped[fd] += len(data) - max(room, 0)
+            data = data[:max(room, 0)]
+        if data:
+            self._captured[fd].append(data)
+            self._capture_room[fd] = room - len(data)
+
     def _drain(self) -> tuple[bytes, bytes]:
+        for fd in (1, 2):
+            if self._capture_dropped[fd]:
+                self._captured[fd].append(f"\n[pyworkers] {self._capture_dropped[fd]} bytes of output "
+                                          "dropped (capture limit)\n".encode())
+            self._capture_room[fd] = self.capture_limit
+            self._capture_dropped[fd] = 0
         out, err = b"".join(self._captured[1]), b"".join(self._captured[2])
         self._captured[1].clear()
         self._captured[2].clear()

@@ -7,7 +7,20 @@ The guest namespace is a tree the host builds; nothing outside it is reachable:
   site-packages directory, the app's files). A host symlink that resolves outside its layer, a
   device, a FIFO or a socket is treated as absent (``ENOENT``); the host never opens a path that
   is not under a layer root it was given;
-- a per-isolate writable in-memory ``/tmp`` with a byte cap (``ENOSPC`` past it).
+- a per-isolate writable in-memory ``/tmp`` with a byte cap: file data plus a fixed
+  :data:`NODE_COST` per file or directory, including files that are unlinked but still open
+  (their bytes are released when the last descriptor closes). Past the cap the guest gets
+  ``ENOSPC`` (``EFBIG`` past :data:`MAX_FILE_SIZE`); negative sizes and offsets ``EINVAL``.
+  The host never holds more than the cap for ``/tmp``.
+
+Layer files are checked twice: at lookup (a symlink must resolve inside its layer root) and at
+open (``O_NOFOLLOW``, then the opened descriptor's real path must still lie inside the layer root),
+so a layer file swapped for a symlink on the host after lookup is not followed.
+
+Inode and device numbers are deterministic: each mount has its own device number (in mount
+order), layer nodes get an inode derived from their guest path, in-memory nodes one from their
+file system's counter. ``/tmp`` nodes keep their numbers, modes and times across a snapshot
+capture/restore (see :mod:`pyworkers.snapshot.capture`).
 
 Paths are resolved lexically inside the guest tree: ``..`` at ``/`` stays at ``/``, so no guest
 path names a host path outside the layers. Errors are raised as :class:`FSError` carrying a WASI
@@ -15,237 +28,15 @@ errno (Emscripten uses WASI errno numbers).
 """
 from __future__ import annotations
 
-import errno as _errno
 import itertools
 import os
 import stat as st
 import time
-from pathlib import Path
 
-# WASI errno values (wasi-libc / Emscripten), not the host's.
-ESUCCESS, E2BIG, EACCES, EBADF, EEXIST, EFAULT, EINVAL, EIO, EISDIR, EMFILE, ENAMETOOLONG = \
-    0, 1, 2, 8, 20, 21, 28, 29, 31, 33, 37
-ENOENT, ENOSPC, ENOSYS, ENOTDIR, ENOTEMPTY, ENOTTY, EPERM, EROFS, ESPIPE, ELOOP, EXDEV, ENOTSUP = \
-    44, 51, 52, 54, 55, 59, 63, 69, 70, 32, 75, 58
-ENODEV, ENOTSOCK, EAFNOSUPPORT = 43, 57, 5
-
-_HOST_TO_WASI = {
-    _errno.ENOENT: ENOENT, _errno.EACCES: EACCES, _errno.ENOTDIR: ENOTDIR, _errno.EISDIR: EISDIR,
-    _errno.EEXIST: EEXIST, _errno.ENAMETOOLONG: ENAMETOOLONG, _errno.ELOOP: ELOOP,
-    _errno.EPERM: EPERM, _errno.EINVAL: EINVAL,
-}
-
-# open flags (Emscripten/musl values)
-O_ACCMODE, O_WRONLY, O_RDWR = 3, 1, 2
-O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_DIRECTORY, O_NOFOLLOW = 0o100, 0o200, 0o1000, 0o2000, 0o200000, 0o400000
-
-S_IFDIR, S_IFREG, S_IFCHR = 0o040000, 0o100000, 0o020000
-
-
-class FSError(Exception):
-    """A file-system error with a WASI ``errno``."""
-
-    def __init__(self, errno: int, msg: str = ""):
-        super().__init__(errno, msg)
-        self.errno = errno
-
-
-_inode_counter = itertools.count(2)
-
-
-class Node:
-    """A file-system node. ``writable`` nodes live in the writable ``/tmp`` layer."""
-
-    is_dir = False
-    writable = False
-
-    def __init__(self) -> None:
-        self.ino = next(_inode_counter)
-        self.mtime = time.time()
-
-    def stat(self) -> dict:
-        raise NotImplementedError
-
-
-class MemDir(Node):
-    """An in-memory directory; ``fs`` is set for directories of the writable layer."""
-
-    is_dir = True
-
-    def __init__(self, writable: bool = False, fs: "TmpFS | None" = None):
-        super().__init__()
-        self.children: dict[str, Node] = {}
-        self.writable = writable
-        self.fs = fs
-
-    def lookup(self, name: str) -> Node | None:
-        return self.children.get(name)
-
-    def names(self) -> list[str]:
-        return list(self.children)
-
-    def stat(self) -> dict:
-        return dict(mode=S_IFDIR | (0o777 if self.writable else 0o555), size=4096, ino=self.ino,
-                    mtime=self.mtime, nlink=2)
-
-
-class MemFile(Node):
-    """An in-memory file (writable layer) or a fixed in-memory blob."""
-
-    def __init__(self, data: bytes = b"", writable: bool = False, fs: "TmpFS | None" = None):
-        super().__init__()
-        self.data = bytearray(data)
-        self.writable = writable
-        self.fs = fs
-
-    def size(self) -> int:
-        return len(self.data)
-
-    def stat(self) -> dict:
-        return dict(mode=S_IFREG | (0o666 if self.writable else 0o444), size=len(self.data),
-                    ino=self.ino, mtime=self.mtime, nlink=1)
-
-
-class DevNull(Node):
-    def stat(self) -> dict:
-        return dict(mode=S_IFCHR | 0o666, size=0, ino=self.ino, mtime=self.mtime, nlink=1, rdev=0x103)
-
-
-class DynamicFile(Node):
-    """A read-only file whose content is produced by the host when it is opened."""
-
-    def __init__(self, produce):
-        super().__init__()
-        self.produce = produce
-
-    def size(self) -> int:
-        return len(self.produce())
-
-    def stat(self) -> dict:
-        return dict(mode=S_IFREG | 0o444, size=0, ino=self.ino, mtime=self.mtime, nlink=1)
-
-
-class ServiceFile(Node):
-    """A host service reached through a file: per open file, the guest writes one request (any
-    number of writes), then reads the reply, which ``handle(request: bytes) -> bytes`` computes
-    at the first read. Writing again after a read starts a new request."""
-
-    writable = True
-
-    def __init__(self, handle):
-        super().__init__()
-        self.handle = handle
-
-    def size(self) -> int:
-        return 0
-
-    def stat(self) -> dict:
-        return dict(mode=S_IFCHR | 0o666, size=0, ino=self.ino, mtime=self.mtime, nlink=1, rdev=0x104)
-
-
-class HostFile(Node):
-    """A read-only file of a layer; ``path`` was checked to lie inside the layer root."""
-
-    def __init__(self, path: str, hst: os.stat_result):
-        super().__init__()
-        self.path = path
-        self._st = hst
-
-    def size(self) -> int:
-        return self._st.st_size
-
-    def stat(self) -> dict:
-        return dict(mode=S_IFREG | 0o444, size=self._st.st_size, ino=self.ino,
-                    mtime=self._st.st_mtime, nlink=1)
-
-
-class HostDir(Node):
-    """A read-only directory of a layer rooted at host path ``root``."""
-
-    is_dir = True
-
-    def __init__(self, path: str, root: str):
-        super().__init__()
-        self.path = path
-        self.root = root
-        self._children: dict[str, Node | None] = {}
-        self._names: list[str] | None = None
-
-    def _inside(self, real: str) -> bool:
-        return real == self.root or real.startswith(self.root + os.sep)
-
-    def lookup(self, name: str) -> Node | None:
-        if name in self._children:
-            return self._children[name]
-        node = None
-        p = os.path.join(self.path, name)
-        try:
-            lst = os.lstat(p)
-            if st.S_ISLNK(lst.st_mode):
-                real = os.path.realpath(p)
-                if not self._inside(real):
-                    lst = None  # points out of the layer: absent
-                else:
-                    p, lst = real, os.stat(real)
-            if lst is not None:
-                if st.S_ISDIR(lst.st_mode):
-                    node = HostDir(p, self.root)
-                elif st.S_ISREG(lst.st_mode):
-                    node = HostFile(p, lst)
-        except OSError:
-            node = None
-        self._children[name] = node
-        return node
-
-    def names(self) -> list[str]:
-        if self._names is None:
-            try:
-                self._names = sorted(n for n in os.listdir(self.path) if self.lookup(n) is not None)
-            except OSError:
-                self._names = []
-        return list(self._names)
-
-    def stat(self) -> dict:
-        return dict(mode=S_IFDIR | 0o555, size=4096, ino=self.ino, mtime=self.mtime, nlink=2)
-
-
-class TmpFS:
-    """Accounting for the writable layer: total bytes of file data, capped at ``cap`` bytes."""
-
-    def __init__(self, cap: int):
-        self.cap = cap
-        self.used = 0
-
-    def resize(self, f: MemFile, new_size: int) -> None:
-        delta = new_size - len(f.data)
-        if delta > 0 and self.used + delta > self.cap:
-            raise FSError(ENOSPC, "writable /tmp is full")
-        self.used += delta
-        if delta > 0:
-            f.data.extend(b"\0" * delta)
-        else:
-            del f.data[new_size:]
-
-
-class OpenFile:
-    """An open file description: node, flags, position and, for directories, the entry list."""
-
-    __slots__ = ("node", "flags", "pos", "path", "host_fd", "entries", "refs")
-
-    def __init__(self, node: Node, flags: int, path: str):
-        self.node = node
-        self.flags = flags
-        self.pos = 0
-        self.path = path
-        self.host_fd: int | None = None
-        self.entries: list[tuple[str, Node]] | None = None
-        self.refs = 1
-
-    def readable(self) -> bool:
-        return (self.flags & O_ACCMODE) != O_WRONLY
-
-    def writable(self) -> bool:
-        return (self.flags & O_ACCMODE) in (O_WRONLY, O_RDWR)
+# The node types, errno values and flags are part of this module's interface (``V.MemFile``,
+# ``V.ENOENT``, ``V.O_CREAT``...): they live in vfs_nodes to keep each module to one concern.
+from pyworkers.runtime.vfs_nodes import *  # noqa: F401,F403
+from pyworkers.runtime.vfs_nodes import _HOST_TO_WASI, _inside  # noqa: F401
 
 
 class VFS:
@@ -258,13 +49,15 @@ class VFS:
 
     def __init__(self, layers: dict[str, str | os.PathLike], tmp_cap: int = 64 << 20,
                  home: str = "/home/pyodide"):
-        self.root = MemDir()
+        self._inos = itertools.count(2)  # the in-memory skeleton's inode numbers
+        self.root = MemDir(ino=1)
         self.tmpfs = TmpFS(tmp_cap)
         self.cwd = "/"
+        self._next_dev = DEV_LAYER0
         for d in ("/lib", "/home", home, "/dev"):
             self._mkdir_p(d)
-        self._mkdir_p("/dev").children["null"] = DevNull()
-        tmp = MemDir(writable=True, fs=self.tmpfs)
+        self._mkdir_p("/dev").children["null"] = DevNull(ino=next(self._inos))
+        tmp = MemDir(writable=True, fs=self.tmpfs, ino=1)
         self.root.children["tmp"] = tmp
         for guest, host in sorted(layers.items()):
             self.mount(guest, host)
@@ -275,7 +68,7 @@ class VFS:
         for part in [p for p in path.split("/") if p]:
             nxt = node.children.get(part) if isinstance(node, MemDir) else None
             if nxt is None:
-                nxt = MemDir()
+                nxt = MemDir(ino=next(self._inos))
                 node.children[part] = nxt
             if not isinstance(nxt, MemDir):
                 raise ValueError(f"cannot mount below {path}: {part} is not an in-memory directory")
@@ -285,23 +78,24 @@ class VFS:
     def add_dynamic(self, guest: str, produce) -> None:
         """A read-only file at ``guest`` whose bytes are ``produce()`` at each open."""
         parent, _, name = guest.rpartition("/")
-        self._mkdir_p(parent).children[name] = DynamicFile(produce)
+        self._mkdir_p(parent).children[name] = DynamicFile(produce, ino=next(self._inos))
+
 
     def add_service(self, guest: str, handle) -> None:
         """A :class:`ServiceFile` at ``guest``: write a request, read ``handle(request)``."""
         parent, _, name = guest.rpartition("/")
         self._mkdir_p(parent).children[name] = ServiceFile(handle)
-
     def mount(self, guest: str, host: str | os.PathLike) -> None:
         """Map host file or directory ``host`` read-only at guest path ``guest``."""
         real = os.path.realpath(os.fspath(host))
         parent, _, name = guest.rstrip("/").rpartition("/")
         pdir = self._mkdir_p(parent or "/")
         hst = os.stat(real)
+        dev, self._next_dev = self._next_dev, self._next_dev + 1
         if st.S_ISDIR(hst.st_mode):
-            pdir.children[name] = HostDir(real, real)
+            pdir.children[name] = HostDir(real, real, dev, "")
         elif st.S_ISREG(hst.st_mode):
-            pdir.children[name] = HostFile(real, hst)
+            pdir.children[name] = HostFile(real, hst, real, dev, path_ino(dev, ""))
         else:
             raise ValueError(f"layer {host} is neither a file nor a directory")
 
@@ -357,8 +151,14 @@ class VFS:
                 raise FSError(ENOTDIR, apath)
             if not parent.writable:
                 raise FSError(EROFS if not isinstance(parent, MemDir) or parent is not self.root else EACCES, apath)
-            node = MemFile(writable=True, fs=self.tmpfs)
+            _check_name(name, apath)
+            node = self.tmpfs.new_file()
             parent.children[name] = node  # type: ignore[union-attr]
+        return self.open_node(node, flags, apath)
+
+    def open_node(self, node: Node, flags: int, apath: str) -> OpenFile:
+        """Open ``node`` (found at guest path ``apath``, or an unlinked ``/tmp`` file being
+        restored from a snapshot) with ``flags``; checks access like :meth:`open`."""
         if node.is_dir:
             if (flags & O_ACCMODE) != 0:
                 raise FSError(EISDIR, apath)
@@ -371,30 +171,46 @@ class VFS:
             node.fs.resize(node, 0)  # type: ignore[union-attr]
         if isinstance(node, HostFile):
             try:
-                of.host_fd = os.open(node.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except OSError as e:
-                raise FSError(_HOST_TO_WASI.get(e.errno, EIO), apath)
+                of.host_fd = node.open_host()
+            except FSError as e:
+                raise FSError(e.errno, apath) from None
         elif isinstance(node, DynamicFile):
             of.entries = [("", MemFile(node.produce()))]  # content fixed at open
         elif isinstance(node, ServiceFile):
             of.entries = [("request", MemFile())]
+        elif isinstance(node, MemFile) and node.fs is not None:
+            node.opens += 1
+            of.counted = True
         return of
 
     def close(self, of: OpenFile) -> None:
+        """Drop one reference to ``of``; the last one closes its host descriptor and, for a
+        ``/tmp`` file that was unlinked meanwhile, releases its bytes."""
         of.refs -= 1
-        if of.refs <= 0 and of.host_fd is not None:
+        if of.refs > 0:
+            return
+        if of.host_fd is not None:
             os.close(of.host_fd)
             of.host_fd = None
+        if of.counted:
+            of.counted = False
+            node = of.node
+            node.opens -= 1  # type: ignore[attr-defined]
+            if node.opens <= 0:  # type: ignore[attr-defined]
+                node.fs.released(node)  # type: ignore[attr-defined]
 
     def read(self, of: OpenFile, n: int, offset: int | None = None) -> bytes:
         if not of.readable():
             raise FSError(EBADF)
         node = of.node
         pos = of.pos if offset is None else offset
+        if pos < 0 or n < 0:
+            raise FSError(EINVAL, "negative offset")
         if node.is_dir:
             raise FSError(EISDIR)
         if isinstance(node, HostFile):
-            data = os.pread(of.host_fd, n, pos)  # type: ignore[arg-type]
+            # never ask the host for more than the file holds (os.pread allocates n bytes first)
+            data = os.pread(of.host_fd, min(n, max(0, node.size() - pos)), pos)  # type: ignore[arg-type]
         elif isinstance(node, DynamicFile):
             data = bytes(of.entries[0][1].data[pos:pos + n])  # type: ignore[index,union-attr]
         elif isinstance(node, ServiceFile):
@@ -427,6 +243,8 @@ class VFS:
         if offset is None and of.flags & O_APPEND:
             of.pos = len(node.data)
         pos = of.pos if offset is None else offset
+        if pos < 0:
+            raise FSError(EINVAL, "negative offset")
         end = pos + len(data)
         if end > len(node.data):
             node.fs.resize(node, end)  # type: ignore[union-attr]
@@ -465,7 +283,8 @@ class VFS:
             raise FSError(EEXIST, apath)
         if not parent.writable:
             raise FSError(EROFS, apath)
-        parent.children[name] = MemDir(writable=True, fs=self.tmpfs)  # type: ignore[union-attr]
+        _check_name(name, apath)
+        parent.children[name] = self.tmpfs.new_dir()  # type: ignore[union-attr]
 
     def unlink(self, path: str, rmdir: bool = False) -> None:
         parent, name, apath = self.lookup_parent(path)
@@ -481,9 +300,8 @@ class VFS:
                 raise FSError(ENOTEMPTY, apath)
         elif node.is_dir:
             raise FSError(EISDIR, apath)
-        if isinstance(node, MemFile):
-            self.tmpfs.used -= len(node.data)
         del parent.children[name]  # type: ignore[union-attr]
+        self.tmpfs.unlinked(node)
 
     def rename(self, old: str, new: str) -> None:
         op, oname, oapath = self.lookup_parent(old)
@@ -493,16 +311,48 @@ class VFS:
             raise FSError(ENOENT, oapath)
         if not (op.writable and np_.writable):
             raise FSError(EROFS if not op.writable else EXDEV, napath)
+        if not np_.is_dir:
+            raise FSError(ENOTDIR, napath)
         existing = np_.lookup(nname)  # type: ignore[attr-defined]
-        if isinstance(existing, MemFile):
-            self.tmpfs.used -= len(existing.data)
+        if existing is node:
+            return  # rename(x, x) (or another name of the same node): nothing to do
+        if node.is_dir and (napath + "/").startswith(oapath + "/"):
+            raise FSError(EINVAL, napath)  # a directory into its own subtree
+        _check_name(nname, napath)
+        if existing is not None:
+            if existing.is_dir and not node.is_dir:
+                raise FSError(EISDIR, napath)
+            if node.is_dir and not existing.is_dir:
+                raise FSError(ENOTDIR, napath)
+            if existing.is_dir and existing.children:  # type: ignore[attr-defined]
+                raise FSError(ENOTEMPTY, napath)
         np_.children[nname] = node  # type: ignore[union-attr]
         del op.children[oname]  # type: ignore[union-attr]
+        if existing is not None:
+            self.tmpfs.unlinked(existing)
 
     def truncate(self, node: Node, size: int) -> None:
+        """Set a ``/tmp`` file's size (``EINVAL`` negative, ``EFBIG``/``ENOSPC`` past the cap,
+        ``EROFS`` elsewhere)."""
+        if size < 0:
+            raise FSError(EINVAL, "negative size")
+        if node.is_dir:
+            raise FSError(EISDIR)
         if not isinstance(node, MemFile) or not node.writable:
             raise FSError(EROFS)
         node.fs.resize(node, size)  # type: ignore[union-attr]
+        node.mtime = time.time()
+
+    def chmod(self, node: Node, mode: int) -> None:
+        """Set the permission bits of a ``/tmp`` node (other nodes: ignored, like the glue's
+        read-only files)."""
+        if node.writable and isinstance(node, (MemFile, MemDir)):
+            node.mode = mode & 0o7777
+
+
+def _check_name(name: str, apath: str) -> None:
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raise FSError(ENAMETOOLONG, apath[:64] + "...")
 
 
 EBUSY_ROOT = 10  # EBUSY

@@ -10,7 +10,8 @@ What is captured (see :mod:`pyworkers.snapshot.format` for the file layout):
   closures with their call layout);
 - every loaded side module in load order: path, content hash, memory base/size, table
   base/size, dso handles, its own mutable globals; and the GOT (name -> value);
-- host state: cwd, environment, the writable ``/tmp`` tree, open file descriptors, the guest
+- host state: cwd, environment, the writable ``/tmp`` tree (with inode numbers, modes and
+  times; files unlinked but still open too), open file descriptors (offsets, flags), the guest
   helper's dispatch object, the guest monotonic clock and entropy use;
 - metadata binding it to what it can run on: format version, release, the prepared module's
   hash, wasmtime version and engine fingerprint, layer and app hashes, snapshot type, the
@@ -40,13 +41,20 @@ def _global_value(v: Any) -> Any:
     return v if not isinstance(v, float) else float(v)
 
 
+def _node_meta(node: V.Node) -> dict:
+    return {"ino": node.ino, "mode": node.mode, "mtime": node.mtime}
+
+
 def _tmp_tree(node: V.MemDir) -> dict:
+    """The writable tree: per entry its data (``file``, base64) or children (``dir``) and its
+    inode number, permission bits and modification time (a restore gives them back: SQLite,
+    for one, refuses to write a database whose inode changed)."""
     out: dict[str, Any] = {}
     for name, child in node.children.items():
         if isinstance(child, V.MemDir):
-            out[name] = {"dir": _tmp_tree(child)}
+            out[name] = {"dir": _tmp_tree(child), **_node_meta(child)}
         elif isinstance(child, V.MemFile):
-            out[name] = {"file": base64.b64encode(bytes(child.data)).decode()}
+            out[name] = {"file": base64.b64encode(bytes(child.data)).decode(), **_node_meta(child)}
     return out
 
 
@@ -56,6 +64,7 @@ def host_state(iso) -> dict:
     open_files: dict[int, int] = {}
     fds = {}
     files = []
+    orphans = []
     for fd, of in sorted(host.fds.items()):
         if isinstance(of, str):
             fds[str(fd)] = {"stdio": of}
@@ -67,13 +76,24 @@ def host_state(iso) -> dict:
         key = id(of)
         if key not in open_files:
             open_files[key] = len(files)
-            files.append({"path": of.path, "flags": of.flags, "pos": of.pos, "refs": of.refs})
+            entry = {"path": of.path, "flags": of.flags, "pos": of.pos, "refs": of.refs}
+            node = of.node
+            if node.writable and getattr(node, "fs", None) is fs.tmpfs:
+                entry["ino"] = node.ino  # /tmp nodes are reopened by identity, not by name
+                if isinstance(node, V.MemFile) and node.nlink == 0 \
+                        and all(o["ino"] != node.ino for o in orphans):
+                    orphans.append({"file": base64.b64encode(bytes(node.data)).decode(),
+                                    **_node_meta(node)})
+            files.append(entry)
         fds[str(fd)] = {"file": open_files[key]}
     return {
         "cwd": fs.cwd,
         "environ": dict(host.environ),
         "tmp": _tmp_tree(fs.root.children["tmp"]),  # type: ignore[arg-type]
         "tmp_cap": fs.tmpfs.cap,
+        "tmp_root": _node_meta(fs.root.children["tmp"]),
+        "tmp_next_ino": fs.tmpfs.next_ino,
+        "tmp_orphans": orphans,
         "fds": fds,
         "files": files,
         "dispatch": iso._dispatch,

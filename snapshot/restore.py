@@ -21,7 +21,8 @@ Around that, :meth:`Restorer.new_isolate` re-creates what the image cannot hold,
 3. the remaining recorded table slots (``dlsym``/GOT function pointers, libffi closures made
    by ``ctypes`` re-created from their recorded call layout, see :mod:`pyworkers.runtime.ffi`),
    then a check that the table has exactly the snapshot's size; an unknown slot origin is refused;
-4. host state: cwd, environment, ``/tmp``, open files, a monotonic clock that does not go back;
+4. host state: cwd, environment, ``/tmp`` (same inode numbers, modes, times; unlinked-but-open
+   files too), open files (same nodes, offsets, flags), a monotonic clock that does not go back;
 5. entropy: ``random`` is reseeded from the host before the isolate is handed out
    (``os.urandom``/``secrets`` always read the host's entropy).
 """
@@ -282,26 +283,47 @@ class Restorer:
         fs.cwd = h["cwd"]
         host.environ = dict(h["environ"])
         tmp = fs.root.children["tmp"]
+        tmpfs = fs.tmpfs
+        by_ino: dict[int, V.Node] = {}
+
+        def meta(node: V.Node, entry: dict) -> V.Node:
+            if "mode" in entry:
+                node.mode, node.mtime = entry["mode"], entry["mtime"]
+            by_ino[node.ino] = node
+            return node
+
+        def new_file(entry: dict) -> V.MemFile:
+            data = base64.b64decode(entry["file"])
+            f = tmpfs.new_file(entry.get("ino"))
+            tmpfs.resize(f, len(data))
+            f.data[:] = data
+            return meta(f, entry)  # type: ignore[return-value]
 
         def build(node: V.MemDir, tree: dict) -> None:
             for name, entry in tree.items():
                 if "dir" in entry:
-                    d = V.MemDir(writable=True, fs=fs.tmpfs)
+                    d = meta(tmpfs.new_dir(entry.get("ino")), entry)
                     node.children[name] = d
-                    build(d, entry["dir"])
+                    build(d, entry["dir"])  # type: ignore[arg-type]
                 else:
-                    data = base64.b64decode(entry["file"])
-                    f = V.MemFile(writable=True, fs=fs.tmpfs)
-                    fs.tmpfs.resize(f, len(data))
-                    f.data[:] = data
-                    node.children[name] = f
+                    node.children[name] = new_file(entry)
 
         build(tmp, h["tmp"])  # type: ignore[arg-type]
+        if "tmp_root" in h:
+            tmp.mode, tmp.mtime = h["tmp_root"]["mode"], h["tmp_root"]["mtime"]
+        for entry in h.get("tmp_orphans", ()):
+            new_file(entry).nlink = 0  # unlinked but open: charged until its last close
+        tmpfs.next_ino = max([h.get("tmp_next_ino", tmpfs.next_ino), *(i + 1 for i in by_ino)])
         opened: list[V.OpenFile] = []
         for f in h["files"]:
-            of = fs.open(f["path"], f["flags"] & ~(V.O_CREAT | V.O_TRUNC | V.O_EXCL))
+            flags = f["flags"] & ~(V.O_CREAT | V.O_TRUNC | V.O_EXCL)
+            node = by_ino.get(f["ino"]) if "ino" in f else None
+            of = fs.open_node(node, flags, f["path"]) if node is not None else fs.open(f["path"], flags)
             of.flags, of.pos, of.refs = f["flags"], f["pos"], f["refs"]
             opened.append(of)
+        for node in by_ino.values():
+            if isinstance(node, V.MemFile) and node.nlink == 0 and node.opens == 0:
+                tmpfs.released(node)
         host.fds = {}
         for fd, entry in h["fds"].items():
             host.fds[int(fd)] = entry["stdio"] if "stdio" in entry else opened[entry["file"]]

@@ -1,6 +1,7 @@
 """pyworkers.store: publishing, the current pointer, rollback, crash leftovers. No runtime needed."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -15,6 +16,9 @@ from pyworkers import store as store_mod
 from pyworkers.store import Deployment, Store, StoreError, atomic_write_json, default_store_root
 
 HEX = "ab" * 32
+# the content hash of the app copy _publish stages (main.py = "app"), as copy_app computes it
+APP_HASH = "sha256:" + hashlib.sha256(
+    b"main.py\0" + hashlib.sha256(b"app").hexdigest().encode() + b"\n").hexdigest()
 
 
 def _record(st: Store, name: str, dep_id: str, *, created: str, layer: str | None = None) -> dict:
@@ -24,8 +28,7 @@ def _record(st: Store, name: str, dep_id: str, *, created: str, layer: str | Non
                    "compatibility_flags": [], "vars": {"K": "v"}, "source": None,
                    "app_dir": "/src"},
         "selection": {"pyodide_version": "314.0.7"},
-        "app": {"path": f"deployments/{dep_id}/app", "hash": "sha256:" + "0" * 64, "files": 1,
-                "bytes": 3},
+        "app": {"path": f"deployments/{dep_id}/app", "hash": APP_HASH, "files": 1, "bytes": 3},
         "lock": None, "layer": None, "snapshot": None,
         "timings_ms": {"total": 1.0},
     }

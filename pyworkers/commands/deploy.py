@@ -13,8 +13,13 @@
   prefix or a worker name for its current deployment; default the only worker's current one):
   selection, lock, layer, snapshot sizes, smoke test, stage timings. ``--json``: the record
   plus ``"store"`` and ``"current": bool``.
-* ``pyworkers deployments rollback [ID] [--name N] [--json]``: make an earlier deployment
-  current (default: the one created before the current one).
+* ``pyworkers deployments rollback [ID] [--name N] [--no-verify] [--json]``: make an earlier
+  deployment current (default: the one created before the current one); the target's files
+  are verified first and a corrupt one is refused.
+* ``pyworkers deployments verify [ID|NAME] [--json]``: check deployments' files and checksums
+  (snapshot, layer, app, lock; default: every deployment); exit status 1 if any fails.
+  ``--json``: ``{"store", "deployments": [{"id", "name", "ok", "problems": [{"part", "path",
+  "message"}]}]}``.
 
 The store is ``--store``, else ``$PYWORKERS_STORE``, else the user data directory
 (``pyworkers/deployments``). Errors go to stderr (``error: ...``, exit status 1), with the app's
@@ -141,7 +146,7 @@ class _Null:
 
 @main.group("deployments")
 def deployments() -> None:
-    """Deployments in the store: list, show, rollback."""
+    """Deployments in the store: list, show, verify, rollback."""
 
 
 def _summary_row(d, current: bool) -> dict:
@@ -278,10 +283,12 @@ def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
 @click.argument("deployment_id", required=False, metavar="[ID]")
 @click.option("--name", help="Worker name (default: ID's worker, or the only worker).")
 @_store_option
+@click.option("--no-verify", is_flag=True,
+              help="Do not verify the target's files and checksums first.")
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"name", "previous", "current"} as JSON.')
 def rollback_cmd(deployment_id: str | None, name: str | None, store_dir: Path | None,
-                 as_json: bool) -> None:
+                 no_verify: bool, as_json: bool) -> None:
     """Make deployment ID current for its worker; without ID, the deployment created before
     the worker's current one. Deployments themselves never change."""
     from pyworkers.store import StoreError
@@ -297,10 +304,50 @@ def rollback_cmd(deployment_id: str | None, name: str | None, store_dir: Path | 
                     raise UserError("give --name (workers: " + (", ".join(names) or "none")
                                     + ")")
                 name = names[0]
-        old, new = store.rollback(name, deployment_id)
+        old, new = store.rollback(name, deployment_id, verify=not no_verify)
     except StoreError as e:
         raise UserError(str(e)) from None
     if as_json:
         click.echo(json.dumps({"name": name, "previous": old.id, "current": new.id}, indent=2))
     else:
         click.echo(f"{name}: current is now {new.id} (was {old.id})")
+
+
+@deployments.command("verify", short_help="Check deployments' files and checksums.")
+@click.argument("ref", required=False, metavar="[ID|NAME]")
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def verify_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
+    """Check deployment REF (an id, a unique id prefix, or a worker name for its current
+    deployment; default: every deployment): snapshot size, sha256 and section checksums, the
+    layer's files against their RECORDs, the app copy's content hash, the lock file. Problems
+    go to stdout; exit status 1 if any deployment fails."""
+    from pyworkers.verify import verify_deployment
+
+    store = _store(store_dir)
+    deps = [_pick(store, ref)] if ref is not None else _all(store)
+    results = []
+    for d in deps:
+        problems = verify_deployment(store, d.id)
+        results.append({"id": d.id, "name": d.name, "ok": not problems,
+                        "problems": [p.to_json() for p in problems]})
+    if as_json:
+        click.echo(json.dumps({"store": str(store.root), "deployments": results}, indent=2))
+    else:
+        for r in results:
+            click.echo(f"{'ok  ' if r['ok'] else 'FAIL'}  {r['id']}")
+            for p in r["problems"]:
+                click.echo(f"      {p['part']}: {p['path']}: {p['message']}")
+    bad = [r["id"] for r in results if not r["ok"]]
+    if bad:
+        raise UserError(f"{len(bad)} of {len(results)} deployment(s) failed verification: "
+                        + ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else ""))
+
+
+def _all(store):
+    from pyworkers.store import StoreError
+
+    try:
+        return store.list()
+    except StoreError as e:
+        raise UserError(str(e)) from None

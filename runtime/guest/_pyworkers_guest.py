@@ -7,6 +7,8 @@ than ``marshal``/``sys`` at boot, so the helper costs nothing on a cold start. E
 exception is caught and returned as data (type, message, traceback text), so a failing user
 program never leaves a pending C-level error behind.
 
+At import it also replaces ``time.sleep`` with a host-side wait (:func:`_install_host_sleep`).
+
 Requests (``op``):
 - ``run``: ``{"code", "filename"}`` -> exec in ``__main__``; reply ``{"ok": true}``.
 - ``eval``: ``{"code"}`` -> ``{"ok": true, "value": repr(result)}``.
@@ -123,6 +125,51 @@ sys.meta_path.insert(0, _NoJavaScript())
 sys.meta_path.insert(1, _PostImportPatches())
 if "hashlib" in sys.modules:  # imported before the helper
     _patch_hashlib(sys.modules["hashlib"])
+
+
+def _install_host_sleep():
+    """Make ``time.sleep`` wait on the host instead of spinning.
+
+    libc's ``nanosleep`` in this build busy-waits on ``emscripten_get_now`` (thousands of host
+    calls and a whole core for the duration). ``poll()`` with no descriptors and a timeout is a
+    host-side wait (``__syscall_poll`` in ``runtime/host.py``: no CPU, interrupted by the
+    request deadline and by ``Isolate.interrupt``), so sleeping becomes a loop of such polls
+    until the monotonic clock reaches the end. Installed when this helper is imported at boot,
+    so snapshots carry it. Same errors as ``time.sleep`` (``TypeError``, ``ValueError`` for a
+    negative or NaN length).
+    """
+    import time as _time
+
+    monotonic = _time.monotonic
+    poller = []
+
+    def sleep(secs):
+        if not isinstance(secs, float):  # like time.sleep: float, or an integer (__index__)
+            index = getattr(type(secs), "__index__", None)
+            if index is None:
+                raise TypeError("'%s' object cannot be interpreted as an integer" % type(secs).__name__)
+            secs = index(secs)
+        if not secs >= 0.0:
+            raise ValueError("sleep length must be non-negative")
+        end = monotonic() + secs
+        while True:
+            left = end - monotonic()
+            if left <= 0:
+                return None
+            if not poller:
+                import select
+
+                poller.append(select.poll())
+            # whole milliseconds, rounded up; the host caps one wait at 60 s
+            poller[0].poll(min(60_000, int(left * 1000) + 1))
+
+    sleep.__doc__ = _time.sleep.__doc__
+    sleep.__name__ = sleep.__qualname__ = "sleep"
+    sleep.__module__ = "time"
+    _time.sleep = sleep
+
+
+_install_host_sleep()
 
 
 def _flush():
