@@ -27,6 +27,7 @@ import time
 from typing import Any, Callable, Mapping, Protocol
 
 from pyworkers.runtime.isolate import GuestError, Isolate, IsolateCrashed
+from pyworkers.runtime.output import LineLimiter, limits_from_env
 from pyworkers.runtime.streams import Channel
 from pyworkers.serve.errors import StartupFailed
 from pyworkers.serve.protocol import CHANNEL_PATH, GuestMessage, IsolateLost, frame, wire
@@ -112,33 +113,21 @@ class BindingHost(Protocol):
 
 
 class LineLog:
-    """``bytes -> None`` sink logging whole lines as ``[<worker> <stream>] <line>``; a line is
-    cut at :attr:`LIMIT` bytes (the rest of it is logged as following lines)."""
-
-    LIMIT = 16 << 10
+    """``bytes -> None`` sink for a guest's fd 1/2, logging whole lines as
+    ``[<worker> <stream>] <line>`` through :class:`pyworkers.runtime.output.LineLimiter` (lines
+    cut at 16 KiB, a per-isolate rate limit with one "N bytes dropped" line per episode;
+    ``PYWORKERS_LOG_LINE_MAX``/``_RATE``/``_BURST``)."""
 
     def __init__(self, tag: str, level: int = logging.INFO):
         self.tag = tag
         self.level = level
-        self.buf = bytearray()
+        self._limiter = LineLimiter(self._emit, **limits_from_env())
 
     def write(self, data: bytes) -> None:
-        self.buf += data
-        while True:
-            i = self.buf.find(b"\n", 0, self.LIMIT + 1)
-            if i < 0:
-                if len(self.buf) > self.LIMIT:
-                    self._emit(bytes(self.buf[:self.LIMIT]))
-                    del self.buf[:self.LIMIT]
-                    continue
-                break
-            self._emit(bytes(self.buf[:i]))
-            del self.buf[:i + 1]
+        self._limiter.write(data)
 
     def flush(self) -> None:
-        if self.buf:
-            self._emit(bytes(self.buf))
-            self.buf.clear()
+        self._limiter.flush()
 
     def _emit(self, line: bytes) -> None:
         guest_log.log(self.level, "[%s] %s", self.tag, line.decode("utf-8", "replace").rstrip("\r"))
