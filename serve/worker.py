@@ -36,7 +36,33 @@ log = logging.getLogger("pyworkers.serve")
 guest_log = logging.getLogger("pyworkers.guest")
 
 SERVE_MODULE = "_pyworkers_serve"
+
+_arenas_limited = []
+
+
+def limit_malloc_arenas(n: int = 1) -> None:
+    """Use at most ``n`` glibc malloc arenas in this process (``mallopt(M_ARENA_MAX)``; no-op
+    elsewhere). Each isolate runs on its own thread, and glibc gives every thread that mallocs
+    an arena of its own: measured 2.2 MiB of private dirty memory per isolate (wasmtime's
+    per-store allocations), 0.03 MiB with one arena. Host threads hold the GIL to allocate
+    anyway, so one arena costs no parallelism. Done once, when this module is imported (the
+    earlier the better: measured 2.0 MiB per isolate when done before the first snapshot
+    restorer, 3.0 MiB when done just before the first isolate thread)."""
+    if _arenas_limited:
+        return
+    _arenas_limited.append(n)
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-8, n)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 ADAPTER = "_pyworkers_asgi"
+
+
+limit_malloc_arenas()
 
 
 class IsolateFactory(Protocol):
