@@ -29,6 +29,7 @@ import wasmtime
 from pyworkers.runtime import ffi
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.engine import get_engine
+from pyworkers.runtime.hostcall import define_raw
 from pyworkers.runtime.streams import (POLLHUP, POLLIN, POLLNVAL, POLLOUT, Stream,
                                         StreamError, Waker)
 from pyworkers.runtime.vfs import FSError
@@ -1070,8 +1071,12 @@ def build_linker(module: wasmtime.Module) -> tuple[wasmtime.Linker, list[str]]:
             raise ValueError(f"import {im.module}.{im.name} is not a function: module not prepared")
         fn = _IMPLS.get(im.name)
         if fn is not None:
-            linker.define_func(im.module, im.name, ty, _dispatch(im.name, fn))
+            call = _dispatch(im.name, fn)
         else:
             stubs.append(im.name)
-            linker.define_func(im.module, im.name, ty, _stub(im.name))
+            call = _stub(im.name)
+        try:  # numbers only: the raw trampoline (see runtime/hostcall.py), else wasmtime-py's
+            define_raw(linker, im.module, im.name, ty, call)
+        except TypeError:
+            linker.define_func(im.module, im.name, ty, call)
     return linker, stubs
