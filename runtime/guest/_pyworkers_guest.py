@@ -153,11 +153,39 @@ def _net_error():
         return ""
 
 
+#: guest fd -> names of the modules on the stack of the connect that opened it (deploy names
+#: them when a connection is still open at snapshot time)
+_SOCKET_ORIGINS = {}
+
+
+def socket_origins():
+    """``{fd: [module, ...]}`` (outermost caller first) for connects made in this isolate."""
+    return {fd: list(mods) for fd, mods in _SOCKET_ORIGINS.items()}
+
+
+def _note_origin(sock):
+    try:
+        f = sys._getframe(2)
+        mods = []
+        while f is not None:
+            name = f.f_globals.get("__name__")
+            if name and (not mods or mods[-1] != name):
+                mods.append(name)
+            f = f.f_back
+        mods.reverse()
+        if len(_SOCKET_ORIGINS) > 512:
+            _SOCKET_ORIGINS.clear()
+        _SOCKET_ORIGINS[sock.fileno()] = [m for m in mods if m not in ("__main__",)] or mods
+    except Exception:  # noqa: BLE001 - diagnostics only
+        pass
+
+
 def _patch_socket(mod):
     cls = mod.socket
     connect = cls.connect
 
     def patched_connect(self, address):
+        _note_origin(self)
         try:
             return connect(self, address)
         except PermissionError as exc:
