@@ -10,7 +10,9 @@ Semantics follow Emscripten's ``libsyscall.js``/``libsockfs.js`` (sockaddr layou
 ``sockaddr_in6`` 28 bytes = family, port, flowinfo u32, address 16 bytes, scope id u32;
 ``struct addrinfo`` 32 bytes = flags, family, socktype, protocol, addrlen, addr*, canonname*,
 next*; ``struct msghdr`` = name*, namelen, iov*, iovlen, control*, controllen, flags) but each
-guest socket is a real non-blocking host socket (:class:`HostSocket`).
+guest socket is a real non-blocking host socket (:class:`HostSocket`). The host side handles
+IPv4 and IPv6, but Pyodide's CPython is built without IPv6 (``socket.has_ipv6`` is False), so
+guests connect over IPv4 and ``getaddrinfo`` with no family returns IPv4 addresses.
 
 Blocking guest sockets (CPython's default, and ``settimeout(None)``) block on the host in
 :meth:`Host.wait` (the isolate's waker plus the socket's fd), so the request deadline and
@@ -517,7 +519,9 @@ def getaddrinfo(h: "Host", node, service, hint, out):
     serv = h.mem.cstr(service) if service else None
     if name is None and serv is None:
         return EAI_NONAME
-    hfam = {0: socket.AF_UNSPEC, AF_INET: socket.AF_INET, AF_INET6: socket.AF_INET6}[family]
+    # Pyodide's CPython is built without IPv6 (socket.has_ipv6 is False: it cannot even make
+    # an AF_INET6 sockaddr), so an unspecified family resolves to IPv4 addresses only
+    hfam = {0: socket.AF_INET, AF_INET: socket.AF_INET, AF_INET6: socket.AF_INET6}[family]
     try:
         res = socket.getaddrinfo(name, serv, hfam, type_, proto, flags & 0x43F)
     except UnicodeError:

@@ -44,10 +44,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 256  # many concurrent connects must not overflow the backlog
+    daemon_threads = True
+
+
 @contextlib.contextmanager
 def http_server(tls: ssl.SSLContext | None = None):
     """Yields the port of a threading HTTP(S) server on 127.0.0.1."""
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv = _Server(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     if tls is not None:
         srv.socket = tls.wrap_socket(srv.socket, server_side=True)
