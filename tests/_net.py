@@ -141,16 +141,23 @@ def postgres_server(tmp: Path, password: str = "secret"):
         import pytest
 
         pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    own = None
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        # initdb refuses root: run the cluster as nobody, in a directory nobody can reach
+        # (pytest's temporary directories are private to root)
+        import tempfile
+
+        own = tmp = Path(tempfile.mkdtemp(prefix="pyworkers-pg-"))
+        os.chmod(tmp, 0o755)
+        prefix = ["runuser", "-u", "nobody", "--"]
     data = tmp / "pgdata"
     data.mkdir(parents=True)
     pwfile = tmp / "pw"
     pwfile.write_text(password + "\n")
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        prefix = ["runuser", "-u", "nobody", "--"]
+    if prefix:
         for p in (tmp, data, pwfile):
             os.chown(p, 65534, 65534)
-        os.chmod(tmp, 0o755)
     port = free_port()
     sock_dir = tmp
     subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "pyworkers",
@@ -169,3 +176,38 @@ def postgres_server(tmp: Path, password: str = "secret"):
     finally:
         subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                         "stop"], capture_output=True, timeout=60)
+        if own is not None:
+            shutil.rmtree(own, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def websocket_server():
+    """Yields the port of an echo WebSocket server (the ``websockets`` library) on 127.0.0.1."""
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    ready = threading.Event()
+    state: dict = {}
+
+    async def echo(ws):
+        async for msg in ws:
+            await ws.send(f"echo: {msg}")
+
+    async def main():
+        state["loop"] = asyncio.get_running_loop()
+        state["stop"] = asyncio.Event()
+        async with serve(echo, "127.0.0.1", 0) as server:
+            state["port"] = server.sockets[0].getsockname()[1]
+            ready.set()
+            await state["stop"].wait()
+
+    t = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    t.start()
+    if not ready.wait(20):
+        raise TimeoutError("the WebSocket server did not start")
+    try:
+        yield state["port"]
+    finally:
+        state["loop"].call_soon_threadsafe(state["stop"].set)
+        t.join(10)
