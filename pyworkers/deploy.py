@@ -675,13 +675,16 @@ def _no_open_connections(iso, app_copy: Path) -> None:
     fd_of = {id(of): fd for fd, of in iso.host.fds.items()}
     parts = []
     for s in socks:
-        mods = origins.get(fd_of.get(id(s), -1)) or []
+        mods = origins.get(fd_of.get(id(s), -1)) or []  # outermost caller first
         ours = [m for m in mods if _in_app(app_copy, m)]
-        who = (f"opened by module {ours[-1]!r}" if ours
-               else f"opened by {mods[-1]!r}" if mods else "opened at import time")
-        via = [m for m in mods if m not in ours][-1:] if ours else []
-        parts.append(f"{s.destination or 'an unconnected socket'} ({who}"
-                     + (f", via {via[0]}" if via else "") + ")")
+        if ours:
+            last = max(i for i, m in enumerate(mods) if m == ours[-1])
+            lib = next((m for m in mods[last + 1:] if m not in ours), None)
+            who = (f"opened in app module {ours[-1]!r}, import chain {' -> '.join(ours)}"
+                   + (f", through {lib}" if lib else ""))
+        else:
+            who = f"opened by {mods[-1]!r}" if mods else "opened at import time"
+        parts.append(f"{s.destination or 'an unconnected socket'} ({who})")
     raise DeployError(
         "snapshot", f"the app's import left {len(socks)} network connection(s) open: "
         f"{'; '.join(parts)}. Connections cannot be captured in a snapshot: open them per "
