@@ -1,7 +1,7 @@
 """Latency of the guest's network path against native Python, same machine, same server.
 
 ``python -m pyworkers.benchmarks.net_roundtrip [--n 2000] [--json]`` starts a TCP echo server
-and an HTTPS-less raw echo on 127.0.0.1, then measures, in an isolate (Pyodide 314.0.7 on
+on 127.0.0.1 (in a child process), then measures, in an isolate (Pyodide 314.0.7 on
 wasmtime, egress allowing 127.0.0.1) and in this Python process: a 64-byte ``send`` + ``recv``
 on a connected socket, and ``connect`` + ``send`` + ``recv`` + ``close`` of a new connection.
 Reports p50/p99 in microseconds and the guest's added latency (guest p50 - native p50).
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
-import threading
+import subprocess
+import sys
 
 _CODE = """
 import socket, time
@@ -42,25 +42,25 @@ def measure(port, n):
 """
 
 
-def _echo_server() -> tuple[socket.socket, int]:
-    srv = socket.create_server(("127.0.0.1", 0), backlog=128)
+_ECHO = """
+import socket, sys, threading
+srv = socket.create_server(("127.0.0.1", 0), backlog=128)
+print(srv.getsockname()[1], flush=True)
+def serve(c):
+    with c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while data := c.recv(65536):
+            c.sendall(data)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
 
-    def serve(c: socket.socket) -> None:
-        with c:
-            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            while data := c.recv(65536):
-                c.sendall(data)
 
-    def accept() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(c,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return srv, srv.getsockname()[1]
+def _echo_server() -> tuple[subprocess.Popen, int]:
+    """An echo server in its own process (so its threads never wait for our GIL)."""
+    p = subprocess.Popen([sys.executable, "-c", _ECHO], stdout=subprocess.PIPE, text=True)
+    return p, int(p.stdout.readline())
 
 
 def _stats(ns: list[int]) -> dict:
@@ -84,7 +84,8 @@ def run(n: int = 2000) -> dict:
             iso.call("__main__:measure", port, 50)  # warm up
             guest = iso.call("__main__:measure", port, n)
     finally:
-        srv.close()
+        srv.kill()
+        srv.wait()
     out = {"n": n}
     for name, (rt, cx) in (("native", native), ("guest", guest)):
         out[name] = {"send_recv": _stats(list(rt)), "connect_send_recv_close": _stats(list(cx))}

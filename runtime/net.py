@@ -124,6 +124,9 @@ class HostSocket(Stream):
         self.sock = socket.socket(socket.AF_INET6 if family == AF_INET6 else socket.AF_INET,
                                   socket.SOCK_STREAM)
         self.sock.setblocking(False)
+        # the guest's setsockopt never reaches the host (Emscripten's C stub), so the option
+        # clients set (asyncio, urllib3 ...) is on from the start: no Nagle delays
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.flags = 2 | (O_NONBLOCK if nonblocking else 0)  # O_RDWR
         self.destination: str | None = None  # "host:port" once connect was called
         self.connecting = False
