@@ -16,6 +16,11 @@ import weakref as _weakref
 _DEVICE = "/dev/pyworkers/tls"
 
 
+# feature flags newer ssl.py versions import; the host's own values (below) win
+HAS_SNI = HAS_ALPN = HAS_ECDH = HAS_NEVER_CHECK_COMMON_NAME = HAS_TLSv1_2 = HAS_TLSv1_3 = True
+HAS_NPN = HAS_PSK = HAS_PHA = HAS_SSLv2 = HAS_SSLv3 = HAS_TLSv1 = HAS_TLSv1_1 = False
+
+
 def _load_constants():
     import json
 
