@@ -229,3 +229,29 @@ for fam, typ in ((socket.AF_INET, socket.SOCK_DGRAM), (getattr(socket, "AF_UNIX"
         res.append(errno.errorcode[e.errno])
 """)
     assert iso.eval("res") == "['EPROTONOSUPPORT', 'EAFNOSUPPORT']"
+
+
+def test_shutdown_write_half_then_read_the_reply(iso):
+    """``shutdown(SHUT_WR)`` (Pyodide's ``_try_shutdown`` hook) sends FIN; the peer answers."""
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            data = b""
+            while chunk := c.recv(100):
+                data += chunk
+            c.sendall(b"got " + data)
+
+    threading.Thread(target=serve, daemon=True).start()
+    with srv:
+        iso.run(f"""
+import socket
+s = socket.create_connection(("127.0.0.1", {srv.getsockname()[1]}), timeout=10)
+s.sendall(b"all of it")
+s.shutdown(socket.SHUT_WR)
+peek = s.recv(3, socket.MSG_PEEK)
+reply = s.recv(100)
+s.close()
+""")
+        assert iso.eval("(peek, reply)") == "(b'got', b'got all of it')"
