@@ -836,7 +836,10 @@ class Host:
             count, streams = self._poll_once(fds, nfds)
             if count:
                 break
-            os_fds = [f for f in (st.os_fd() for st, _ in streams) if f is not None]
+            # wait for readability only where the guest asked for input (a writer waiting
+            # for POLLOUT must not spin on unread data), for writability where it asked
+            os_fds = [f for f in (st.os_fd() for st, ev in streams
+                                  if ev & POLLIN or not ev & POLLOUT) if f is not None]
             out_fds = [f for f in (st.os_fd() for st, ev in streams if ev & POLLOUT)
                        if f is not None]
             self.wait(remaining, os_fds, out_fds)
