@@ -155,3 +155,22 @@ def test_allow_and_deny_patterns_in_the_guest(runtime_314):
             # 127.0.0.1 here), whichever way it then connects; other addresses are refused
             assert iso.call("__main__:attempt", "127.0.0.1", port) == "connected"
             assert "no [outbound] allow rule matches" in iso.call("__main__:attempt", "127.0.0.2", port)
+
+
+@pytest.mark.slow
+def test_pyworkers_python_takes_outbound_rules(runtime_314):
+    import subprocess
+    import sys
+
+    code = ("import urllib.request\n"
+            "try:\n    print(urllib.request.urlopen('http://127.0.0.1:{p}/cli').read())\n"
+            "except OSError as e:\n    print('refused', e)\n")
+    with http_server() as port:
+        run = lambda *a: subprocess.run([sys.executable, "-m", "pyworkers", "python", *a, "-c",  # noqa: E731
+                                         code.format(p=port)], capture_output=True, text=True,
+                                        timeout=120)
+        assert run().stdout.startswith("refused <urlopen error [Errno 2] outbound connection to "
+                                       f"127.0.0.1:{port} refused")
+        assert run("--outbound-allow", f"127.0.0.1:{port}").stdout == "b'hello from /cli'\n"
+        bad = run("--outbound-deny", "a/b/c")
+        assert bad.returncode != 0 and "egress rule 'a/b/c'" in bad.stderr
