@@ -255,3 +255,14 @@ reply = s.recv(100)
 s.close()
 """)
         assert iso.eval("(peek, reply)") == "(b'got', b'got all of it')"
+
+
+def test_a_socket_open_at_snapshot_time_is_refused_naming_the_destination(iso, silent_server,
+                                                                         tmp_path):
+    from pyworkers.snapshot import SnapshotError, take_snapshot
+
+    port, _ = silent_server
+    iso.run(f"import socket\ns = socket.create_connection(('127.0.0.1', {port}))")
+    with pytest.raises(SnapshotError) as ei:
+        take_snapshot(iso, tmp_path / "s.pyws")
+    assert f"HostSocket connected to 127.0.0.1:{port}" in str(ei.value)
