@@ -200,7 +200,11 @@ class _SSLContext:
     def __new__(cls, protocol=None, *args, **kwargs):
         if protocol is None:
             protocol = PROTOCOL_TLS  # noqa: F821 - from the host constants
-        if protocol not in (PROTOCOL_TLS, PROTOCOL_TLS_CLIENT, PROTOCOL_TLS_SERVER):  # noqa: F821
+        pinned = {globals().get(f"PROTOCOL_TLSv{v}"): globals().get(f"PROTO_TLSv{v}")
+                  for v in ("1", "1_1", "1_2")}  # deprecated fixed-version protocols
+        pinned.pop(None, None)
+        if protocol not in (PROTOCOL_TLS, PROTOCOL_TLS_CLIENT, PROTOCOL_TLS_SERVER,  # noqa: F821
+                            *pinned):
             raise ValueError(f"invalid or unsupported protocol version {protocol}")
         self = object.__new__(cls)
         client = protocol == PROTOCOL_TLS_CLIENT  # noqa: F821
@@ -210,8 +214,8 @@ class _SSLContext:
         self._options = (OP_ALL | OP_NO_SSLv2 | OP_NO_SSLv3 | OP_NO_COMPRESSION  # noqa: F821
                          | OP_CIPHER_SERVER_PREFERENCE | OP_SINGLE_DH_USE  # noqa: F821
                          | OP_SINGLE_ECDH_USE)  # noqa: F821
-        self._minimum_version = PROTO_MINIMUM_SUPPORTED  # noqa: F821
-        self._maximum_version = PROTO_MAXIMUM_SUPPORTED  # noqa: F821
+        self._minimum_version = pinned.get(protocol, PROTO_MINIMUM_SUPPORTED)  # noqa: F821
+        self._maximum_version = pinned.get(protocol, PROTO_MAXIMUM_SUPPORTED)  # noqa: F821
         self._verify_flags = VERIFY_X509_TRUSTED_FIRST  # noqa: F821
         self._host_flags_v = 0
         self._msg_cb = None
