@@ -165,3 +165,19 @@ def test_default_trust_is_the_certifi_bundle():
         assert n == f.read().count("BEGIN CERTIFICATE")
     bare = _context({"verify_mode": 2, "check_hostname": True, "default_certs": False}, "", "")
     assert bare.cert_store_stats()["x509_ca"] == 0
+
+
+def test_tls_in_an_isolate_restored_from_a_snapshot(runtime_314, pki, https, tmp_path):
+    """``ssl`` imported before the snapshot; the restored isolate gets its own TLS device,
+    policy and worker CA."""
+    from pyworkers.snapshot import Restorer, take_snapshot
+
+    port, _ = https
+    with Isolate(runtime_314) as iso:
+        iso.run("import ssl, urllib.request")
+        take_snapshot(iso, tmp_path / "s.pyws")
+    r = Restorer(tmp_path / "s.pyws")
+    pol = Policy.build(allow=ALLOW, ca_pem=pki["ca"].read_text())
+    with r.new_isolate(egress=pol) as iso2:
+        iso2.run(f"v = urllib.request.urlopen('https://localhost:{port}/restored').read()")
+        assert iso2.eval("v") == "b'hello from /restored'"
