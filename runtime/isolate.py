@@ -37,7 +37,8 @@ from wasmtime._func import enter_wasm
 
 from pyworkers.compat.releases import Release, default_release, get_release
 from pyworkers.runtime import host as H
-from pyworkers.runtime import net as _net  # registers the socket and DNS imports
+from pyworkers.runtime import dns as _dns  # noqa: F401 - registers the DNS imports
+from pyworkers.runtime import net as _net  # registers the socket imports
 from pyworkers.runtime import tls as _tls
 from pyworkers.runtime.engine import get_engine, load_module
 from pyworkers.runtime.install import InstalledRelease, ensure_release
