@@ -5,14 +5,18 @@ Layouts follow Emscripten's ``libsockfs.js``/``libsyscall.js``: ``struct addrinf
 (flags, family, socktype, protocol, addrlen, addr*, canonname*, next*); errors are musl's
 ``EAI_*`` numbers (negative). Names the guest resolves are remembered per isolate
 (:meth:`pyworkers.runtime.net.NetState.remember`) so egress rules written as host names match
-the addresses they resolved to. Resolution blocks the isolate's thread for as long as the host
-resolver takes (it is not cut short by the request deadline).
+the addresses they resolved to. Names are resolved in a helper thread while the isolate waits
+on its waker, so the request deadline and ``Isolate.interrupt()`` stop a slow lookup (the
+helper thread finishes it on its own); address literals resolve inline.
 """
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
-from typing import TYPE_CHECKING
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable
 
 from pyworkers.runtime.host import imp
 from pyworkers.runtime.net import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM, read_sockaddr, \
@@ -25,6 +29,34 @@ if TYPE_CHECKING:
 EAI_BADFLAGS, EAI_NONAME, EAI_AGAIN, EAI_FAIL, EAI_FAMILY, EAI_SOCKTYPE, EAI_SERVICE = \
     -1, -2, -3, -4, -6, -7, -8
 EAI_SYSTEM, EAI_OVERFLOW = -11, -12
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _literal(name: str | None) -> bool:
+    if name is None:
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def resolve(h: "Host", fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` (a host resolver call) in a helper thread; the isolate's thread waits in
+    :meth:`Host.wait` (raises ``GuestInterrupted`` at the deadline or on interrupt)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="pyworkers-dns")
+    fut = _pool.submit(fn, *args)
+    fut.add_done_callback(lambda _f: h.waker.wake())
+    while not fut.done():
+        h.wait(None)
+    return fut.result()
 
 
 def _gai_error(e: OSError) -> int:
@@ -53,7 +85,9 @@ def getaddrinfo(h: "Host", node, service, hint, out):
     # an AF_INET6 sockaddr), so an unspecified family resolves to IPv4 addresses only
     hfam = {0: socket.AF_INET, AF_INET: socket.AF_INET, AF_INET6: socket.AF_INET6}[family]
     try:
-        res = socket.getaddrinfo(name, serv, hfam, type_, proto, flags & 0x43F)
+        args = (name, serv, hfam, type_, proto, flags & 0x43F)
+        res = (socket.getaddrinfo(*args) if _literal(name) else
+               resolve(h, socket.getaddrinfo, *args))
     except UnicodeError:
         return EAI_NONAME
     except OSError as e:
@@ -98,7 +132,10 @@ def getnameinfo(h: "Host", sa, salen, node, nodelen, serv, servlen, flags):
     except FSError:
         return EAI_FAMILY
     try:
-        hname, hserv = socket.getnameinfo((ip, port), flags & 0x1F)
+        if flags & socket.NI_NUMERICHOST:
+            hname, hserv = socket.getnameinfo((ip, port), flags & 0x1F)
+        else:
+            hname, hserv = resolve(h, socket.getnameinfo, (ip, port), flags & 0x1F)
     except OSError as e:
         return _gai_error(e)
     if node and nodelen:
@@ -117,7 +154,7 @@ def lookup_name(h: "Host", name):
     """``gethostbyname``'s resolver: the first IPv4 address (network byte order) or 0."""
     n = h.mem.cstr(name)
     try:
-        ip = socket.gethostbyname(n)
+        ip = socket.gethostbyname(n) if _literal(n) else resolve(h, socket.gethostbyname, n)
     except (OSError, UnicodeError):
         return 0
     state(h).remember(n, ip)

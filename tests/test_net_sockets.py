@@ -269,3 +269,24 @@ def test_a_socket_open_at_snapshot_time_is_refused_naming_the_destination(iso, s
     with pytest.raises(SnapshotError) as ei:
         take_snapshot(iso, tmp_path / "s.pyws")
     assert f"HostSocket connected to 127.0.0.1:{port}" in str(ei.value)
+
+
+def test_the_deadline_interrupts_a_slow_name_lookup(runtime_314, monkeypatch):
+    real = socket.getaddrinfo
+
+    def slow(host, *a, **k):
+        if host == "slow.example":
+            time.sleep(3)
+        return real(host, *a, **k)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    iso = Isolate(runtime_314, egress=LOCAL)
+    iso.run("import socket\nfast = socket.getaddrinfo('localhost', 80)[0][4]")
+    assert iso.eval("fast") == "('127.0.0.1', 80)"
+    iso.set_timeout(0.5)
+    t0 = time.monotonic()
+    with pytest.raises(IsolateError) as ei:
+        iso.run("socket.getaddrinfo('slow.example', 80)")
+    assert time.monotonic() - t0 < 2
+    assert "time limit" in str(ei.value)
+    iso.close()
