@@ -21,6 +21,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     """``GET /x`` -> 200 ``hello from /x``; ``GET /slow`` waits 200 ms; ``POST`` echoes."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
 
     def do_GET(self):  # noqa: N802
         if self.path == "/slow":
