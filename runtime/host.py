@@ -868,8 +868,8 @@ class Host:
     def wait(self, seconds: float | None, os_fds: list[int] | tuple = (),
              write_fds: list[int] | tuple = ()) -> None:
         """Sleep on the host for ``seconds`` (``None``: until woken) or until one of
-        ``os_fds`` is readable, one of ``write_fds`` writable, or :attr:`waker` is woken; stop at the isolate's deadline or
-        when it is interrupted: then raise :class:`GuestInterrupted` (the call traps; wasm
+        ``os_fds`` is readable, one of ``write_fds`` writable, or :attr:`waker` is woken; stop
+        at the isolate's deadline or when it is interrupted: then raise :class:`GuestInterrupted` (the call traps; wasm
         code is interrupted by epochs instead, which cannot reach a host-side wait)."""
         if self.interrupted.is_set():
             raise GuestInterrupted("interrupted")
