@@ -290,3 +290,26 @@ def test_the_deadline_interrupts_a_slow_name_lookup(runtime_314, monkeypatch):
     assert time.monotonic() - t0 < 2
     assert "time limit" in str(ei.value)
     iso.close()
+
+
+def test_the_deadline_interrupts_a_blocked_connect(runtime_314):
+    """A blocking connect that never completes (the server's accept queue is full, so its SYNs
+    are dropped) is stopped by the deadline."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(0)
+    port = srv.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))  # fills the accept queue
+    iso = Isolate(runtime_314, egress=LOCAL)
+    try:
+        iso.run("import socket")
+        iso.set_timeout(0.5)
+        t0 = time.monotonic()
+        with pytest.raises(IsolateError) as ei:
+            iso.run(f"socket.create_connection(('127.0.0.1', {port}))")
+        assert time.monotonic() - t0 < 3
+        assert "time limit" in str(ei.value)
+    finally:
+        iso.close()
+        filler.close()
+        srv.close()
