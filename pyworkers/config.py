@@ -9,13 +9,19 @@ File format (every key optional)::
     dependency_groups = ["templates"]     # optional-dependency groups of pyproject.toml to add
     [vars]                                # environment variables, string values only
     GREETING = "hello"
+    [outbound]                            # outbound network (see pyworkers.runtime.egress)
+    allow = ["api.example.com:443", "127.0.0.1:6379"]   # host[:port] patterns (an allow-list)
+    deny = ["10.0.0.0/8"]                 # wins over allow
+    ca_certificates = "certs/my-ca.pem"   # extra trusted CAs (PEM), relative to the app dir
+    max_sockets = 256                     # open sockets per isolate
 
 In ``pyproject.toml`` the same keys go under ``[tool.pyworkers]`` (and ``[tool.pyworkers.vars]``).
 Having both files configure the worker is an error. With neither, the defaults apply.
 
 Defaults: ``name`` = the directory name; ``main`` = ``"main:app"`` (the FastAPI/uvicorn convention,
 ``uvicorn main:app``); ``compatibility_date`` = ``None`` (:meth:`WorkerConfig.runtime_selection`
-then refuses and names the line to add); ``compatibility_flags`` = ``()``; ``vars`` = ``{}``.
+then refuses and names the line to add); ``compatibility_flags`` = ``()``; ``vars`` = ``{}``; ``outbound`` = ``{}`` (the default egress
+policy: public internet only, 256 sockets, no extra CA).
 
 Overrides (the CLI's flags) win over the file: ``name``, ``main``, ``compatibility_date`` and
 ``compatibility_flags`` replace the file's value, ``vars`` is merged key by key; a ``None`` value
@@ -39,7 +45,8 @@ __all__ = ["ConfigError", "WorkerConfig", "load_worker_config", "DEFAULT_MAIN", 
 
 DEFAULT_MAIN = "main:app"
 KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "dependency_groups", "vars",
-        "max_concurrency")
+        "max_concurrency", "outbound")
+OUTBOUND_KEYS = ("allow", "deny", "ca_certificates", "max_sockets")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOTTED_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -68,6 +75,9 @@ class WorkerConfig:
         dependency_groups: names of ``pyproject.toml`` optional-dependency groups
             (``[project.optional-dependencies]`` or PEP 735 ``[dependency-groups]``) installed
             with ``[project] dependencies`` (see :mod:`pyworkers.packages.inputs`).
+        outbound: the ``[outbound]`` table, validated: ``{"allow": (str, ...), "deny": (str,
+            ...), "ca_certificates": str | None (relative to app_dir), "max_sockets": int}``
+            with only the keys given (read-only mapping).
         origins: for each key set explicitly, where it came from (file path or "command line").
     """
 
@@ -80,6 +90,7 @@ class WorkerConfig:
     vars: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     max_concurrency: int | None = None
     dependency_groups: tuple[str, ...] = ()
+    outbound: Mapping[str, object] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     origins: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -91,6 +102,13 @@ class WorkerConfig:
     def attribute(self) -> str:
         """The attribute part of ``main`` (``"app"`` for ``"main:app"``; may be dotted)."""
         return self.main.split(":", 1)[1]
+
+    def egress_policy(self):
+        """The worker's :class:`pyworkers.runtime.egress.Policy` from ``[outbound]`` (reads
+        ``ca_certificates``). Raises :class:`ConfigError` naming the file and key if the CA
+        file is missing or holds no PEM certificate."""
+        return outbound_policy(self.outbound, self.app_dir,
+                               self.origins.get("outbound", str(self.source or "pyworkers.toml")))
 
     def runtime_selection(self, *, today: _dt.date | None = None) -> RuntimeSelection:
         """Select the runtime with this config's date and flags (:func:`pyworkers.compat.select`).
@@ -195,8 +213,66 @@ def _check(values: dict, where: str) -> dict:
                     raise _fail(where, f"vars.{k}", f"must be a string, got {_type_name(x)} "
                                                     f'{x!r}: quote it, {k} = "{x}"')
             v = dict(v)
+        if key == "outbound":
+            v = _check_outbound(v, where)
         out[key] = v
     return out
+
+
+def _check_outbound(v, where: str) -> dict:
+    from pyworkers.runtime.egress import EgressError, Rule
+
+    if not isinstance(v, Mapping):
+        raise _fail(where, "outbound", f"must be a table, got {_type_name(v)}: write [outbound]")
+    out: dict = {}
+    for k, x in v.items():
+        key = f"outbound.{k}"
+        if k not in OUTBOUND_KEYS:
+            close = difflib.get_close_matches(k, OUTBOUND_KEYS, n=1)
+            hint = (f"did you mean {close[0]!r}?" if close
+                    else f"the keys are {', '.join(OUTBOUND_KEYS)}")
+            raise _fail(where, key, f"unknown key: {hint}")
+        if k in ("allow", "deny"):
+            if not isinstance(x, (list, tuple)) or not all(isinstance(r, str) for r in x):
+                raise _fail(where, key, f"must be an array of 'host[:port]' strings, got {x!r}: "
+                                        f'write e.g. {k} = ["api.example.com:443"]')
+            for r in x:
+                try:
+                    Rule.parse(r)
+                except EgressError as e:
+                    raise _fail(where, key, str(e)) from None
+            x = tuple(x)
+        if k == "ca_certificates":
+            if not isinstance(x, str) or not x:
+                raise _fail(where, key, f"must be a path string (relative to the app directory), "
+                                        f"got {x!r}")
+        if k == "max_sockets":
+            if isinstance(x, bool) or not isinstance(x, int) or not 1 <= x <= 65536:
+                raise _fail(where, key, f"must be an integer from 1 to 65536, got {x!r}")
+        out[k] = x
+    return out
+
+
+def outbound_policy(outbound: Mapping, app_dir: Path, where: str = "pyworkers.toml"):
+    """A :class:`pyworkers.runtime.egress.Policy` from a validated ``[outbound]`` table;
+    ``ca_certificates`` is read relative to ``app_dir``. Raises :class:`ConfigError` (naming
+    ``where`` and the key) for a missing or certificate-less CA file."""
+    from pyworkers.runtime.egress import Policy
+
+    pem = ""
+    ca = outbound.get("ca_certificates")
+    if ca:
+        path = Path(app_dir) / str(ca)
+        try:
+            pem = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as e:
+            raise _fail(where, "outbound.ca_certificates",
+                        f"cannot read {path} ({e}): give a PEM file inside the app directory") from None
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            raise _fail(where, "outbound.ca_certificates",
+                        f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return Policy.build(outbound.get("allow", ()), outbound.get("deny", ()), ca_pem=pem,
+                        max_sockets=int(outbound.get("max_sockets", 256)))
 
 
 def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerConfig:
@@ -257,5 +333,6 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
         vars=MappingProxyType(values.get("vars", {})),
         max_concurrency=values.get("max_concurrency"),
         dependency_groups=values.get("dependency_groups", ()),
+        outbound=MappingProxyType(values.get("outbound", {})),
         origins=MappingProxyType(origins),
     )

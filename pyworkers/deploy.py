@@ -599,7 +599,8 @@ def package_isolate(st: Store, iso_kwargs: dict, layer_hash: str | None, layer: 
         try:
             r = Restorer(path, site_packages=layer, mounts=iso_kwargs.get("mounts"), expect_type="package",
                          layer_hash=layer_hash, cache_dir=iso_kwargs.get("cache_dir"), copy=True)
-            iso = r.new_isolate(stdout=iso_kwargs.get("stdout"), stderr=iso_kwargs.get("stderr"))
+            iso = r.new_isolate(stdout=iso_kwargs.get("stdout"), stderr=iso_kwargs.get("stderr"),
+                                egress=iso_kwargs.get("egress"))
             iso.run(_SETUP + "import importlib\nimportlib.invalidate_caches()\n", "<pyworkers deploy>")
             info["reused"] = True
             return iso, (f"restored the layer's package snapshot in "
@@ -618,6 +619,51 @@ def package_isolate(st: Store, iso_kwargs: dict, layer_hash: str | None, layer: 
         raise
     return iso, (f"booted and imported the layer's packages in {time.perf_counter() - t0:.1f} s "
                  "(package snapshot taken for the next deploy)"), info
+
+
+def _no_open_connections(iso, app_copy: Path) -> None:
+    """Fail the snapshot stage when the app's import left network connections open (they
+    cannot be captured): name each destination and the module that opened it."""
+    from pyworkers.runtime import net
+
+    socks = net.open_sockets(iso.host)
+    if not socks:
+        return
+    try:
+        origins = iso.call("_pyworkers_guest:socket_origins")
+    except Exception:  # noqa: BLE001 - the report is best effort
+        origins = {}
+    fd_of = {id(of): fd for fd, of in iso.host.fds.items()}
+    parts = []
+    for s in socks:
+        mods = origins.get(fd_of.get(id(s), -1)) or []  # outermost caller first
+        ours = [m for m in mods if _in_app(app_copy, m)]
+        if ours:
+            last = max(i for i, m in enumerate(mods) if m == ours[-1])
+            lib = next((m for m in mods[last + 1:] if m not in ours), None)
+            who = (f"opened in app module {ours[-1]!r}, import chain {' -> '.join(ours)}"
+                   + (f", through {lib}" if lib else ""))
+        else:
+            who = f"opened by {mods[-1]!r}" if mods else "opened at import time"
+        parts.append(f"{s.destination or 'an unconnected socket'} ({who})")
+    raise DeployError(
+        "snapshot", f"the app's import left {len(socks)} network connection(s) open: "
+        f"{'; '.join(parts)}. Connections cannot be captured in a snapshot: open them per "
+        "request or in lifespan startup, and close them before the import ends")
+
+
+def egress_policy(dep: Any, *, allow: Sequence[str] = (), deny: Sequence[str] = ()) -> Any:
+    """The egress :class:`pyworkers.runtime.egress.Policy` of deployment ``dep`` (its
+    ``[outbound]`` table, CA file read from the deployment's app copy), extended with a
+    server's overrides (``--outbound-allow``/``--outbound-deny`` patterns). Give it to the
+    isolates that serve ``dep`` (``Isolate(egress=...)``, ``Restorer.new_isolate(egress=...)``
+    or ``isolate.host.egress``). Raises :class:`pyworkers.config.ConfigError` for a bad
+    CA file and :class:`pyworkers.runtime.egress.EgressError` for a bad override pattern."""
+    from pyworkers.config import outbound_policy
+
+    outbound = dep.record.get("config", {}).get("outbound") or {}
+    where = f"deployment {dep.id} [outbound]"
+    return outbound_policy(outbound, dep.app_dir, where).extended(allow, deny)
 
 
 def take_deploy_snapshot(iso, out_path: Path, *, selection, layer_hash: str | None,
@@ -728,6 +774,7 @@ def deploy(app_dir: str | os.PathLike, *,
             "compatibility_flags": list(flags) if flags else None,
             "vars": dict(vars) if vars else None})
         sel = cfg.runtime_selection(today=today)
+        egress = cfg.egress_policy()  # checks the CA file now, before any work
         info["summary"] = (f"{cfg.name} ({cfg.main}), compatibility date "
                            f"{cfg.compatibility_date}"
                            + (f", from {cfg.source.name}" if cfg.source else ""))
@@ -762,6 +809,8 @@ def deploy(app_dir: str | os.PathLike, *,
                 "compatibility_flags": list(cfg.compatibility_flags),
                 "vars": dict(cfg.vars),
                 "max_concurrency": cfg.max_concurrency,
+                "outbound": {k: list(v) if isinstance(v, tuple) else v
+                             for k, v in cfg.outbound.items()},
                 "source": str(cfg.source.resolve()) if cfg.source else None,
                 "app_dir": str(app_dir),
             },
@@ -872,7 +921,7 @@ def deploy(app_dir: str | os.PathLike, *,
         out = _Out()
         iso_kwargs = {"release": sel.release.pyodide_version, "site_packages": layer_mount,
                       "mounts": {"/app": app_copy}, "env": dict(cfg.vars), "cwd": "/app",
-                      "cache_dir": cache_dir, "stdout": out, "stderr": out}
+                      "cache_dir": cache_dir, "stdout": out, "stderr": out, "egress": egress}
         with stages("boot") as info:
             iso, info["summary"], pkg_info = package_isolate(st, iso_kwargs, lh, layer_mount, prog)
             if record["layer"] is not None:
@@ -901,6 +950,7 @@ def deploy(app_dir: str | os.PathLike, *,
 
             with stages("snapshot") as info:
                 if sel.enabled("python_dedicated_snapshot"):
+                    _no_open_connections(iso, app_copy)
                     snap = take_deploy_snapshot(
                         iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
                         app_hash=record["app"]["hash"], progress=prog)
@@ -923,7 +973,7 @@ def deploy(app_dir: str | os.PathLike, *,
                               "expect_type": record["snapshot"]["type"], "layer_hash": lh,
                               "app_hash": record["app"]["hash"], "cache_dir": cache_dir}
             record["smoke"] = _smoke(restore_kwargs, ddir / SNAPSHOT_FILE, cfg, out,
-                                     sel.enabled("python_inline_sync_endpoints"))
+                                     sel.enabled("python_inline_sync_endpoints"), egress)
             s = record["smoke"]
             status = f"GET / -> {s['status']}" if s["status"] is not None else "GET / -> no response"
             if s["error"]:
@@ -1009,7 +1059,7 @@ SMOKE_REQUEST_TIMEOUT = 60.0
 
 
 def _smoke(restore_kwargs: dict, snapshot: Path, cfg, out: _Out,
-           inline_sync: bool = True) -> dict:
+           inline_sync: bool = True, egress: Any = None) -> dict:
     """Restore the snapshot into a fresh isolate (for a package snapshot, importing the app
     there), then lifespan startup + ``GET /`` in it through the guest ASGI adapter that
     ``pyworkers serve`` uses."""
@@ -1024,7 +1074,7 @@ def _smoke(restore_kwargs: dict, snapshot: Path, cfg, out: _Out,
         r = Restorer(snapshot, copy=True, **restore_kwargs)
         timing["prepare_ms"] = round(r.timings.get("prepare_ms", 0.0), 1)
         t0 = time.perf_counter()
-        iso = r.new_isolate(stdout=out, stderr=out)
+        iso = r.new_isolate(stdout=out, stderr=out, egress=egress)
         if restore_kwargs.get("expect_type") == "package":  # the app is not in it: load it
             _load_app(iso, cfg, out, inline_sync)
         timing["ready_ms"] = round((time.perf_counter() - t0) * 1000, 1)

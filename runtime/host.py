@@ -30,7 +30,7 @@ from pyworkers.runtime import ffi
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.engine import get_engine
 from pyworkers.runtime.hostcall import define_raw
-from pyworkers.runtime.streams import (POLLHUP, POLLIN, POLLNVAL, POLLOUT, Stream,
+from pyworkers.runtime.streams import (EAGAIN, POLLHUP, POLLIN, POLLNVAL, POLLOUT, Stream,
                                         StreamError, Waker)
 from pyworkers.runtime.vfs import FSError
 
@@ -119,10 +119,19 @@ class Mem:
         ctypes.memmove(self.base + addr, data, len(data))
 
     def cstr(self, addr: int, limit: int = 1 << 20) -> str:
+        """The NUL-terminated string at ``addr`` (at most ``limit`` bytes, never past the end
+        of memory). Reads 256 bytes first, then 16x more until the NUL: a path costs one small
+        copy instead of a ``limit``-sized one."""
         self.check(addr, 1)
         end = min(self.size, addr + limit)
-        raw = ctypes.string_at(self.base + addr, end - addr)
-        return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        n = 256
+        while True:
+            stop = min(end, addr + n)
+            raw = ctypes.string_at(self.base + addr, stop - addr)
+            i = raw.find(b"\0")
+            if i >= 0 or stop >= end:
+                return (raw if i < 0 else raw[:i]).decode("utf-8", "surrogateescape")
+            n *= 16
 
     def write_cstr(self, addr: int, s: str | bytes, maxlen: int) -> int:
         """Write NUL-terminated ``s`` truncated to ``maxlen`` bytes (incl. NUL); returns bytes
@@ -232,6 +241,10 @@ class Host:
         #: set from any thread by ``Isolate.interrupt()``; host-side waits stop at once
         self.interrupted = threading.Event()
         self.abort_message: str | None = None
+        #: the egress policy (:class:`pyworkers.runtime.egress.Policy`); None = the default
+        self.egress: Any = None
+        #: per-isolate socket state (:class:`pyworkers.runtime.net.NetState`), made on first use
+        self.net: Any = None
         self.mono_offset_ns = 0  # keeps the guest's monotonic clock increasing across a restore
         self.entropy_calls = 0
         self.entropy_bytes = 0
@@ -305,7 +318,7 @@ class Host:
         elif of is None or of == "stdin":
             raise FSError(V.EBADF)
         elif isinstance(of, Stream):
-            total = self._stream_io(of.write, data)
+            total = self._stream_io(of, of.write, data, POLLOUT)
         else:
             total = self.fs.write(of, data)  # type: ignore[arg-type]
         self.mem.set_u32(pnum, total)
@@ -320,7 +333,7 @@ class Host:
             elif isinstance(of, Stream):
                 if total:
                     break  # do not block (EAGAIN) once something was read
-                data = self._stream_io(of.read, ln)
+                data = self._stream_io(of, of.read, ln, POLLIN)
             elif isinstance(of, str):
                 raise FSError(V.EBADF)
             else:
@@ -641,8 +654,12 @@ class Host:
     @imp("__syscall_ioctl")
     @syscall
     def __syscall_ioctl(self, fd, op, varargs):
-        if fd not in self.fds:
+        of = self.fds.get(fd)
+        if of is None:
             raise FSError(V.EBADF)
+        ioctl = getattr(of, "ioctl", None)
+        if ioctl is not None:  # host sockets: FIONBIO, FIONREAD
+            return ioctl(self, op, self.mem.u32(varargs))
         raise FSError(V.ENOTTY)
 
     def _stat_node(self, path: str) -> dict:
@@ -840,10 +857,15 @@ class Host:
             count, streams = self._poll_once(fds, nfds)
             if count:
                 break
-            os_fds = [f for f in (st.os_fd() for st in streams) if f is not None]
+            # wait for readability only where the guest asked for input (a writer waiting
+            # for POLLOUT must not spin on unread data), for writability where it asked
+            os_fds = [f for f in (st.os_fd() for st, ev in streams
+                                  if ev & POLLIN or not ev & POLLOUT) if f is not None]
+            out_fds = [f for f in (st.os_fd() for st, ev in streams if ev & POLLOUT)
+                       if f is not None]
             self.in_poll = True
             try:
-                self.wait(remaining, os_fds)
+                self.wait(remaining, os_fds, out_fds)
             finally:
                 self.in_poll = False
         self.left_poll_at = time.monotonic()
@@ -851,7 +873,7 @@ class Host:
             self.on_poll_return()
         return count
 
-    def _poll_once(self, fds: int, nfds: int) -> tuple[int, list[Stream]]:
+    def _poll_once(self, fds: int, nfds: int) -> tuple[int, list[tuple[Stream, int]]]:
         count = 0
         streams = []
         for i in range(nfds):
@@ -860,7 +882,7 @@ class Host:
             if of is None:
                 flags = POLLNVAL
             elif isinstance(of, Stream):
-                streams.append(of)
+                streams.append((of, events))
                 flags = of.revents() & (events | 8 | POLLHUP)
             else:
                 flags = (POLLIN | POLLOUT) & (events | 8 | POLLHUP)
@@ -869,23 +891,24 @@ class Host:
             self.mem.pack("<h", fds + 8 * i + 6, flags)
         return count, streams
 
-    def wait(self, seconds: float | None, os_fds: list[int] | tuple = ()) -> None:
+    def wait(self, seconds: float | None, os_fds: list[int] | tuple = (),
+             write_fds: list[int] | tuple = ()) -> None:
         """Sleep on the host for ``seconds`` (``None``: until woken) or until one of
-        ``os_fds`` is readable or :attr:`waker` is woken; stop at the isolate's deadline or
-        when it is interrupted: then raise :class:`GuestInterrupted` (the call traps; wasm
+        ``os_fds`` is readable, one of ``write_fds`` writable, or :attr:`waker` is woken; stop
+        at the isolate's deadline or when it is interrupted: then raise :class:`GuestInterrupted` (the call traps; wasm
         code is interrupted by epochs instead, which cannot reach a host-side wait)."""
         if self.interrupted.is_set():
             raise GuestInterrupted("interrupted")
         if self.deadline is not None:
             left = self.deadline - time.monotonic()
             if seconds is None or left < seconds:
-                self.waker.wait(max(0.0, left), os_fds)
+                self.waker.wait(max(0.0, left), os_fds, write_fds)
                 if self.interrupted.is_set():
                     raise GuestInterrupted("interrupted")
                 if time.monotonic() >= self.deadline:
                     raise GuestInterrupted("time limit exceeded")
                 return
-        self.waker.wait(seconds, os_fds)
+        self.waker.wait(seconds, os_fds, write_fds)
         if self.interrupted.is_set():
             raise GuestInterrupted("interrupted")
 
@@ -909,12 +932,20 @@ class Host:
         else:
             self.stream_refs[stream] = n
 
-    @staticmethod
-    def _stream_io(op: Callable[[Any], Any], arg: Any) -> Any:
-        try:
-            return op(arg)
-        except StreamError as e:
-            raise FSError(e.errno) from None
+    def _stream_io(self, stream: Stream, op: Callable[[Any], Any], arg: Any, events: int) -> Any:
+        """``op(arg)``; a stream whose ``blocking`` attribute is true (a blocking guest socket)
+        waits on the host for ``events`` instead of failing with ``EAGAIN``."""
+        while True:
+            try:
+                return op(arg)
+            except StreamError as e:
+                if e.errno != EAGAIN or not getattr(stream, "blocking", False):
+                    raise FSError(e.errno) from None
+            fd = stream.os_fd()
+            if events & POLLOUT:
+                self.wait(None, (), () if fd is None else (fd,))
+            else:
+                self.wait(None, () if fd is None else (fd,))
 
     def close_streams(self) -> None:
         """Close every stream and the waker (the isolate is going away)."""
@@ -940,26 +971,16 @@ class Host:
     def _munmap_js(self, *args):
         return 0
 
-    @imp("__syscall_pipe", "__syscall_socket", "__syscall_socketpair", "__syscall_accept4",
-         "__syscall_bind", "__syscall_connect", "__syscall_getpeername", "__syscall_getsockname",
-         "__syscall_getsockopt", "__syscall_listen", "__syscall_recvfrom", "__syscall_recvmsg",
-         "__syscall_sendmsg", "__syscall_sendto", "__syscall__newselect", "__syscall_shutdown",
-         "__syscall_setsockopt")
-    @syscall
-    def _no_network(self, *args):
-        raise FSError(V.ENOSYS)
+    # Sockets and DNS (the Emscripten socket syscalls, getaddrinfo...): runtime/net.py.
 
-    @imp("getaddrinfo", "getnameinfo")
-    def _no_dns(self, *args):
-        return -2  # EAI_NONAME... with no network, nothing resolves
-
-    @imp("_emscripten_lookup_name", "getprotobyname")
+    @imp("getprotobyname")
     def _no_lookup(self, *args):
         return 0
 
     # Pyodide's socket helpers (EM_JS in Pyodide's C code): they handle only Node sockets and
-    # report "not handled" (false / null) for every other fd. There are no sockets here.
-    @imp("_try_fcntl64", "_try_shutdown")
+    # report "not handled" (false / null), so the plain syscalls run (fcntl: __syscall_fcntl64
+    # below; shutdown: runtime/net.py handles _try_shutdown for host sockets).
+    @imp("_try_fcntl64")
     def _not_a_socket(self, *args):
         return 0
 

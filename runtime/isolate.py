@@ -38,6 +38,9 @@ from wasmtime._func import enter_wasm
 from pyworkers.compat.releases import Release, default_release, get_release
 from pyworkers.runtime import host as H
 from pyworkers.runtime import kdf
+from pyworkers.runtime import dns as _dns  # noqa: F401 - registers the DNS imports
+from pyworkers.runtime import net as _net  # registers the socket imports
+from pyworkers.runtime import tls as _tls
 from pyworkers.runtime.engine import get_engine, load_module
 from pyworkers.runtime.install import InstalledRelease, ensure_release
 from pyworkers.runtime.trampolines import count_args_module, trampoline_call_module
@@ -229,6 +232,9 @@ class Isolate:
         tmp_cap: byte cap of the writable in-memory ``/tmp`` (default 64 MiB).
         memory_limit: cap of linear memory in bytes (``None``: 4 GiB).
         cwd: initial working directory in the guest.
+        egress: the outbound network policy (:class:`pyworkers.runtime.egress.Policy`);
+            ``None``: the default (public internet only). Also settable later as
+            ``isolate.host.egress`` (e.g. after a snapshot restore).
 
     Raises :class:`IsolateCrashed` if the interpreter fails to start.
     """
@@ -241,7 +247,7 @@ class Isolate:
                  stderr: Callable[[bytes], None] | None = None,
                  tmp_cap: int = 64 << 20, memory_limit: int | None = None,
                  cwd: str | None = None, cache_dir: str | os.PathLike | None = None,
-                 capture_limit: int = 64 << 20, _restore: Any = None):
+                 capture_limit: int = 64 << 20, egress: Any = None, _restore: Any = None):
         t0 = time.perf_counter()
         if _restore is not None:
             self.runtime = _restore.runtime
@@ -268,6 +274,13 @@ class Isolate:
                            stdout or (lambda b: self._capture(1, b)),
                            stderr or (lambda b: self._capture(2, b)))
         self.host.isolate = self
+        self.host.egress = egress
+        # the text of the last connect the egress policy refused (read by the guest's socket patch)
+        self.fs.add_dynamic("/dev/pyworkers/net-error", lambda: _net.net_error(self.host))
+        # TLS by the host: the device, CPython's ssl.py and the host OpenSSL's constants
+        _tls.register(self.host)
+        self.fs.add_dynamic("/dev/pyworkers/ssl.py", _tls.host_ssl_source)
+        self.fs.add_dynamic("/dev/pyworkers/ssl-constants", _tls.host_ssl_constants)
         # the host's entropy counter, read by the guest to attribute entropy use to modules
         self.fs.add_dynamic("/dev/pyworkers/entropy", lambda: str(self.host.entropy_calls).encode())
         # hashlib.pbkdf2_hmac / scrypt computed on the host's OpenSSL (runtime/kdf.py)

@@ -78,18 +78,28 @@ class Waker:
             except BlockingIOError:
                 pass  # the pipe is full: a wake-up is pending anyway
 
-    def wait(self, timeout: float | None, fds: Iterable[int] = ()) -> None:
-        """Block until :meth:`wake` was called, one of ``fds`` (OS fds) is readable, or
-        ``timeout`` seconds passed (``None``: no limit). Spurious returns are allowed: the
-        caller re-checks what it waits for."""
+    def wait(self, timeout: float | None, fds: Iterable[int] = (),
+             write_fds: Iterable[int] = ()) -> None:
+        """Block until :meth:`wake` was called, one of ``fds`` (OS fds) is readable, one of
+        ``write_fds`` writable (or in error), or ``timeout`` seconds passed (``None``: no
+        limit). Spurious returns are allowed: the caller re-checks what it waits for.
+        (``select.poll``, so fds above ``FD_SETSIZE`` work.)"""
         if self._closed:
             return
-        rlist = [self._r, *fds]
+        p = select.poll()
+        p.register(self._r, select.POLLIN)
+        for fd in fds:
+            p.register(fd, select.POLLIN | select.POLLPRI)
+        for fd in write_fds:
+            try:
+                p.modify(fd, select.POLLIN | select.POLLPRI | select.POLLOUT)
+            except (KeyError, FileNotFoundError):
+                p.register(fd, select.POLLOUT)
         try:
-            ready, _, _ = select.select(rlist, [], [], timeout)
+            ready = p.poll(None if timeout is None else max(0, int(timeout * 1000 + 0.999)))
         except InterruptedError:
             return
-        if self._r in ready:
+        if any(fd == self._r for fd, _ in ready):
             self.drain()
 
     def drain(self) -> None:

@@ -71,7 +71,9 @@ def host_state(iso) -> dict:
             continue
         if not hasattr(of, "node"):  # a host stream (serve channel, socket)
             from pyworkers.snapshot.format import SnapshotError
-            raise SnapshotError(f"fd {fd} is a host stream ({type(of).__name__}) open at snapshot "
+            dest = getattr(of, "destination", None)
+            what = f"{type(of).__name__}" + (f" connected to {dest}" if dest else "")
+            raise SnapshotError(f"fd {fd} is a host stream ({what}) open at snapshot "
                                 "time: connections cannot be captured; open it after start-up")
         key = id(of)
         if key not in open_files:

@@ -180,13 +180,14 @@ class Restorer:
 
     # ------------------------------------------------------------------ per isolate
     def new_isolate(self, *, stdout=None, stderr=None, memory_limit: int | None = None,
-                    reseed: bool = True) -> Isolate:
+                    reseed: bool = True, egress: Any = None) -> Isolate:
         """A fresh isolate in the snapshot's state (raises :class:`IsolateCrashed` or
-        :class:`SnapshotError` if the layout cannot be reproduced)."""
+        :class:`SnapshotError` if the layout cannot be reproduced); ``egress``: its outbound
+        network policy (:class:`pyworkers.runtime.egress.Policy`, ``None``: the default)."""
         h = self.state["host"]
         iso = Isolate(self.runtime, site_packages=self.site_packages, mounts=self.mounts,
                       stdout=stdout, stderr=stderr, tmp_cap=h["tmp_cap"], memory_limit=memory_limit,
-                      _restore=self)
+                      egress=egress, _restore=self)
         if reseed:
             iso.request({"op": "reseed"})
         return iso
@@ -399,7 +400,8 @@ def restore_isolate(path: str | os.PathLike, **kwargs: Any) -> Isolate:
     """Restore one isolate from ``path``. Keyword arguments go to :class:`Restorer` (layers,
     checks) and :meth:`Restorer.new_isolate` (``stdout``, ``stderr``, ``memory_limit``); the
     Restorer is cached per process by path and layers."""
-    iso_kw = {k: kwargs.pop(k) for k in ("stdout", "stderr", "memory_limit", "reseed") if k in kwargs}
+    iso_kw = {k: kwargs.pop(k) for k in ("stdout", "stderr", "memory_limit", "reseed", "egress")
+              if k in kwargs}
     key = (str(Path(path).resolve()), os.stat(path).st_mtime_ns, repr(sorted(kwargs.items(), key=str)))
     with _restorers_lock:
         r = _restorers.get(key)

@@ -73,8 +73,14 @@ def install_cmd(versions: tuple[str, ...], all_: bool, verify: bool, cache_dir: 
 @click.option("--memory-limit", type=int, default=None, help="Linear memory cap in MiB.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), envvar="PYWORKERS_CACHE_DIR",
               help="Cache root (env PYWORKERS_CACHE_DIR).")
+@click.option("--outbound-allow", "outbound_allow", multiple=True, metavar="HOST[:PORT]",
+              help="Egress allow rule (repeatable; see README 'Outbound network'). Default: "
+                   "public addresses only.")
+@click.option("--outbound-deny", "outbound_deny", multiple=True, metavar="HOST[:PORT]",
+              help="Egress deny rule (repeatable; wins over allow).")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def python_cmd(runtime_version, code, site_packages, tmp_cap, memory_limit, cache_dir, args) -> None:
+def python_cmd(runtime_version, code, site_packages, tmp_cap, memory_limit, cache_dir,
+               outbound_allow, outbound_deny, args) -> None:
     """Run Python code in a fresh sandboxed isolate, like `python -c CODE` or `python FILE`.
 
     A FILE's directory is mounted read-only at /app (the working directory). The guest's
@@ -82,7 +88,13 @@ def python_cmd(runtime_version, code, site_packages, tmp_cap, memory_limit, cach
     70 if the isolate crashed).
     """
     from pyworkers.runtime import GuestError, GuestExited, Isolate, IsolateCrashed
+    from pyworkers.runtime.egress import EgressError, Policy
     from pyworkers.runtime.install import RuntimeInstallError
+
+    try:
+        egress = Policy.build(outbound_allow, outbound_deny)
+    except EgressError as e:
+        raise UserError(f"--outbound-allow/--outbound-deny: {e}")
 
     if code is None and not args:
         raise UserError("give -c CODE or a FILE to run (interactive mode is not supported)")
@@ -118,7 +130,7 @@ def python_cmd(runtime_version, code, site_packages, tmp_cap, memory_limit, cach
         rt = Runtime.get(rel, cache_dir=cache_dir, progress=progress_printer(f"installing {rel.pyodide_version}: "))
         iso = Isolate(rt, site_packages=site_packages, mounts=mounts, stdout=out, stderr=err,
                       tmp_cap=tmp_cap << 20, memory_limit=(memory_limit << 20) if memory_limit else None,
-                      cwd=cwd, cache_dir=cache_dir)
+                      cwd=cwd, cache_dir=cache_dir, egress=egress)
     except RuntimeInstallError as e:
         raise UserError(str(e))
     try:

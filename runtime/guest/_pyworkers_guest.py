@@ -81,11 +81,32 @@ class _PostImportPatches:
     with ``socket.socketpair()``, which needs sockets the sandbox does not have. pyworkers
     drives one loop per isolate from the host, so the self-pipe is not needed: creating,
     closing and writing to it become no-ops (the role Pyodide's WebLoop plays in a browser).
+
+    ``socket``: a connect the host's egress policy refuses fails with ``EACCES``; the patched
+    ``socket.connect`` raises ``PermissionError`` with the host's explanation (destination and
+    rule, read from ``/dev/pyworkers/net-error``).
+
+    ``REPLACED`` modules are loaded from another file instead: ``_ssl`` (Pyodide's stub) by the
+    host-backed ``_pyworkers_ssl``, ``ssl`` (Pyodide's stub) by CPython's real ``Lib/ssl.py``
+    (the host interpreter's copy, served at ``/dev/pyworkers/ssl.py``), and
+    ``urllib3.contrib.emscripten`` (urllib3 2.x's browser ``fetch`` backend, which needs
+    ``js``) by a module whose ``inject_into_urllib3`` does nothing, so urllib3 keeps its
+    socket path.
     """
 
     PATCHES = {}
+    REPLACED = {
+        "_ssl": "/lib/pyworkers/_pyworkers_ssl.py",
+        "ssl": "/dev/pyworkers/ssl.py",
+        "urllib3.contrib.emscripten": "/lib/pyworkers/_pyworkers_no_emscripten.py",
+    }
 
     def find_spec(self, name, path=None, target=None):
+        where = self.REPLACED.get(name)
+        if where is not None:
+            from importlib.util import spec_from_file_location
+
+            return spec_from_file_location(name, where)
         patch = self.PATCHES.get(name)
         if patch is None:
             return None
@@ -120,6 +141,82 @@ def _patch_hashlib(mod):
 
 
 _PostImportPatches.PATCHES["hashlib"] = _patch_hashlib
+
+
+def _patch_base_events(mod):
+    """``loop.getaddrinfo``/``getnameinfo`` run the resolver in a thread pool; the sandbox has
+    no threads, and its resolver is the host's (one host call): call it inline."""
+    import socket
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        return socket.getaddrinfo(host, port, family, type, proto, flags)
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        return socket.getnameinfo(sockaddr, flags)
+
+    mod.BaseEventLoop.getaddrinfo = getaddrinfo
+    mod.BaseEventLoop.getnameinfo = getnameinfo
+
+
+_PostImportPatches.PATCHES["asyncio.base_events"] = _patch_base_events
+
+
+def _net_error():
+    try:
+        with open("/dev/pyworkers/net-error", "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+#: guest fd -> names of the modules on the stack of the connect that opened it (deploy names
+#: them when a connection is still open at snapshot time)
+_SOCKET_ORIGINS = {}
+
+
+def socket_origins():
+    """``{fd: [module, ...]}`` (outermost caller first) for connects made in this isolate."""
+    return {fd: list(mods) for fd, mods in _SOCKET_ORIGINS.items()}
+
+
+def _note_origin(sock):
+    try:
+        f = sys._getframe(2)
+        mods = []
+        while f is not None:
+            name = f.f_globals.get("__name__")
+            if name and (not mods or mods[-1] != name):
+                mods.append(name)
+            f = f.f_back
+        mods.reverse()
+        if len(_SOCKET_ORIGINS) > 512:
+            _SOCKET_ORIGINS.clear()
+        _SOCKET_ORIGINS[sock.fileno()] = [m for m in mods if m not in ("__main__",)] or mods
+    except Exception:  # noqa: BLE001 - diagnostics only
+        pass
+
+
+def _patch_socket(mod):
+    cls = mod.socket
+    connect = cls.connect
+
+    def patched_connect(self, address):
+        _note_origin(self)
+        try:
+            return connect(self, address)
+        except PermissionError as exc:
+            detail = _net_error()
+            if not detail:
+                raise
+            raise PermissionError(exc.errno, detail) from None
+
+    patched_connect.__doc__ = connect.__doc__
+    patched_connect.__name__ = "connect"
+    patched_connect.__qualname__ = "socket.connect"
+    cls.connect = patched_connect
+
+
+_PostImportPatches.PATCHES["socket"] = _patch_socket
 
 sys.meta_path.insert(0, _NoJavaScript())
 sys.meta_path.insert(1, _PostImportPatches())
