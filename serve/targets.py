@@ -28,11 +28,14 @@ from pyworkers.serve.worker import AppFactory, IsolateFactory, with_app
 
 log = logging.getLogger("pyworkers.serve")
 
+#: a server's egress overrides: ``(allow patterns, deny patterns)`` (``--outbound-allow/-deny``)
+Outbound = tuple[tuple[str, ...], tuple[str, ...]]
+
 
 def deployment_target(store, name: str, *, memory_limit: int | None,
                       cache_dir: str | None = None,
-                      upgrade: Callable[[IsolateFactory], None] | None = None
-                      ) -> tuple[str, IsolateFactory]:
+                      upgrade: Callable[[IsolateFactory], None] | None = None,
+                      outbound: "Outbound" = ((), ())) -> tuple[str, IsolateFactory]:
     """``(deployment id, IsolateFactory)`` for worker ``name``'s current deployment. Raises
     :class:`DeploymentUnavailable` when the worker has none or its snapshot is refused."""
     dep = store.current(name)
@@ -40,11 +43,12 @@ def deployment_target(store, name: str, *, memory_limit: int | None,
         raise DeploymentUnavailable(f"worker {name!r} has no deployment in {store.root}: run "
                                     "`pyworkers deploy` first")
     return dep.id, deployment_factory(dep, memory_limit=memory_limit, cache_dir=cache_dir,
-                                      upgrade=upgrade)
+                                      upgrade=upgrade, outbound=outbound)
 
 
 def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None = None,
-                       upgrade: Callable[[IsolateFactory], None] | None = None) -> IsolateFactory:
+                       upgrade: Callable[[IsolateFactory], None] | None = None,
+                       outbound: "Outbound" = ((), ())) -> IsolateFactory:
     """The :data:`IsolateFactory` of one deployment: restore from its dedicated snapshot (the
     snapshot file is verified here), or boot and import when it has none.
 
@@ -53,17 +57,24 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
     the critical path: the factory returned restores by copying the image (no compile; tens of
     ms and the image as private memory per isolate), a thread compiles the image module, then
     calls ``upgrade(copy_on_write_factory)`` (the caller swaps its pool to it). Without
-    ``upgrade`` the compile happens here. Raises :class:`DeploymentUnavailable` (e.g. a corrupt
-    or foreign snapshot), naming the deployment."""
+    ``upgrade`` the compile happens here. Isolates get the deployment's egress policy (its
+    ``[outbound]`` table) extended with the server's ``outbound`` = ``(allow, deny)`` patterns.
+    Raises :class:`DeploymentUnavailable` (e.g. a corrupt or foreign snapshot, a bad CA file or
+    override pattern), naming the deployment."""
+    from pyworkers.deploy import egress_policy
     from pyworkers.snapshot import Restorer, SnapshotError
 
     main = dep.record["config"]["main"]
     conc = dep.record["config"].get("max_concurrency")
+    try:
+        egress = egress_policy(dep, allow=outbound[0], deny=outbound[1])
+    except Exception as e:  # noqa: BLE001 - ConfigError / EgressError: the message says why
+        raise DeploymentUnavailable(f"deployment {dep.id}: outbound policy: {e}") from None
     if dep.snapshot_path is None:
         kw = dep.isolate_kwargs()
         return AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
                           site_packages=kw["site_packages"], env=kw["env"],
-                          memory_limit=memory_limit, max_concurrency=conc)
+                          memory_limit=memory_limit, max_concurrency=conc, egress=egress)
 
     def make(copy: bool) -> IsolateFactory:
         try:
@@ -71,7 +82,7 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
                          **dep.restore_kwargs())
         except (SnapshotError, OSError) as e:
             raise DeploymentUnavailable(f"deployment {dep.id}: {e}") from None
-        f = with_app(partial(r.new_isolate, memory_limit=memory_limit), main,
+        f = with_app(partial(r.new_isolate, memory_limit=memory_limit, egress=egress), main,
                      max_concurrency=conc)
         f.restorer = r  # type: ignore[attr-defined]
         return f
@@ -101,7 +112,8 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
 
 
 def fallback_target(store, name: str, skip: str, *, memory_limit: int | None,
-                    cache_dir: str | None = None) -> tuple[str, IsolateFactory] | None:
+                    cache_dir: str | None = None,
+                    outbound: "Outbound" = ((), ())) -> tuple[str, IsolateFactory] | None:
     """``--fallback previous``: the newest deployment of ``name`` other than ``skip`` whose
     files verify and restore, as ``(id, factory)``; ``None`` if there is none."""
     for dep in reversed(store.list(name)):
@@ -109,7 +121,7 @@ def fallback_target(store, name: str, skip: str, *, memory_limit: int | None,
             continue
         try:
             return dep.id, deployment_factory(dep, memory_limit=memory_limit,
-                                              cache_dir=cache_dir)
+                                              cache_dir=cache_dir, outbound=outbound)
         except DeploymentUnavailable as e:
             log.warning("[%s] fallback: %s", name, e)
     return None
@@ -174,7 +186,7 @@ def app_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
 
 
 def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | None,
-                 progress=None) -> tuple[str, AppFactory]:
+                 progress=None, outbound: "Outbound" = ((), ())) -> tuple[str, AppFactory]:
     """``(name, AppFactory)`` for one app directory (development mode). Raises
     :class:`DeploymentUnavailable` for configuration and package errors."""
     from pyworkers.compat import CompatError
@@ -184,7 +196,8 @@ def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | No
     try:
         cfg = load_worker_config(app_dir)
         sel = cfg.runtime_selection()
-    except (ConfigError, CompatError) as e:
+        egress = cfg.egress_policy().extended(outbound[0], outbound[1])
+    except (ConfigError, CompatError, ValueError) as e:
         raise DeploymentUnavailable(str(e)) from None
     root = cache_root(cache_dir) / "serve"
     try:
@@ -197,7 +210,7 @@ def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | No
                                 main=cfg.main, site_packages=layer, env=dict(cfg.vars),
                                 memory_limit=memory_limit,
                                 cache_dir=Path(cache_dir) if cache_dir else None,
-                                max_concurrency=cfg.max_concurrency)
+                                max_concurrency=cfg.max_concurrency, egress=egress)
 
 
 class ServedLeases:
@@ -233,7 +246,9 @@ class StoreWatcher:
 
     def __init__(self, store, served: dict[str, str], swap: Callable, *, memory_limit: int | None,
                  interval: float, follow_new: bool, cache_dir: str | None = None,
-                 upgrader: Callable | None = None, leases: ServedLeases | None = None):
+                 upgrader: Callable | None = None, leases: ServedLeases | None = None,
+                 outbound: "Outbound" = ((), ())):
+        self.outbound = outbound
         self.cache_dir = cache_dir
         self.leases = leases
         #: ``upgrader(name, current) -> upgrade`` (:meth:`ServerApp.upgrader`), or None
@@ -277,7 +292,8 @@ class StoreWatcher:
                     None, lambda w=w: deployment_target(self.store, w,
                                                         memory_limit=self.memory_limit,
                                                         cache_dir=self.cache_dir,
-                                                        upgrade=upgrade))
+                                                        upgrade=upgrade,
+                                                        outbound=self.outbound))
                 gen = await self.swap(w, factory)
             except Exception as e:  # noqa: BLE001 - keep serving the previous deployment
                 self._failed[w] = cur

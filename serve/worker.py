@@ -105,7 +105,8 @@ class AppFactory:
 
     ``release`` (``"314.0.7"``, a ``Release`` or ``Runtime``), ``app_dir`` (mounted read-only
     at ``/app``, the cwd), ``main`` (``"module:attribute"``), ``site_packages`` (layer or
-    ``None``), ``env`` (guest environment), ``memory_limit`` (bytes), ``cache_dir``."""
+    ``None``), ``env`` (guest environment), ``memory_limit`` (bytes), ``cache_dir``,
+    ``max_concurrency`` (the app's own), ``egress`` (its outbound policy)."""
 
     release: Any
     app_dir: Any
@@ -115,6 +116,7 @@ class AppFactory:
     memory_limit: int | None = None
     cache_dir: Any = None
     max_concurrency: int | None = None
+    egress: Any = None
 
     def __call__(self, *, stdout: Callable[[bytes], None],
                  stderr: Callable[[bytes], None]) -> Isolate:
@@ -122,7 +124,7 @@ class AppFactory:
             return Isolate(self.release, site_packages=self.site_packages,
                            mounts={"/app": self.app_dir}, env=dict(self.env), stdout=stdout,
                            stderr=stderr, memory_limit=self.memory_limit, cwd="/app",
-                           cache_dir=self.cache_dir)
+                           cache_dir=self.cache_dir, egress=self.egress)
 
         return with_app(make, self.main)(stdout=stdout, stderr=stderr)
 

@@ -85,6 +85,12 @@ def log_config(level: str) -> dict:
               help="When a worker's current deployment cannot be restored (corrupt, refused): "
                    "'previous' serves its newest earlier deployment that verifies; 'none' "
                    "answers 503 for it. Other workers are served either way.")
+@click.option("--outbound-allow", multiple=True, metavar="HOST[:PORT]",
+              help="Also allow outbound connections to this pattern for every served worker "
+                   "(repeatable; added to each worker's [outbound] allow).")
+@click.option("--outbound-deny", multiple=True, metavar="HOST[:PORT]",
+              help="Refuse outbound connections to this pattern for every served worker "
+                   "(repeatable; wins over allow).")
 @click.option("--keep-alive-timeout", default=5.0, show_default=True,
               type=click.FloatRange(0, min_open=True),
               help="Seconds an idle keep-alive connection stays open.")
@@ -99,7 +105,8 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
               drain_timeout: float, max_body_size: int, memory_limit: int,
               queue_timeout: float, idle_timeout: float, admin_port: int | None,
               registry_ref: str | None, registry_interval: float, ca_file: str | None,
-              fallback: str, keep_alive_timeout: float,
+              fallback: str, outbound_allow: tuple[str, ...], outbound_deny: tuple[str, ...],
+              keep_alive_timeout: float,
               cache_dir: str | None, log_level: str, no_access_log: bool) -> None:
     """Serve deployments (default: every worker in the store) over HTTP.
 
@@ -156,6 +163,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
     targets: dict = {}
     unavailable: dict[str, str] = {}
     upgrades = _Upgrades()
+    outbound = (tuple(outbound_allow), tuple(outbound_deny))
     leases = ServedLeases(store)
     where: dict[str, str] = {}
     served: dict[str, str] = {}  # worker -> deployment id being served
@@ -166,14 +174,14 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                 try:
                     cur = store.current_id(w)
                     served[w], targets[w] = deployment_target(
-                        store, w, memory_limit=limit, cache_dir=cache_dir,
+                        store, w, memory_limit=limit, cache_dir=cache_dir, outbound=outbound,
                         upgrade=upgrades.upgrader(w, lambda w=w, cur=cur: served.get(w) == cur))
                     where[w] = f"deployment {served[w]}"
                     leases.serve(w, served[w])
                 except DeploymentUnavailable as e:
                     served[w] = store.current_id(w) or ""
                     fb = fallback_target(store, w, served[w], memory_limit=limit,
-                                         cache_dir=cache_dir) \
+                                         cache_dir=cache_dir, outbound=outbound) \
                         if fallback == "previous" else None
                     if fb is None:
                         log.error("[%s] cannot be served (503 until a deployment of it can be "
@@ -186,7 +194,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                     leases.serve(w, fb[0])
             for d in dirs:
                 name, factory = build_target(d, memory_limit=limit, cache_dir=cache_dir,
-                                             progress=progress)
+                                             progress=progress, outbound=outbound)
                 if name in targets:
                     raise UserError(f"{d}: deployment name {name!r} is also used by "
                                     f"{where[name]}: set a different name = \"...\" in its "
@@ -201,7 +209,8 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             try:
                 name, factory = await loop.run_in_executor(
                     None, lambda d=d: build_target(d, memory_limit=limit, cache_dir=cache_dir,
-                                                   progress=lambda m: log.debug("%s", m)))
+                                                   progress=lambda m: log.debug("%s", m),
+                                                   outbound=outbound))
                 gen = await app.swap(name, factory)
                 log.info("[%s] redeployed from %s (generation %d)", name, d, gen)
             except Exception as e:  # noqa: BLE001 - keep serving the old deployment
@@ -231,7 +240,8 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
         if served or not targets_args:
             watcher = StoreWatcher(store, served, app.swap, memory_limit=limit,
                                    interval=cfg.watch_interval, follow_new=not targets_args,
-                                   cache_dir=cache_dir, upgrader=app.upgrader, leases=leases)
+                                   cache_dir=cache_dir, upgrader=app.upgrader, leases=leases,
+                                   outbound=outbound)
             app.watcher_task = asyncio.ensure_future(watcher.run())
         if follower is not None:
             follower.start()
