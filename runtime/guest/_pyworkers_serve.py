@@ -36,6 +36,11 @@ import _pyworkers_wire as W
 CHANNEL = "/dev/pyworkers/channel"
 #: largest response body piece per frame (bytes)
 CHUNK = 1 << 20
+#: frames that may wait for the next frame or the loop's next select (see _Server.emit)
+_DEFERRED = (W.G_START, W.G_DONE)
+#: a loop with ready callbacks asks the host for events (a poll with timeout 0) only every
+#: this many iterations: each poll is two host calls; host events wait at most that long
+ZERO_POLL_EVERY = 4
 
 _server = None
 
@@ -259,6 +264,7 @@ class _Server:
         self.lifespan_said = None
         self.versions = ({"version": "3.0", "spec_version": "2.3"},
                          {"version": "3.0", "spec_version": "2.4"})
+        self.pending = []         # frames not written yet (see emit)
         self.calls = {}           # call id -> future of (meta, body)
         self.next_call = 0
         self.bindings = []        # [{"name", "kind", ...}] declared by the deployment
@@ -285,10 +291,25 @@ class _Server:
         return meta.get("result"), data
 
     def emit(self, kind, cid, meta=None, body=b""):
+        """Send a frame to the host. ``G_START`` and ``G_DONE`` wait in a buffer for the next
+        frame or the loop's next ``select`` (one host call instead of three for a simple
+        response); everything else, a response body chunk above all, leaves at once."""
         if len(body) > 65536:
-            os.writev(self.fd, [W.header(kind, cid, meta, len(body)), body])
+            self.pending.append(W.header(kind, cid, meta, len(body)))
+            self.pending.append(body)
         else:
-            os.write(self.fd, W.encode(kind, cid, meta, body))
+            self.pending.append(W.encode(kind, cid, meta, body))
+        if kind not in _DEFERRED:
+            self.flush()
+
+    def flush(self):
+        pending = self.pending
+        if pending:
+            self.pending = []
+            if len(pending) == 1:
+                os.write(self.fd, pending[0])
+            else:
+                os.writev(self.fd, pending)
 
     def on_readable(self):
         try:
@@ -421,6 +442,30 @@ class _Server:
 _loop = None
 
 
+def _selector_class():
+    import selectors
+
+    class _ServeSelector(selectors.PollSelector):
+        """``PollSelector`` that first writes the frames the serve loop buffered, and that
+        skips most zero-timeout polls (see :data:`ZERO_POLL_EVERY`)."""
+
+        _zero = 0
+
+        def select(self, timeout=None):
+            server = _server
+            if server is not None:
+                server.flush()
+            if timeout is not None and timeout <= 0:
+                self._zero += 1
+                if self._zero % ZERO_POLL_EVERY:
+                    return []
+            else:
+                self._zero = 0
+            return super().select(timeout)
+
+    return _ServeSelector
+
+
 def prepare_loop():
     """The isolate's event loop (a ``SelectorEventLoop`` over ``PollSelector``; the self-pipe
     is patched out by ``_pyworkers_guest``, so it holds no fd), made once: at deploy, before
@@ -433,7 +478,7 @@ def prepare_loop():
     import _pyworkers_asgi as A
 
     if _loop is None or _loop.is_closed():
-        _loop = asyncio.SelectorEventLoop(selectors.PollSelector())
+        _loop = asyncio.SelectorEventLoop(_selector_class()())
         if A.configure()["inline_sync"]:
             _loop.set_default_executor(A.inline_executor())
         with warnings.catch_warnings():
