@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -91,6 +92,10 @@ def log_config(level: str) -> dict:
 @click.option("--outbound-deny", multiple=True, metavar="HOST[:PORT]",
               help="Refuse outbound connections to this pattern for every served worker "
                    "(repeatable; wins over allow).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Server processes sharing the port (like uvicorn --workers): each has its "
+                   "own pools; the caches, compiled modules and snapshot images (page cache, "
+                   "copy-on-write) are shared. A process that dies is restarted.")
 @click.option("--keep-alive-timeout", default=5.0, show_default=True,
               type=click.FloatRange(0, min_open=True),
               help="Seconds an idle keep-alive connection stays open.")
@@ -106,7 +111,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
               queue_timeout: float, idle_timeout: float, admin_port: int | None,
               registry_ref: str | None, registry_interval: float, ca_file: str | None,
               fallback: str, outbound_allow: tuple[str, ...], outbound_deny: tuple[str, ...],
-              keep_alive_timeout: float,
+              workers: int, keep_alive_timeout: float,
               cache_dir: str | None, log_level: str, no_access_log: bool) -> None:
     """Serve deployments (default: every worker in the store) over HTTP.
 
@@ -138,6 +143,12 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                           max_body_size=max_body_size << 20, watch_interval=watch_interval)
     except ServeError as e:
         raise UserError(str(e)) from None
+    pre_bound = None
+    if workers > 1:  # bind first, then fork: the children share the listening sockets
+        pre_bound = [_listen(host, port)]
+        if admin_port is not None:
+            pre_bound.append(_listen(host, admin_port))
+        _fork_workers(workers, pre_bound)  # returns only in a child
     limit = cfg.memory_limit
     try:
         store = Store(store_dir)
@@ -258,9 +269,15 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
     app = ServerApp(targets, cfg, on_startup=[on_started], metrics=metrics,
                     unavailable=unavailable)
     upgrades.attach(app)
-    sockets = None
-    if admin_port is not None:
+    sockets = pre_bound
+    if sockets is None and admin_port is not None:
         sockets = [_listen(host, port), _listen(host, admin_port)]
+    if sockets is not None and admin_port is None:
+        bound = sockets[0].getsockname()[1]
+        app.on_startup.append(lambda _app: logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit) [process %d]", host, bound,
+            os.getpid()))
+    if admin_port is not None:
         app.admin_port = sockets[1].getsockname()[1]
         metrics.pools = lambda: app.pools
         if follower is not None:
@@ -313,6 +330,63 @@ class _Upgrades:
         for name, current, factory in self.early:
             app.upgrader(name, current)(factory)
         self.early.clear()
+
+
+def _fork_workers(n: int, sockets: list) -> None:
+    """``--workers N``: fork ``n`` server processes that inherit ``sockets`` and return in each
+    of them; the parent supervises: it forwards SIGTERM/SIGINT, restarts a child that dies
+    while not stopping, and exits when all are gone (with the worst child exit status). Call
+    before any thread or isolate exists (``fork`` copies only the calling thread)."""
+    import time
+
+    children: dict[int, int] = {}
+
+    def spawn(i: int) -> bool:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            return True
+        children[pid] = i
+        return False
+
+    for i in range(n):
+        if spawn(i):
+            return
+    stopping = False
+
+    def forward(sig, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("supervising %d server processes: %s", n, ", ".join(map(str, children)))
+    worst = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        i = children.pop(pid, None)
+        code = os.waitstatus_to_exitcode(status)
+        if not stopping and i is not None:
+            print(f"server process {pid} exited ({code}): starting another", file=sys.stderr)
+            time.sleep(0.5)
+            if spawn(i):
+                return
+        elif code not in (0, -signal.SIGINT, -signal.SIGTERM):
+            worst = max(worst, abs(code))
+    for sock in sockets:
+        sock.close()
+    sys.exit(worst)
 
 
 def _listen(host: str, port: int):
