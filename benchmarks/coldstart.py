@@ -805,6 +805,7 @@ def run(workload: str = "reference", runs: int = 20, *, warmup: int = 2,
             except BenchError as e:
                 result["memory"] = {"skipped": str(e)}
         result["peers"] = peer_ratios(result)
+        result["targets"] = targets(result)
         result["wall_s"] = round(time.perf_counter() - t_start, 1)
         return result
     finally:
@@ -911,6 +912,59 @@ def cold_table(result: dict, markdown: bool = False) -> list[str]:
     return [fmt(head), fmt(["-" * x for x in widths])] + [fmt(r) for r in rows]
 
 
+#: issue 13's targets: (key, what, how to compute from the result, bound, "<=" or ">=")
+TARGETS = (
+    ("cold_over_warm", "cold start (mode 2) p50 / warm request p50", "<=", 3.0),
+    ("prewarmed_over_warm", "pre-warmed pool (mode 3) p50 / warm request p50", "<=", 1.5),
+    ("rps_over_native", "warm sequential req/s / native uvicorn's", ">=", 0.4),
+    ("p99_over_native", "warm p99 / native uvicorn's p99", "<=", 3.0),
+    ("private_dirty_mib", "private dirty memory per restored isolate (MiB, 1 isolate)", "<=", 1.0),
+    ("pss_at_32_mib", "PSS per isolate at 32 isolates (MiB)", "<=", 2.0),
+)
+
+
+def targets(result: dict) -> dict:
+    """Issue 13's ratios from one run: ``{key: {"value", "bound", "op", "met"}}`` for those
+    the run measured."""
+    modes, warm = result.get("modes") or {}, result.get("warm") or {}
+    mem = (result.get("memory") or {}).get("counts") or {}
+    wp = ((warm.get("pyworkers") or {}).get("sequential") or {}).get("p50")
+    vals: dict[str, float] = {}
+    cold = ((modes.get("snapshot_restore") or {}).get("summary") or {}).get("p50")
+    pre = ((modes.get("prewarmed") or {}).get("summary") or {}).get("p50")
+    if wp and cold:
+        vals["cold_over_warm"] = cold / wp
+    if wp and pre:
+        vals["prewarmed_over_warm"] = pre / wp
+    r = warm.get("ratio") or {}
+    if r:
+        vals["rps_over_native"] = r["rps_pyworkers_over_native"]
+        vals["p99_over_native"] = r["p99_pyworkers_over_native"]
+    if "1" in mem and mem["1"].get("private_dirty_per_isolate_bytes") is not None:
+        vals["private_dirty_mib"] = mem["1"]["private_dirty_per_isolate_bytes"] / 2**20
+    if "32" in mem and mem["32"].get("pss_per_isolate_bytes") is not None:
+        vals["pss_at_32_mib"] = mem["32"]["pss_per_isolate_bytes"] / 2**20
+    out = {}
+    for key, what, op, bound in TARGETS:
+        if key in vals:
+            v = vals[key]
+            out[key] = {"what": what, "value": round(v, 3), "op": op, "bound": bound,
+                        "met": v <= bound if op == "<=" else v >= bound}
+    return out
+
+
+def target_lines(result: dict) -> list[str]:
+    t = result.get("targets") or targets(result)
+    if not t:
+        return []
+    lines = ["targets (issue 13), from this run:"]
+    for e in t.values():
+        lines.append(f"  {e['what']:62} {e['value']:>8.2f}  target {e['op']} {e['bound']:g}: "
+                     + ("met" if e["met"] else "NOT met"))
+    lines.append("")
+    return lines
+
+
 def format_table(result: dict) -> str:
     """The human-readable report."""
     w, mach = result["workload"], result["machine"]
@@ -989,14 +1043,15 @@ def format_table(result: dict) -> str:
     if snap:
         lines.append(f"snapshot: {_mib(snap['memory_raw_bytes'])} memory raw, "
                      f"{_mib(snap['memory_compressed_bytes'])} compressed ({snap['compression']}), "
-                     f"file {_mib(snap['file_bytes'])}; image module compiled once per machine "
-                     f"in {(result['deploy'].get('image_module_compile_ms') or 0) / 1000:.1f} s "
-                     f"(at deploy), restorer opened in {_ms(result.get('restorer_open_ms'))} ms")
+                     f"file {_mib(snap['file_bytes'])}; restorer opened in "
+                     f"{_ms(result.get('restorer_open_ms'))} ms (compiling the image module "
+                     "the first time: once per machine, in the background under serve)")
     t = result["deploy"].get("timings_ms") or {}
     if t:
         stages = ", ".join(f"{k} {_ms(v)}" for k, v in t.items() if k != "total")
         lines.append(f"deploy: {(t.get('total') or 0) / 1000:.1f} s ({stages} ms)")
     lines.append("")
+    lines += target_lines(result)
     lines += peer_lines(result)
     if result.get("wall_s") is not None:
         lines.append(f"wall time of this benchmark: {result['wall_s']:.0f} s")
