@@ -9,15 +9,13 @@ follow it, HAProxy in front, 20 clients.
 - Three ``pyworkers serve cluster --registry oci://127.0.0.1:PORT/apps --admin-port 0`` nodes,
   each with its own store. Caches (``PYWORKERS_TEST_CLUSTER_CACHE``):
 
-  - ``shared`` (default): the nodes use the default cache, the build step's, where ``deploy``
-    already compiled both snapshots' image modules; a pull then only downloads, verifies and
-    switches.
-  - ``separate``: each node has its own cache (``PYWORKERS_CACHE_DIR``) seeded with the
-    installed runtime release only, as the Kubernetes image bakes it in, so each node compiles
-    every snapshot's image module itself before switching. Measured on this 2-core machine
-    under the test's load (2026-12-04): the three nodes switched 37.5-38.7 s after the push
-    (three concurrent image compiles), against the 10 s the issue asks: the test fails in this
-    mode here, which is why ``shared`` is the default.
+  - ``separate`` (default): each node has its own cache (``PYWORKERS_CACHE_DIR``) seeded with
+    the installed runtime release only, as the Kubernetes image bakes it in, so no node has a
+    compiled image module of the new snapshot: it switches as soon as the pull verifies,
+    serving with copy restores while it compiles the image module in the background
+    (measured 2026-12-04: the three nodes answered v2 0.6-0.8 s after the push; before that
+    change, compiling first, 37.5-38.7 s).
+  - ``shared``: the nodes use the default cache, the build step's.
 - HAProxy (Debian package ``haproxy``): round robin over the nodes' app ports, health checks on
   each node's ``/readyz`` (admin port), ``retry-on conn-failure`` with ``option redispatch``; it
   adds ``x-node`` (the server that answered) to each response.
@@ -53,7 +51,7 @@ REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 HAPROXY_BIN = shutil.which("haproxy") or "/usr/sbin/haproxy"
 STARTED = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+) \(Press CTRL\+C to quit\); "
                      r"admin on http://127\.0\.0\.1:(\d+) ")
-CACHE_MODE = os.environ.get("PYWORKERS_TEST_CLUSTER_CACHE", "shared")
+CACHE_MODE = os.environ.get("PYWORKERS_TEST_CLUSTER_CACHE", "separate")
 CLIENTS = 20
 REQUEST = "/slow?s=0.1"  # short, so that every node holds requests at any moment
 LOAD_SECONDS = 30.0  # at least; longer when a switch is slow (bounded: Load.limit)
