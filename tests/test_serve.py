@@ -62,6 +62,11 @@ class Server:
     def text(self) -> str:
         return self.log.read_bytes().decode("utf-8", "replace")
 
+    @property
+    def ws(self) -> str:
+        """The WebSocket URL of :attr:`url`."""
+        return "ws" + self.url[len("http"):]
+
     def wait_log(self, pattern: str, timeout: float = 60) -> re.Match:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

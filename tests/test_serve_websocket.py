@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -27,6 +24,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from test_serve import Server, pyworkers_serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
@@ -34,54 +33,6 @@ pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data" / "serve" / "chat"
 RAW_APP, FASTAPI_APP = DATA / "asgi", DATA / "fastapi"
-READY = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
-
-
-class Server:
-    """A server subprocess whose stderr goes to a file; ``url`` once it listens."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict | None = None):
-        self.log = log
-        self.out = log.with_suffix(".stdout")
-        with open(log, "wb") as err, open(self.out, "wb") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=err,
-                                         env={**os.environ, **(env or {})})
-        self.url = ""
-
-    def wait_ready(self, timeout: float = 300) -> "Server":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = READY.search(self.log.read_bytes())
-            if m:
-                self.url = f"http://127.0.0.1:{int(m.group(1))}"
-                return self
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.text()[-4000:]}")
-            time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"server not ready after {timeout} s:\n{self.text()[-4000:]}")
-
-    def text(self) -> str:
-        return self.log.read_bytes().decode("utf-8", "replace")
-
-    @property
-    def ws(self) -> str:
-        return "ws" + self.url[len("http"):]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
-
-
-def pyworkers_serve(*args: str, log: Path) -> Server:
-    return Server([sys.executable, "-m", "pyworkers", "serve", "--host", "127.0.0.1",
-                   "--port", "0", *args], log)
 
 
 def ws_connect(url: str, **kw):
