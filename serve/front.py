@@ -29,6 +29,7 @@ import logging
 import time
 from typing import Any, Callable, Mapping
 
+from pyworkers.serve import connections
 from pyworkers.serve.config import ServeConfig
 from pyworkers.serve.errors import PoolUnavailable, ServeError
 from pyworkers.serve.pool import Pool
@@ -39,7 +40,7 @@ from pyworkers.serve.worker import Conversation, IsolateFactory
 log = logging.getLogger("pyworkers.serve")
 
 _STATUS_TEXT = {500: "Internal Server Error", 503: "Service Unavailable",
-                504: "Gateway Timeout", 413: "Content Too Large"}
+                504: "Gateway Timeout", 413: "Content Too Large", 408: "Request Timeout"}
 
 
 class ResponseAborted(Exception):
@@ -221,7 +222,16 @@ class ServerApp:
             await _plain(send, 413, f"request body over {self.config.max_body_size} bytes\n",
                          "too-large", close=True)
             return name
-        first = await receive()
+        if _has(scope, b"transfer-encoding") and _has(scope, b"content-length"):
+            # RFC 9112 6.1: ambiguous framing (a request smuggling vector): refuse and close
+            await _plain(send, 400, "Bad Request: both Content-Length and Transfer-Encoding\n",
+                         None, close=True)
+            return name
+        try:
+            first = await asyncio.wait_for(receive(), self.config.request_timeout)
+        except asyncio.TimeoutError:
+            await _plain(send, 408, "Request Timeout\n", "timeout", close=True)
+            return name
         if first["type"] != "http.request":
             return name  # the client went away before its request arrived
         pool = self.pools[name]
@@ -233,8 +243,10 @@ class ServerApp:
                          "startup" if e.reason == "startup" else "unavailable")
             return name
         conv = worker.open("http", f"{scope['method']} {scope['path']}")
+        client = scope.get("client")
         ex = HttpExchange(conv, receive, send, request_timeout=self.config.request_timeout,
-                          max_body_size=self.config.max_body_size)
+                          max_body_size=self.config.max_body_size,
+                          abort=lambda: connections.abort(client))
         await ex.run(dict(scope, root_path=root_path), first)
         return name
 
@@ -267,8 +279,11 @@ class HttpExchange:
     bytes. :meth:`run` returns when the response is complete (the app's task may go on)."""
 
     def __init__(self, conv: Conversation, receive: Callable, send: Callable, *,
-                 request_timeout: float, max_body_size: int):
+                 request_timeout: float, max_body_size: int,
+                 abort: Callable[[], Any] | None = None):
         self.conv, self.receive, self.send = conv, receive, send
+        #: drops the client connection at once (a started response that cannot complete)
+        self.abort = abort
         self.request_timeout, self.max_body_size = request_timeout, max_body_size
         self.started = self.complete = False
         self.received = 0
@@ -403,8 +418,10 @@ class HttpExchange:
         if not self.started:
             self.started = True
             await _plain(self.send, status, _STATUS_TEXT.get(status, "Error") + "\n", fault,
-                         close=status == 413)
+                         close=status in (413, 504))
         elif not self.complete:
+            if self.abort is not None:  # do not wait for a client that may never read
+                asyncio.get_running_loop().call_soon(self.abort)
             raise ResponseAborted(f"{self.where}: {message}")
 
 
@@ -485,6 +502,10 @@ class _WebSocketExchange:
                 self.conv.push(wire.H_WS_DISCONNECT, {"code": int(ev.get("code", 1005)),
                                                       "reason": str(ev.get("reason") or "")})
                 return
+
+
+def _has(scope: dict, name: bytes) -> bool:
+    return any(k == name for k, _ in scope.get("headers", ()))
 
 
 def _content_length(scope: dict) -> int | None:

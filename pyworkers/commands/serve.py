@@ -288,7 +288,9 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
         app.on_startup.append(lambda _app: logging.getLogger("uvicorn.error").info(
             "Uvicorn running on http://%s:%d (Press CTRL+C to quit); admin on http://%s:%d "
             "(/healthz /readyz /metrics)", host, bound, host, app.admin_port))
-    config = uvicorn.Config(app, host=host, port=port, lifespan="on",
+    from pyworkers.serve.connections import ServeH11Protocol
+
+    config = uvicorn.Config(app, host=host, port=port, lifespan="on", http=ServeH11Protocol,
                             log_config=log_config(log_level), log_level=log_level,
                             access_log=not no_access_log, timeout_keep_alive=keep_alive_timeout,
                             timeout_graceful_shutdown=cfg.drain_timeout)

@@ -454,6 +454,7 @@ def _selector_class():
         def select(self, timeout=None):
             server = _server
             if server is not None:
+                _flush_output()
                 server.flush()
             if timeout is not None and timeout <= 0:
                 self._zero += 1
@@ -464,6 +465,24 @@ def _selector_class():
             return super().select(timeout)
 
     return _ServeSelector
+
+
+def _flush_output():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed or replaced stream
+            pass
+
+
+def _block_buffer_output():
+    """The guest's stdout/stderr look like a terminal (line-buffered: one host call per
+    printed line); under serve they are block-buffered and flushed at each loop iteration."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=False)
+        except Exception:  # noqa: BLE001 - not a TextIOWrapper
+            pass
 
 
 def prepare_loop():
@@ -497,6 +516,7 @@ def run(options=None):
     if A._app is None:
         raise RuntimeError("no ASGI app loaded: call _pyworkers_asgi.load first")
     loop = prepare_loop()
+    _block_buffer_output()
     server = _server = _Server(A._app, A._state, loop)
     loop.add_reader(server.fd, server.on_readable)
     try:
