@@ -918,7 +918,7 @@ TARGETS = (
     ("prewarmed_over_warm", "pre-warmed pool (mode 3) p50 / warm request p50", "<=", 1.5),
     ("rps_over_native", "warm sequential req/s / native uvicorn's", ">=", 0.4),
     ("p99_over_native", "warm p99 / native uvicorn's p99", "<=", 3.0),
-    ("private_dirty_mib", "private dirty memory per restored isolate (MiB, 1 isolate)", "<=", 1.0),
+    ("private_dirty_mib", "private dirty memory per restored isolate (MiB, at 8)", "<=", 1.0),
     ("pss_at_32_mib", "PSS per isolate at 32 isolates (MiB)", "<=", 2.0),
 )
 
@@ -940,8 +940,9 @@ def targets(result: dict) -> dict:
     if r:
         vals["rps_over_native"] = r["rps_pyworkers_over_native"]
         vals["p99_over_native"] = r["p99_pyworkers_over_native"]
-    if "1" in mem and mem["1"].get("private_dirty_per_isolate_bytes") is not None:
-        vals["private_dirty_mib"] = mem["1"]["private_dirty_per_isolate_bytes"] / 2**20
+    # at 8 isolates: the 1-isolate growth is within the process's own noise (it can be < 0)
+    if "8" in mem and mem["8"].get("private_dirty_per_isolate_bytes") is not None:
+        vals["private_dirty_mib"] = mem["8"]["private_dirty_per_isolate_bytes"] / 2**20
     if "32" in mem and mem["32"].get("pss_per_isolate_bytes") is not None:
         vals["pss_at_32_mib"] = mem["32"]["pss_per_isolate_bytes"] / 2**20
     out = {}
