@@ -167,3 +167,48 @@ def concurrency_cmd(clients: int, requests: int, sync_requests: int, rounds: int
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(res, indent=1) + "\n")
     click.echo(json.dumps(res, indent=1) if as_json else concurrency.format_table(res))
+
+
+@bench.command("proxy")
+@click.option("--clients", default=16, show_default=True, type=click.IntRange(1),
+              help="Concurrent closed-loop clients (one keep-alive connection each).")
+@click.option("--requests", default=1000, show_default=True, type=click.IntRange(1),
+              help="Counted requests per server.")
+@click.option("--rounds", default=4, show_default=True, type=click.IntRange(1),
+              help="Interleaved rounds the counted requests are split into.")
+@click.option("--body-bytes", default=1024, show_default=True, type=click.IntRange(0),
+              help="Size of the upstream's response body.")
+@click.option("--delay-ms", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="The upstream waits this long before answering.")
+@click.option("--roundtrip-n", default=2000, show_default=True, type=click.IntRange(0),
+              help="send+recv round trips (and n/10 connects) for the socket latency; 0 skips.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="Also write the JSON result to FILE.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def proxy_cmd(clients: int, requests: int, rounds: int, body_bytes: int, delay_ms: float,
+              roundtrip_n: int, as_json: bool, output: str | None, quiet: bool) -> None:
+    """A proxying endpoint (httpx.AsyncClient to a local upstream) vs native uvicorn.
+
+    \b
+    N clients against benchmarks/workloads/proxy (plain ASGI + httpx) served by
+      pyworkers serve --max-isolates 1 --outbound-allow 127.0.0.1:*
+      uvicorn main:app (1 process, the host's httpx)
+    both subprocesses on 127.0.0.1, rounds interleaved; every request fetches a fixed body
+    from an upstream HTTP server started by the benchmark. Then the guest's added latency
+    of one connect+send+recv round trip vs native (benchmarks/net_roundtrip.py).
+    Prints requests/s and p50/p99 latency per server, or JSON with --json.
+    """
+    from pyworkers.benchmarks import proxy
+    from pyworkers.benchmarks.coldstart import BenchError
+
+    try:
+        res = proxy.run(clients, requests, rounds=rounds, body_bytes=body_bytes,
+                        delay_ms=delay_ms, roundtrip_n=roundtrip_n,
+                        progress=None if quiet else proxy.stderr_progress)
+    except BenchError as e:
+        raise UserError(str(e)) from None
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(res, indent=1) + "\n")
+    click.echo(json.dumps(res, indent=1) if as_json else proxy.format_table(res))

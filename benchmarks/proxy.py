@@ -1,0 +1,350 @@
+"""A proxying endpoint on one isolate vs native uvicorn: ``pyworkers bench proxy`` (issue 12).
+
+The workload (``workloads/proxy``: plain ASGI calling an upstream with one shared
+``httpx.AsyncClient``, ``requirements.txt``: ``httpx``) runs twice on this machine, both as
+subprocesses on 127.0.0.1 started once per run, next to an upstream HTTP server:
+
+- ``upstream``: an asyncio HTTP/1.1 keep-alive server in its own process (:func:`serve_upstream`)
+  answering every ``GET`` with the same ``body_bytes`` (default 1024) body after ``delay_ms``
+  (default 0);
+- ``pyworkers``: ``python -m pyworkers serve workloads/proxy --max-isolates 1 --min-idle 1
+  --outbound-allow 127.0.0.1:*`` (development mode: ``httpx`` is resolved from the package
+  index and installed into the app's layer on the first run; the server is ready only after
+  that, so it never counts);
+- ``native``: ``python -m uvicorn main:app --app-dir workloads/proxy`` with this Python's own
+  ``httpx``.
+
+``clients`` closed-loop clients (one keep-alive HTTP/1.1 connection each, a minimal asyncio
+client in this process) send ``GET /?upstream=127.0.0.1:PORT`` back to back; each response
+must be 200 with the upstream's exact body. An uncounted warm-up (``2 x clients`` requests per
+server), then ``rounds`` counted rounds of ``requests / rounds`` requests per server; the
+servers alternate within a round and the order flips every round (interleaved, so drift hits
+both alike). Latency is per request, from writing it to having read the whole response
+(``time.perf_counter``, ms); requests/s is counted requests over the summed wall time of their
+rounds; percentiles are nearest-rank (:func:`pyworkers.benchmarks.coldstart.pct`).
+
+Last, the added latency of the guest's socket path alone: one ``connect`` + ``send`` + ``recv``
+(+ ``close``) and one ``send`` + ``recv`` on an open connection, in an isolate vs in this
+process, from :func:`pyworkers.benchmarks.net_roundtrip.run`.
+
+Run: ``pyworkers bench proxy [--clients 16] [--requests 1000] [--json] [-o FILE]``.
+"""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pyworkers.benchmarks.coldstart import BenchError, describe_machine, pct, summary
+from pyworkers.benchmarks.concurrency import Subprocess
+
+HERE = Path(__file__).resolve().parent
+WORKLOAD = HERE / "workloads" / "proxy"
+FORMAT = 1
+KIND = "pyworkers-bench-proxy"
+SERVERS = ("pyworkers", "native")
+
+
+# --------------------------------------------------------------------------- upstream
+
+def upstream_body(size: int) -> bytes:
+    """The upstream's response body: ``size`` bytes of a fixed printable pattern."""
+    pattern = b"pyworkers proxy benchmark upstream body 0123456789\n"
+    return (pattern * (size // len(pattern) + 1))[:size]
+
+
+def serve_upstream(body_bytes: int = 1024, delay_ms: float = 0.0) -> None:
+    """Run the upstream HTTP server on 127.0.0.1 until killed (the benchmark runs it in a child
+    process): prints its port on stdout, then answers every request (``GET``, no request body,
+    HTTP/1.1 keep-alive, ``TCP_NODELAY``) with 200 and :func:`upstream_body` (``body_bytes``)
+    after ``await asyncio.sleep(delay_ms / 1000)`` when ``delay_ms > 0``."""
+    import socket
+
+    body = upstream_body(body_bytes)
+    response = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    delay = delay_ms / 1000
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                if delay:
+                    await asyncio.sleep(delay)
+                writer.write(response)
+                await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+        print(server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def start_upstream(body_bytes: int, delay_ms: float) -> tuple[subprocess.Popen, int]:
+    """:func:`serve_upstream` in a child process (so it never waits for the load client's
+    loop); returns (process, port). Raises :class:`BenchError` if it does not start."""
+    code = (f"from pyworkers.benchmarks.proxy import serve_upstream; "
+            f"serve_upstream({int(body_bytes)}, {float(delay_ms)!r})")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline()
+    if not line.strip().isdigit():
+        p.kill()
+        p.wait()
+        raise BenchError(f"the upstream server did not start (exit {p.returncode})")
+    return p, int(line)
+
+
+# --------------------------------------------------------------------------- servers
+
+def server_argv(kind: str) -> tuple[list[str], str]:
+    """``(argv, description)`` of the ``pyworkers`` or ``native`` server for the workload."""
+    if kind == "pyworkers":
+        return ([sys.executable, "-m", "pyworkers", "serve", str(WORKLOAD), "--host",
+                 "127.0.0.1", "--port", "0", "--max-isolates", "1", "--min-idle", "1",
+                 "--no-access-log", "--outbound-allow", "127.0.0.1:*"],
+                "pyworkers serve --max-isolates 1 --outbound-allow 127.0.0.1:*")
+    return ([sys.executable, "-m", "uvicorn", "main:app", "--app-dir", str(WORKLOAD), "--host",
+             "127.0.0.1", "--port", "0", "--no-access-log"], "uvicorn main:app (1 process)")
+
+
+# --------------------------------------------------------------------------- load
+
+async def load(port: int, target: str, expected: bytes, total: int, clients: int
+               ) -> tuple[list[float], float, dict[int, int]]:
+    """``total`` ``GET target`` requests from ``min(clients, total)`` closed-loop keep-alive
+    HTTP/1.1 connections to 127.0.0.1:``port``. Returns (latencies in ms, elapsed seconds,
+    status counts). Raises :class:`BenchError` when a connection fails, a response has no
+    Content-Length, or a 200 response's body is not ``expected``."""
+    request = (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+               "User-Agent: pyworkers-bench\r\n\r\n").encode()
+    left = [total]
+    lat: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while left[0] > 0:
+                left[0] -= 1
+                t0 = time.perf_counter()
+                writer.write(request)
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                status = int(head[0].split(" ", 2)[1])
+                headers = dict((k.strip().lower(), v.strip()) for k, _, v in
+                               (ln.partition(":") for ln in head[1:] if ":" in ln))
+                if "content-length" not in headers:
+                    raise BenchError(f"GET {target}: response without Content-Length")
+                body = await reader.readexactly(int(headers["content-length"]))
+                if status == 200 and body != expected:
+                    raise BenchError(f"GET {target} on port {port}: unexpected body "
+                                     f"{body[:200]!r}")
+                lat.append((time.perf_counter() - t0) * 1000)
+                statuses[status] = statuses.get(status, 0) + 1
+                if headers.get("connection", "").lower() == "close":
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except (OSError, asyncio.IncompleteReadError) as e:
+            raise BenchError(f"GET {target} on port {port}: {type(e).__name__}: {e}") from None
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(min(clients, total))))
+    return lat, time.perf_counter() - t0, statuses
+
+
+def _result(lat: list[float], elapsed: float, statuses: dict[int, int]) -> dict:
+    return {"requests": len(lat), "wall_s": round(elapsed, 3),
+            "rps": round(len(lat) / elapsed, 1) if elapsed else None,
+            "latency_ms": {**summary(lat), "p90": round(pct(lat, 90), 3) if lat else None},
+            "statuses": {str(k): statuses[k] for k in sorted(statuses)}}
+
+
+def measure(ports: dict[str, int], target: str, expected: bytes, total: int, clients: int,
+            rounds: int, progress: Callable[[str], None]) -> dict[str, dict]:
+    """Every server: warm-up (``2 x clients`` requests), then ``rounds`` interleaved counted
+    rounds (order flips every round). Returns ``{server: result}``."""
+    for port in ports.values():
+        asyncio.run(load(port, target, expected, 2 * clients, clients))
+    acc: dict[str, tuple[list[float], float, dict[int, int]]] = {k: ([], 0.0, {}) for k in ports}
+    per_round = [total // rounds + (1 if i < total % rounds else 0) for i in range(rounds)]
+    order = list(ports)
+    for r, n in enumerate(per_round):
+        for kind in (order if r % 2 == 0 else order[::-1]):
+            lat, elapsed, st = asyncio.run(load(ports[kind], target, expected, n, clients))
+            a_lat, a_el, a_st = acc[kind]
+            a_lat.extend(lat)
+            for s, c in st.items():
+                a_st[s] = a_st.get(s, 0) + c
+            acc[kind] = (a_lat, a_el + elapsed, a_st)
+        progress(f"round {r + 1}/{rounds} done")
+    return {k: _result(*v) for k, v in acc.items()}
+
+
+# --------------------------------------------------------------------------- the run
+
+def stderr_progress(msg: str) -> None:
+    """Progress line on stderr."""
+    print(f"[bench proxy] {msg}", file=sys.stderr, flush=True)
+
+
+def _selection() -> dict | None:
+    from pyworkers.config import load_worker_config
+
+    try:
+        return load_worker_config(WORKLOAD).runtime_selection().to_json()
+    except Exception:  # noqa: BLE001 - the machine description is informative only
+        return None
+
+
+def httpx_version(port: int) -> str | None:
+    """The ``httpx`` version the server on 127.0.0.1:``port`` runs (the workload's
+    ``GET /httpx-version``); None if it does not answer 200."""
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        c.request("GET", "/httpx-version")
+        r = c.getresponse()
+        body = r.read().decode("utf-8", "replace")
+        return body if r.status == 200 else None
+    except OSError:
+        return None
+    finally:
+        c.close()
+
+
+def run(clients: int = 16, requests: int = 1000, *, rounds: int = 4, body_bytes: int = 1024,
+        delay_ms: float = 0.0, roundtrip_n: int = 2000,
+        progress: Callable[[str], None] | None = stderr_progress) -> dict:
+    """Start the upstream and both servers, measure them (see the module docstring), stop them,
+    then measure the socket round trips (``roundtrip_n`` send+recv, ``roundtrip_n // 10``
+    connects; 0 skips them).
+
+    Returns the result dict (``format_table`` prints it). Raises :class:`BenchError` if a
+    server does not start (the log's tail included), a connection fails or a response is wrong.
+    """
+    say = progress or (lambda m: None)
+    rounds = max(1, rounds)
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {
+        "format": FORMAT, "kind": KIND, "machine": describe_machine(_selection()),
+        "workload": {"app": "benchmarks/workloads/proxy",
+                     "about": "GET /?upstream=127.0.0.1:PORT -> httpx.AsyncClient.get(upstream) "
+                              "-> its body",
+                     "upstream": {"body_bytes": body_bytes, "delay_ms": delay_ms,
+                                  "server": "asyncio HTTP/1.1 keep-alive, own process"}},
+        "method": {"clients": clients, "requests": requests, "rounds": rounds,
+                   "warmup_per_server": 2 * clients,
+                   "client": "closed-loop asyncio raw HTTP/1.1 keep-alive connections in the "
+                             "bench process, 127.0.0.1",
+                   "order": "servers alternate within a round, order flips every round",
+                   "latency": "request written -> whole response read (time.perf_counter)",
+                   "percentiles": "nearest rank"},
+        "servers": {}, "proxy": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="pyworkers-bench-proxy-") as tmp:
+        started: dict[str, Subprocess] = {}
+        upstream = None
+        try:
+            upstream, up_port = start_upstream(body_bytes, delay_ms)
+            for kind in SERVERS:
+                argv, about = server_argv(kind)
+                say(f"starting {about}")
+                started[kind] = Subprocess(argv, Path(tmp) / f"{kind}.log", about)
+            for s in started.values():
+                s.wait_ready()
+            ports = {k: s.port for k, s in started.items()}
+            target = f"/?upstream=127.0.0.1:{up_port}"
+            say(f"{requests} requests per server, {clients} clients, {rounds} rounds")
+            res = measure(ports, target, upstream_body(body_bytes), requests, clients, rounds,
+                          say)
+            p, nat = res["pyworkers"], res["native"]
+            res["ratio"] = {
+                "rps_pyworkers_over_native": _ratio(p["rps"], nat["rps"]),
+                "p50_pyworkers_over_native": _ratio(p["latency_ms"].get("p50"),
+                                                    nat["latency_ms"].get("p50")),
+                "p99_pyworkers_over_native": _ratio(p["latency_ms"].get("p99"),
+                                                    nat["latency_ms"].get("p99"))}
+            result["proxy"] = res
+            for kind, s in started.items():
+                result["servers"][kind] = {"about": s.about, "httpx": httpx_version(s.port),
+                                           "rss_bytes_after": s.rss_bytes()}
+        finally:
+            for s in started.values():
+                s.stop()
+            if upstream is not None:
+                upstream.kill()
+                upstream.wait()
+    if roundtrip_n > 0:
+        from pyworkers.benchmarks import net_roundtrip
+
+        say(f"socket round trips: {roundtrip_n} send+recv, {max(1, roundtrip_n // 10)} "
+            "connect+send+recv+close, isolate vs native")
+        result["roundtrip"] = net_roundtrip.run(roundtrip_n)
+    result["wall_s"] = round(time.perf_counter() - t_start, 1)
+    return result
+
+
+def _ratio(a, b) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def format_table(res: dict) -> str:
+    """The result as a text table: req/s, p50/p90/p99 per server and their ratio, then the
+    socket round trips (guest vs native, added p50)."""
+    m = res["machine"]
+    meth = res["method"]
+    up = res["workload"]["upstream"]
+    lines = [f"pyworkers bench proxy: {meth['clients']} clients, 1 isolate vs native uvicorn, "
+             f"upstream {up['body_bytes']} B after {up['delay_ms']:g} ms, 127.0.0.1",
+             f"machine: {m.get('cpu')} ({m.get('cores_usable') or m.get('cores')} cores), "
+             f"{m.get('os')}, Python {m.get('python')}, commit {m.get('commit')}",
+             "",
+             f"{'server':<11} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} "
+             f"{'p99 ms':>8}  statuses"]
+    e = res["proxy"]
+    for kind in SERVERS:
+        r = e[kind]
+        lat = r["latency_ms"]
+        st = " ".join(f"{s}x{c}" for s, c in r["statuses"].items())
+        lines.append(f"{kind:<11} {r['requests']:>8} {r['rps'] or 0:>8.1f} "
+                     f"{lat.get('p50', 0):>8.2f} {lat.get('p90') or 0:>8.2f} "
+                     f"{lat.get('p99', 0):>8.2f}  {st}")
+    ratio = e["ratio"]
+    lines.append(f"{'pyw/native':<11} {'':>8} {_fmt_ratio(ratio['rps_pyworkers_over_native']):>8} "
+                 f"{_fmt_ratio(ratio['p50_pyworkers_over_native']):>8} {'':>8} "
+                 f"{_fmt_ratio(ratio['p99_pyworkers_over_native']):>8}")
+    rt = res.get("roundtrip")
+    if rt:
+        lines += ["", f"socket round trip to a 127.0.0.1 echo server (64 B, n={rt['n']}):",
+                  f"{'':<26} {'guest p50':>10} {'p99':>9} {'native p50':>11} {'p99':>9} "
+                  f"{'added p50':>10}"]
+        for k, label in (("connect_send_recv_close", "connect+send+recv+close"),
+                         ("send_recv", "send+recv (open socket)")):
+            g, nat = rt["guest"][k], rt["native"][k]
+            lines.append(f"{label:<26} {g['p50_us']:>7.1f} us {g['p99_us']:>6.1f} us "
+                         f"{nat['p50_us']:>8.1f} us {nat['p99_us']:>6.1f} us "
+                         f"{rt['added_us'][k]:>7.1f} us")
+    lines.append("")
+    lines.append(f"workload: {res['workload']['about']}")
+    lines.append("httpx: " + ", ".join(f"{k} {v.get('httpx')}"
+                                       for k, v in res["servers"].items()))
+    lines.append(f"wall time {res['wall_s']} s")
+    return "\n".join(lines)
