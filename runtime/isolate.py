@@ -48,6 +48,10 @@ from pyworkers.runtime import vfs as V
 from pyworkers.runtime.vfs import VFS
 
 GUEST_DIR = Path(__file__).with_name("guest")
+#: the host's time zone database, mounted read-only where zoneinfo looks first when the
+#: isolate's layer has no ``tzdata`` package (apps without requirements)
+HOST_ZONEINFO = "/usr/share/zoneinfo"
+ZONEINFO_GUEST = "/usr/share/zoneinfo"
 NO_DEADLINE = 1 << 62
 #: Epoch tick (seconds): timeouts are enforced with this granularity.
 EPOCH_TICK_S = 0.01
@@ -261,6 +265,11 @@ class Isolate:
         if site_packages:
             self.layers[rt.site_packages_guest_path] = str(site_packages)
         self.layers.update({k: str(v) for k, v in (mounts or {}).items()})
+        # an IANA time zone database for zoneinfo: the lock's pinned tzdata wheel when the
+        # layer has it (deploy adds it to every resolution), else the host's, read-only
+        if not (site_packages and os.path.isdir(os.path.join(str(site_packages), "tzdata"))) \
+                and os.path.isdir(HOST_ZONEINFO) and ZONEINFO_GUEST not in self.layers:
+            self.layers[ZONEINFO_GUEST] = HOST_ZONEINFO
         self.fs = VFS(self.layers, tmp_cap=tmp_cap)
         if rt.site_packages_guest_path not in self.layers:
             self.fs._mkdir_p(rt.site_packages_guest_path)

@@ -317,3 +317,18 @@ def test_host_side_waits_honour_the_deadline_and_interrupt(runtime_314):
     with pytest.raises(IsolateCrashed, match="interrupted"):
         other.run("select.select([], [], [], 30)")
     assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.slow
+def test_zoneinfo_works_without_a_tzdata_layer():
+    """No site-packages layer (an app without requirements): zoneinfo still finds an IANA
+    database (the host's, mounted read-only); with a layer, the lock's tzdata wheel is used."""
+    import os
+
+    if not os.path.isdir("/usr/share/zoneinfo/Europe"):
+        pytest.skip("this host has no /usr/share/zoneinfo (Debian package tzdata)")
+    with Isolate("314.0.7") as iso:
+        out = iso.eval("__import__('datetime').datetime(2026, 1, 15, 12, tzinfo="
+                       "__import__('datetime').timezone.utc).astimezone("
+                       "__import__('zoneinfo').ZoneInfo('Europe/Paris')).isoformat()")
+    assert out == "'2026-01-15T13:00:00+01:00'"
