@@ -5,7 +5,6 @@ deploy naming the destination and the module."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -28,33 +27,26 @@ def _app(name: str, tmp_path: Path, outbound: str | None = None) -> Path:
 
 
 def _get(dep, path: str, egress) -> tuple[int, bytes]:
-    """One request through a restored isolate and the guest ASGI adapter (what serve runs)."""
-    from pyworkers.runtime.pool import Worker
+    """One request through a restored isolate and serve's own worker and request path."""
+    import asyncio
+    from functools import partial
+
+    from pyworkers.serve import with_app
+    from pyworkers.serve.oneshot import request, start_worker
     from pyworkers.snapshot import Restorer
 
     r = Restorer(dep.snapshot_path, **dep.restore_kwargs())
-    w = Worker("net-test", 0, 0)
-    try:
-        w.boot(lambda **_: r.new_isolate(egress=egress), 30)
-        fields = {"http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
-                  "raw_path": path.encode(), "query_string": b"", "root_path": "",
-                  "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 0),
-                  "server": ("localhost", 80)}
-        deadline = time.monotonic() + 30
-        res = w.call("start_http", fields, b"", False, deadline=deadline)
-        status, body = None, b""
-        while True:
-            for m in res["messages"]:
-                if m.get("type") == "http.response.start":
-                    status = m["status"]
-                elif m.get("type") == "http.response.body":
-                    body += m.get("body", b"")
-            if res["done"] or (res["idle"] and res["wait"] is None):
-                break
-            res = w.call("step", res["cid"], [], deadline=deadline)
-        return status, body
-    finally:
-        w.close()
+    factory = with_app(partial(r.new_isolate, egress=egress), dep.record["config"]["main"])
+
+    async def go():
+        w = await start_worker(factory, "net-test", startup_timeout=30)
+        try:
+            resp = await request(w, "GET", path, timeout=30)
+        finally:
+            await w.stop(0, 5)
+        return resp.status, resp.body
+
+    return asyncio.run(go())
 
 
 def test_a_deployed_apps_handler_reaches_an_allowed_upstream(tmp_path):
