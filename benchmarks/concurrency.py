@@ -134,16 +134,17 @@ def server_argv(kind: str, max_concurrency: int | None = None) -> tuple[list[str
 
 # --------------------------------------------------------------------------- load
 
-async def load(port: int, path: str, total: int, clients: int
+async def load(port: int, path: str, total: int, clients: int, expected: bytes | None = None
                ) -> tuple[list[float], float, dict[int, int]]:
     """``total`` ``GET path`` requests from ``clients`` closed-loop keep-alive HTTP/1.1
     connections to 127.0.0.1:``port``. Returns (latencies in ms, elapsed seconds, status
     counts). Responses must carry Content-Length (the workload's do) and, when 200, the
-    workload's body ``ok <path>``; raises :class:`BenchError` otherwise or when a connection
-    fails."""
+    workload's body ``ok <path>`` (or ``expected``); raises :class:`BenchError` otherwise or
+    when a connection fails."""
     request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                "User-Agent: pyworkers-bench\r\n\r\n").encode()
-    expected = f"ok {path}\n".encode()
+    if expected is None:
+        expected = f"ok {path}\n".encode()
     left = [total]
     lat: list[float] = []
     statuses: dict[int, int] = {}
@@ -179,7 +180,8 @@ async def load(port: int, path: str, total: int, clients: int
     return lat, time.perf_counter() - t0, statuses
 
 
-def _result(lat: list[float], elapsed: float, statuses: dict[int, int]) -> dict:
+def load_result(lat: list[float], elapsed: float, statuses: dict[int, int]) -> dict:
+    """A load run as JSON: requests, wall seconds, req/s, latency summary (ms), statuses."""
     return {"requests": len(lat), "wall_s": round(elapsed, 3),
             "rps": round(len(lat) / elapsed, 1) if elapsed else None,
             "latency_ms": {**summary(lat), "p90": round(pct(lat, 90), 3) if lat else None},
@@ -203,7 +205,7 @@ def measure(ports: dict[str, int], path: str, total: int, clients: int, rounds: 
                 a_st[s] = a_st.get(s, 0) + c
             acc[kind] = (a_lat, a_el + elapsed, a_st)
         progress(f"{path}: round {r + 1}/{rounds} done")
-    return {k: _result(*v) for k, v in acc.items()}
+    return {k: load_result(*v) for k, v in acc.items()}
 
 
 # --------------------------------------------------------------------------- the run

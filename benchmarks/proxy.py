@@ -39,8 +39,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pyworkers.benchmarks.coldstart import BenchError, describe_machine, pct, summary
-from pyworkers.benchmarks.concurrency import Subprocess
+from pyworkers.benchmarks.coldstart import BenchError, describe_machine
+from pyworkers.benchmarks.concurrency import Subprocess, load_result
+from pyworkers.benchmarks.concurrency import load as concurrency_load
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "workloads" / "proxy"
@@ -121,55 +122,10 @@ def server_argv(kind: str) -> tuple[list[str], str]:
 
 # --------------------------------------------------------------------------- load
 
-async def load(port: int, target: str, expected: bytes, total: int, clients: int
-               ) -> tuple[list[float], float, dict[int, int]]:
-    """``total`` ``GET target`` requests from ``min(clients, total)`` closed-loop keep-alive
-    HTTP/1.1 connections to 127.0.0.1:``port``. Returns (latencies in ms, elapsed seconds,
-    status counts). Raises :class:`BenchError` when a connection fails, a response has no
-    Content-Length, or a 200 response's body is not ``expected``."""
-    request = (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-               "User-Agent: pyworkers-bench\r\n\r\n").encode()
-    left = [total]
-    lat: list[float] = []
-    statuses: dict[int, int] = {}
-
-    async def client() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while left[0] > 0:
-                left[0] -= 1
-                t0 = time.perf_counter()
-                writer.write(request)
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-                status = int(head[0].split(" ", 2)[1])
-                headers = dict((k.strip().lower(), v.strip()) for k, _, v in
-                               (ln.partition(":") for ln in head[1:] if ":" in ln))
-                if "content-length" not in headers:
-                    raise BenchError(f"GET {target}: response without Content-Length")
-                body = await reader.readexactly(int(headers["content-length"]))
-                if status == 200 and body != expected:
-                    raise BenchError(f"GET {target} on port {port}: unexpected body "
-                                     f"{body[:200]!r}")
-                lat.append((time.perf_counter() - t0) * 1000)
-                statuses[status] = statuses.get(status, 0) + 1
-                if headers.get("connection", "").lower() == "close":
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except (OSError, asyncio.IncompleteReadError) as e:
-            raise BenchError(f"GET {target} on port {port}: {type(e).__name__}: {e}") from None
-        finally:
-            writer.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(min(clients, total))))
-    return lat, time.perf_counter() - t0, statuses
-
-
-def _result(lat: list[float], elapsed: float, statuses: dict[int, int]) -> dict:
-    return {"requests": len(lat), "wall_s": round(elapsed, 3),
-            "rps": round(len(lat) / elapsed, 1) if elapsed else None,
-            "latency_ms": {**summary(lat), "p90": round(pct(lat, 90), 3) if lat else None},
-            "statuses": {str(k): statuses[k] for k in sorted(statuses)}}
+def load(port: int, target: str, expected: bytes, total: int, clients: int):
+    """:func:`pyworkers.benchmarks.concurrency.load` with the upstream's body as the expected
+    one (a coroutine)."""
+    return concurrency_load(port, target, total, clients, expected)
 
 
 def measure(ports: dict[str, int], target: str, expected: bytes, total: int, clients: int,
@@ -190,7 +146,7 @@ def measure(ports: dict[str, int], target: str, expected: bytes, total: int, cli
                 a_st[s] = a_st.get(s, 0) + c
             acc[kind] = (a_lat, a_el + elapsed, a_st)
         progress(f"round {r + 1}/{rounds} done")
-    return {k: _result(*v) for k, v in acc.items()}
+    return {k: load_result(*v) for k, v in acc.items()}
 
 
 # --------------------------------------------------------------------------- the run
