@@ -9,6 +9,8 @@ File format (every key optional)::
     dependency_groups = ["templates"]     # optional-dependency groups of pyproject.toml to add
     [vars]                                # environment variables, string values only
     GREETING = "hello"
+    [[kv]]                                # bindings and cron triggers:
+    binding = "CACHE"                     # see pyworkers.bindings.spec
 
 In ``pyproject.toml`` the same keys go under ``[tool.pyworkers]`` (and ``[tool.pyworkers.vars]``).
 Having both files configure the worker is an error. With neither, the defaults apply.
@@ -39,7 +41,7 @@ __all__ = ["ConfigError", "WorkerConfig", "load_worker_config", "DEFAULT_MAIN", 
 
 DEFAULT_MAIN = "main:app"
 KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "dependency_groups", "vars",
-        "max_concurrency")
+        "max_concurrency", "kv", "sql", "objects", "crons")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOTTED_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -80,6 +82,12 @@ class WorkerConfig:
     vars: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     max_concurrency: int | None = None
     dependency_groups: tuple[str, ...] = ()
+    #: ``{"kv": [{"binding", "url"?}], "sql": [...], "objects": [{"binding"}]}`` (only the
+    #: kinds declared; :mod:`pyworkers.bindings.spec`)
+    bindings: Mapping[str, tuple] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))
+    #: ``[{"schedule", "path"}]``: cron triggers
+    crons: tuple = ()
     origins: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -195,6 +203,13 @@ def _check(values: dict, where: str) -> dict:
                     raise _fail(where, f"vars.{k}", f"must be a string, got {_type_name(x)} "
                                                     f'{x!r}: quote it, {k} = "{x}"')
             v = dict(v)
+        if key in ("kv", "sql", "objects", "crons"):
+            from pyworkers.bindings.spec import check_tables
+
+            try:
+                v = check_tables(key, v, where)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         out[key] = v
     return out
 
@@ -247,6 +262,13 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
             raise ConfigError(f"{source or own}: name: not set and the directory name {default!r} "
                               'is not a worker name: add name = "my-worker"')
         values["name"] = default
+    from pyworkers.bindings.spec import KINDS, check_names
+
+    bindings = {k: tuple(values[k]) for k in KINDS if values.get(k)}
+    try:
+        check_names(bindings, values.get("vars", {}), where or _CLI)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return WorkerConfig(
         app_dir=app_dir,
         source=source,
@@ -257,5 +279,7 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
         vars=MappingProxyType(values.get("vars", {})),
         max_concurrency=values.get("max_concurrency"),
         dependency_groups=values.get("dependency_groups", ()),
+        bindings=MappingProxyType(bindings),
+        crons=tuple(values.get("crons", ())),
         origins=MappingProxyType(origins),
     )

@@ -40,6 +40,8 @@ Deployment record (``deployment.json``; paths relative to the store root)::
      "created": "<UTC ISO 8601>Z", "pyworkers_version": str,
      "config": {"name", "main", "compatibility_date": "YYYY-MM-DD",
                 "compatibility_flags": [str], "vars": {str: str},
+                "bindings": {"kv"|"sql"|"objects": [{"binding", "url"?}]},
+                "crons": [{"schedule", "path"}],
                 "source": "<config file>" | null, "app_dir": "<absolute source dir>"},
      "selection": RuntimeSelection.to_json(),
      "app": {"path": "deployments/<id>/app", "hash": "sha256:<hex>", "files": int,
@@ -778,6 +780,7 @@ def deploy(app_dir: str | os.PathLike, *,
                            f"{cfg.compatibility_date}"
                            + (f", from {cfg.source.name}" if cfg.source else ""))
         app_dir = app_dir.resolve()
+        _check_platform(cfg, st)
         try:  # the store: the worker's current deployment (lock seed), leftovers, staging
             previous = st.current(cfg.name) if st.root.is_dir() else None
             if st.root.is_dir():
@@ -808,6 +811,8 @@ def deploy(app_dir: str | os.PathLike, *,
                 "compatibility_flags": list(cfg.compatibility_flags),
                 "vars": dict(cfg.vars),
                 "max_concurrency": cfg.max_concurrency,
+                "bindings": {k: [dict(b) for b in v] for k, v in cfg.bindings.items()},
+                "crons": [dict(c) for c in cfg.crons],
                 "source": str(cfg.source.resolve()) if cfg.source else None,
                 "app_dir": str(app_dir),
             },
@@ -993,6 +998,32 @@ def deploy(app_dir: str | os.PathLike, *,
 
 #: Modules whose import-time entropy use is expected: pyworkers reseeds them after a restore.
 RESEEDED_MODULES = frozenset({"random"})
+
+
+def _check_platform(cfg, st: Store) -> None:
+    """Deploy-time checks of secrets and bindings: no ``[vars]`` key may share a name with a
+    secret of the worker or a binding; every backend ``url`` must answer. Raises
+    :class:`DeployError` (stage ``config``) naming the file and key."""
+    from pyworkers.bindings import BindingsError
+    from pyworkers.bindings.host import check_reachable
+    from pyworkers.bindings.secrets import SecretStore
+
+    where = str(cfg.source or cfg.app_dir / "pyworkers.toml")
+    try:
+        secrets = set(SecretStore(st.root).names(cfg.name)) if st.root.is_dir() else set()
+        both = sorted(secrets & set(cfg.vars))
+        if both:
+            raise BindingsError(
+                f"{where}: vars.{both[0]}: worker {cfg.name!r} also has a secret named "
+                f"{both[0]}: rename the var, or `pyworkers secret delete {both[0]} --name "
+                f"{cfg.name}`")
+        clash = sorted(secrets & {b["binding"] for v in cfg.bindings.values() for b in v})
+        if clash:
+            raise BindingsError(f"{where}: binding {clash[0]}: worker {cfg.name!r} also has a "
+                                f"secret named {clash[0]}: rename one of them")
+        check_reachable(cfg.bindings, where)
+    except BindingsError as e:
+        raise DeployError("config", str(e)) from None
 
 
 def _in_app(app_dir: Path, module: str) -> bool:

@@ -61,9 +61,15 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
     conc = dep.record["config"].get("max_concurrency")
     if dep.snapshot_path is None:
         kw = dep.isolate_kwargs()
-        return AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
-                          site_packages=kw["site_packages"], env=kw["env"],
-                          memory_limit=memory_limit, max_concurrency=conc)
+        booted = AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
+                            site_packages=kw["site_packages"], env=kw["env"],
+                            memory_limit=memory_limit, max_concurrency=conc)
+
+        def boot(*, stdout, stderr):
+            return booted(stdout=stdout, stderr=stderr)
+
+        boot.max_concurrency = conc  # type: ignore[attr-defined]
+        return with_platform(boot, dep)
 
     def make(copy: bool) -> IsolateFactory:
         try:
@@ -74,7 +80,7 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
         f = with_app(partial(r.new_isolate, memory_limit=memory_limit), main,
                      max_concurrency=conc)
         f.restorer = r  # type: ignore[attr-defined]
-        return f
+        return with_platform(f, dep)
 
     if upgrade is None:
         return make(False)
@@ -98,6 +104,21 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
              dep.id)
     threading.Thread(target=compile_then_upgrade, name=f"compile {dep.id}", daemon=True).start()
     return quick
+
+
+def with_platform(factory, dep):
+    """Attach deployment ``dep``'s platform to ``factory`` (a function): ``env_source`` (its
+    vars and the worker's secrets, read at each isolate start) and ``bindings`` (a
+    :class:`pyworkers.bindings.host.WorkerBindings` when it declares any). The pool reads
+    both when it starts an isolate (:meth:`pyworkers.serve.pool.Pool._new_worker`)."""
+    from pyworkers.bindings.host import WorkerBindings, env_source
+
+    cfg = dep.record["config"]
+    factory.env_source = env_source(dep.root, dep.name, cfg.get("vars") or {})
+    spec = cfg.get("bindings") or {}
+    factory.bindings = WorkerBindings(dep.root, dep.name, spec) if spec else None
+    factory.crons = list(cfg.get("crons") or [])
+    return factory
 
 
 def fallback_target(store, name: str, skip: str, *, memory_limit: int | None,
@@ -297,4 +318,4 @@ class StoreWatcher:
 
 
 __all__ = ["ServedLeases", "StoreWatcher", "app_layer", "build_target", "deployment_factory",
-           "deployment_target", "fallback_target", "stage_app"]
+           "deployment_target", "fallback_target", "stage_app", "with_platform"]

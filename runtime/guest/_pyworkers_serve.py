@@ -226,6 +226,13 @@ class _Conversation:
             self.server.emit(W.G_DONE, self.cid, {"error": error})
 
 
+def _env():
+    """``pyworkers_env.env``: bindings, vars and secrets (``scope["env"]``)."""
+    import pyworkers_env
+
+    return pyworkers_env.env
+
+
 def _as_bytes(v, what):
     if isinstance(v, bytes):
         return v
@@ -310,6 +317,7 @@ class _Server:
             scope["type"] = "http"
             scope["asgi"] = dict(self.versions[0])
             scope["state"] = dict(self.state)
+            scope["env"] = _env()
             self.convs[cid] = conv
             conv.deliver({"type": "http.request", "body": body, "more_body": more})
             conv.task = self.loop.create_task(conv.run(scope), name=f"http-{cid}")
@@ -319,6 +327,7 @@ class _Server:
             scope["type"] = "websocket"
             scope["asgi"] = dict(self.versions[1])
             scope["state"] = dict(self.state)
+            scope["env"] = _env()
             scope.setdefault("subprotocols", [])
             self.convs[cid] = conv
             conv.deliver({"type": "websocket.connect"})
