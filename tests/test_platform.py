@@ -390,3 +390,84 @@ def test_redis_and_postgresql_backends(redis_url, postgres_url, tmp_path):
         assert int(get(s2, "/sql/get", "remote").text) == start + 100
     finally:
         s2.stop()
+
+
+# ---------------------------------------------------------------------------- cron triggers
+def test_cron_trigger_fires_on_schedule_without_overlap(tmp_path):
+    """Every 2 s (croniter's seconds field) a handler that takes 3 s: it runs on schedule, two
+    runs never overlap, and the times it was busy are skipped (logged), not caught up."""
+    toml = (APP / "pyworkers.toml").read_text().replace('name = "plat"', 'name = "crony"') + \
+        '\n[[crons]]\nschedule = "* * * * * */2"\npath = "/tasks/tick?sleep=3"\n'
+    store = tmp_path / "store"
+    rec = deploy(app_copy(tmp_path / "app", toml), store)
+    assert rec["config"]["crons"] == [{"schedule": "* * * * * */2", "path": "/tasks/tick?sleep=3"}]
+    s = serve(store, tmp_path / "serve.log")
+    try:
+        s.wait_log(r"cron '\* \* \* \* \* \*/2' POST /tasks/tick\?sleep=3 \(scheduled "
+                   r"[0-9T:-]+Z\) -> 200", timeout=30)
+        s.wait_log(r"skipped: the previous run is still going", timeout=30)
+        deadline = time.monotonic() + 30
+        while True:
+            runs = json.loads(get(s, "/cron-runs", "crony").text)
+            if len(runs) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        s.stop()
+    assert len(runs) >= 3, runs
+    assert all(r["header"] == "* * * * * */2" for r in runs)
+    for a, b in zip(runs, runs[1:]):
+        assert b["started"] >= a["ended"] - 0.05, (a, b)  # never two at once
+        assert b["scheduled"] > a["scheduled"]
+    from datetime import datetime, timezone
+
+    for r in runs:  # started at its scheduled (even) second, give or take the dispatch
+        at = datetime.strptime(r["scheduled"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        assert at.second % 2 == 0 and 0 <= r["started"] - at.timestamp() < 1.5, r
+
+
+def test_cron_runner_with_an_injected_clock():
+    """No catch-up after a pause, one run at a time, the first time after the start."""
+    import asyncio
+
+    from pyworkers.bindings.cron import CronRunner
+
+    now = [1_800_000_000.0]  # 2027-01-15T08:00:00Z
+    sent: list = []
+    gate = asyncio.Event()
+
+    async def send(worker, path, headers, body):
+        sent.append((worker, path, dict(headers), json.loads(body)))
+        await gate.wait()
+        return 204
+
+    async def scenario():
+        r = CronRunner(lambda: {"w": [{"schedule": "*/5 * * * *", "path": "/t"}]}, send,
+                       clock=lambda: now[0])
+        assert r.check() == 300  # the next multiple of 5 minutes
+        now[0] += 300
+        r.check()
+        await asyncio.sleep(0)
+        assert len(sent) == 1 and sent[0][3]["scheduled_time"] == "2027-01-15T08:05:00Z"
+        assert sent[0][2][b"x-pyworkers-cron"] == b"*/5 * * * *"
+        now[0] += 300  # still running: skipped
+        r.check()
+        await asyncio.sleep(0)
+        assert len(sent) == 1 and r.skipped == 1
+        gate.set()
+        await asyncio.sleep(0.01)
+        now[0] += 3600  # an hour stalled (09:10): nothing caught up
+        r.check()
+        await asyncio.sleep(0.01)
+        assert len(sent) == 1 and r.missed == 1
+        now[0] += 299
+        r.check()
+        await asyncio.sleep(0.01)
+        assert len(sent) == 1
+        now[0] += 1  # 09:15
+        r.check()
+        await asyncio.sleep(0.01)
+        assert len(sent) == 2 and sent[1][3]["scheduled_time"] == "2027-01-15T09:15:00Z"
+        assert r.history[-1][4] == 204
+
+    asyncio.run(scenario())

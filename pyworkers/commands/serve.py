@@ -235,6 +235,10 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             app.watcher_task = asyncio.ensure_future(watcher.run())
         if follower is not None:
             follower.start()
+        from pyworkers.bindings.cron import CronRunner, asgi_sender, pool_triggers
+
+        app.cron = CronRunner(pool_triggers(app), asgi_sender(app))
+        app.cron_task = asyncio.ensure_future(app.cron.run())
 
     metrics = admin = None
     if admin_port is not None:

@@ -11,7 +11,9 @@ Bindings are read from ``scope["env"]``, except ``/outside`` which uses the impo
   it may stay); ``GET /sql/rows``;
 - ``PUT /obj/<key>``: the request body streamed into the objects binding (async iterator);
   ``GET /obj/<key>``: streamed back; ``GET /objlist?prefix=``; ``DELETE /obj/<key>``;
-- ``GET /outside``: the bindings seen through ``pyworkers_env.env``.
+- ``GET /outside``: the bindings seen through ``pyworkers_env.env``;
+- ``POST /tasks/tick?sleep=S`` (a cron trigger): sleeps S seconds, records the run in SQL;
+  ``GET /cron-runs`` lists the runs.
 """
 import json
 import os
@@ -116,6 +118,23 @@ async def app(scope, receive, send):
             page = await env.FILES.list(prefix=q.get("prefix", ""))
             return await reply(send, 200, json.dumps([(o["key"], o["size"])
                                                       for o in page["objects"]]))
+        if path == "/tasks/tick":  # a cron trigger: record the run (start, end, schedule)
+            import asyncio
+            import time
+
+            started = time.time()
+            info = json.loads(await body(receive))
+            await asyncio.sleep(float(q.get("sleep", 0)))
+            cron = dict(scope["headers"]).get(b"x-pyworkers-cron", b"").decode()
+            await env.DB.batch([
+                ("CREATE TABLE IF NOT EXISTS cron_runs (started REAL, ended REAL, "
+                 "scheduled TEXT, header TEXT)", []),
+                ("INSERT INTO cron_runs VALUES (?, ?, ?, ?)",
+                 [started, time.time(), info["scheduled_time"], cron])])
+            return await reply(send, 200, "ran")
+        if path == "/cron-runs":
+            rows = await env.DB.execute("SELECT * FROM cron_runs ORDER BY started")
+            return await reply(send, 200, json.dumps(list(rows)))
         if path == "/outside":
             e = pyworkers_env.env
             return await reply(send, 200, json.dumps(
