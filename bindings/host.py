@@ -124,4 +124,39 @@ def env_source(store_root: str | Path, worker: str,
     return read
 
 
-__all__ = ["WorkerBindings", "check_reachable", "data_dir", "env_source"]
+READ_ONLY_HINT = ("pyworkers: cannot write {path}: the app directory and the runtime's files are "
+                  "read-only. Write under /tmp (per isolate, in memory, lost when it retires) or "
+                  "declare a persistent volume in pyworkers.toml: [[volumes]] mount = \"/data\"\n")
+
+
+def prepare_isolate(iso, store_root: str | Path, worker: str, volumes: list[dict],
+                    stderr: Callable[[bytes], None] | None = None) -> None:
+    """Per isolate, after restore: mount the worker's volumes
+    (``<store>/data/<worker>/volumes/<name>``, :mod:`pyworkers.runtime.volume`) and make a
+    refused write to a read-only path print :data:`READ_ONLY_HINT` on the isolate's stderr
+    (once per path)."""
+    from pyworkers.bindings.spec import volume_dir
+
+    base = data_dir(store_root, worker) / "volumes"
+    for v in volumes:
+        iso.fs.mount_volume(v["mount"], base / volume_dir(v["mount"]), v.get("max_size"))
+    if stderr is not None:
+        told: set[str] = set()
+
+        def hint(path: str) -> None:
+            if path not in told and len(told) < 100:
+                told.add(path)
+                stderr(READ_ONLY_HINT.format(path=path).encode())
+
+        iso.fs.on_read_only = hint
+
+
+def scratch_platform(root: str | Path, worker: str, bindings: Mapping[str, list]):
+    """Bindings for a deploy's smoke test: the same names and kinds, embedded backends under
+    the scratch directory ``root`` (never the real data nor a remote server)."""
+    spec = {k: [{"binding": b["binding"]} for b in v] for k, v in bindings.items()}
+    return WorkerBindings(root, worker, spec) if spec else None
+
+
+__all__ = ["READ_ONLY_HINT", "WorkerBindings", "check_reachable", "data_dir", "env_source",
+           "prepare_isolate", "scratch_platform"]

@@ -14,11 +14,15 @@
     [[crons]]
     schedule = "*/5 * * * *"             # cron syntax (croniter): minute hour dom month dow
     path = "/tasks/cleanup"              # POSTed to at each scheduled time
+    [[volumes]]
+    mount = "/data"                      # a writable host directory in the store
+    max_size = "1GiB"                    # optional cap: bytes or a unit (KB/MB/GB, KiB/MiB/GiB)
 
 Shape kept in the deployment record (``config.bindings`` / ``config.crons``)::
 
     {"kv": [{"binding", "url"}], "sql": [...], "objects": [{"binding"}]}
     [{"schedule", "path"}]
+    [{"mount", "max_size": bytes | None}]            (``config.volumes``)
 """
 from __future__ import annotations
 
@@ -31,7 +35,13 @@ NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 KINDS = ("kv", "sql", "objects")
 #: keys each table accepts
 TABLE_KEYS = {"kv": ("binding", "url"), "sql": ("binding", "url"), "objects": ("binding",),
-              "crons": ("schedule", "path")}
+              "crons": ("schedule", "path"), "volumes": ("mount", "max_size")}
+#: guest directories a volume may not be mounted on or under
+RESERVED_MOUNTS = ("/app", "/lib", "/tmp", "/dev", "/proc", "/home")
+_SIZE_RE = re.compile(r"\s*(\d+)\s*(|B|KB|MB|GB|TB|KiB|MiB|GiB|TiB|K|M|G|T)\s*")
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "K": 1 << 10,
+          "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "KiB": 1 << 10, "MiB": 1 << 20,
+          "GiB": 1 << 30, "TiB": 1 << 40}
 URL_SCHEMES = {"kv": ("redis", "rediss"), "sql": ("postgresql", "postgres")}
 
 
@@ -55,6 +65,9 @@ def check_tables(kind: str, value, where: str) -> list[dict]:
                 raise ValueError(_unknown(where, f"{at}.{k}", TABLE_KEYS[kind]))
         if kind == "crons":
             out.append(_check_cron(t, where, at))
+            continue
+        if kind == "volumes":
+            out.append(_check_volume(t, where, at, out))
             continue
         name = t.get("binding")
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
@@ -85,6 +98,43 @@ def _check_cron(t: Mapping, where: str, at: str) -> dict:
     return {"schedule": sched, "path": path}
 
 
+def _check_volume(t: Mapping, where: str, at: str, earlier: list[dict]) -> dict:
+    mount = t.get("mount")
+    if not isinstance(mount, str) or not mount.startswith("/") or mount.rstrip("/") == "" \
+            or any(p in ("", ".", "..") for p in mount.rstrip("/").split("/")[1:]) \
+            or not all(NAME_RE.fullmatch(p.replace("-", "_").replace(".", "_"))
+                       for p in mount.rstrip("/").split("/")[1:]):
+        raise ValueError(f"{where}: {at}.mount: must be an absolute guest directory like "
+                         f'"/data" (letters, digits, "_", "-", "."), got {mount!r}')
+    mount = mount.rstrip("/")
+    for r in RESERVED_MOUNTS:
+        if mount == r or mount.startswith(r + "/"):
+            raise ValueError(f"{where}: {at}.mount: {mount} is inside {r}, which the runtime "
+                             'owns: mount the volume elsewhere, e.g. "/data"')
+    for e in earlier:
+        m = e["mount"]
+        if mount == m or mount.startswith(m + "/") or m.startswith(mount + "/"):
+            raise ValueError(f"{where}: {at}.mount: {mount} overlaps the volume at {m}")
+    spec: dict = {"mount": mount, "max_size": None}
+    if "max_size" in t:
+        v = t["max_size"]
+        m = _SIZE_RE.fullmatch(v) if isinstance(v, str) else None
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            spec["max_size"] = v
+        elif m and int(m.group(1)) > 0:
+            spec["max_size"] = int(m.group(1)) * _UNITS[m.group(2)]
+        else:
+            raise ValueError(f"{where}: {at}.max_size: must be a size in bytes or with a unit, "
+                             f'e.g. max_size = "1GiB", got {v!r}')
+    return spec
+
+
+def volume_dir(mount: str) -> str:
+    """The directory name of a volume under ``<store>/data/<worker>/volumes/``: its mount path
+    without the leading slash, ``/`` replaced by ``_`` (``/data`` -> ``data``)."""
+    return mount.strip("/").replace("/", "_")
+
+
 def check_names(tables: Mapping[str, list[dict]], vars_: Mapping[str, str], where: str) -> None:
     """Binding names must be unique across ``[[kv]]``/``[[sql]]``/``[[objects]]`` and differ
     from every ``[vars]`` key. Raises ``ValueError`` naming both places."""
@@ -111,4 +161,4 @@ def redact(url: str) -> str:
                        parts.fragment))
 
 
-__all__ = ["KINDS", "TABLE_KEYS", "check_names", "check_tables", "redact"]
+__all__ = ["KINDS", "TABLE_KEYS", "check_names", "check_tables", "redact", "volume_dir"]

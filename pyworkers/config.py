@@ -41,7 +41,7 @@ __all__ = ["ConfigError", "WorkerConfig", "load_worker_config", "DEFAULT_MAIN", 
 
 DEFAULT_MAIN = "main:app"
 KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "dependency_groups", "vars",
-        "max_concurrency", "kv", "sql", "objects", "crons")
+        "max_concurrency", "kv", "sql", "objects", "crons", "volumes")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOTTED_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -88,6 +88,8 @@ class WorkerConfig:
         default_factory=lambda: MappingProxyType({}))
     #: ``[{"schedule", "path"}]``: cron triggers
     crons: tuple = ()
+    #: ``[{"mount", "max_size"}]``: persistent volumes (bytes; ``None``: no cap)
+    volumes: tuple = ()
     origins: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -203,7 +205,7 @@ def _check(values: dict, where: str) -> dict:
                     raise _fail(where, f"vars.{k}", f"must be a string, got {_type_name(x)} "
                                                     f'{x!r}: quote it, {k} = "{x}"')
             v = dict(v)
-        if key in ("kv", "sql", "objects", "crons"):
+        if key in ("kv", "sql", "objects", "crons", "volumes"):
             from pyworkers.bindings.spec import check_tables
 
             try:
@@ -281,5 +283,6 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
         dependency_groups=values.get("dependency_groups", ()),
         bindings=MappingProxyType(bindings),
         crons=tuple(values.get("crons", ())),
+        volumes=tuple(values.get("volumes", ())),
         origins=MappingProxyType(origins),
     )

@@ -32,6 +32,7 @@ from pyworkers.runtime.engine import get_engine
 from pyworkers.runtime.streams import (POLLHUP, POLLIN, POLLNVAL, POLLOUT, Stream,
                                         StreamError, Waker)
 from pyworkers.runtime.vfs import FSError
+from pyworkers.runtime.volume import GUEST_FLOCK, VolFile
 
 _IMPLS: dict[str, Callable[..., Any]] = {}
 
@@ -403,8 +404,11 @@ class Host:
     @imp("fd_sync")
     @wasi
     def fd_sync(self, fd):
-        if fd not in self.fds:
+        of = self.fds.get(fd)
+        if of is None:
             raise FSError(V.EBADF)
+        if isinstance(of, V.OpenFile) and isinstance(of.node, VolFile) and of.host_fd is not None:
+            os.fsync(of.host_fd)  # a volume file: durable on the host
 
     @imp("environ_sizes_get")
     @wasi
@@ -630,10 +634,17 @@ class Host:
             elif isinstance(of, Stream):
                 of.flags = V.O_RDWR | self.mem.i32(varargs)
             return 0
-        if cmd == 12:  # F_GETLK
-            self.mem.pack("<h", self.mem.u32(varargs), 2)
-            return 0
-        if cmd in (13, 14):
+        if cmd in (12, 13, 14):  # F_GETLK / F_SETLK / F_SETLKW
+            ptr = self.mem.u32(varargs)
+            locks = getattr(self.fs, "locks", None)
+            if isinstance(of, V.OpenFile) and isinstance(of.node, VolFile) and locks is not None:
+                # a volume file: real record locks on the host file (pyworkers.runtime.volume)
+                out = locks.fcntl(of, cmd, self.mem.read(ptr, GUEST_FLOCK.size))
+                if out is not None:
+                    self.mem.write(ptr, out)
+                return 0
+            if cmd == 12:  # nothing else is shared: no lock ever conflicts
+                self.mem.pack("<h", ptr, 2)
             return 0
         raise FSError(V.EINVAL)
 

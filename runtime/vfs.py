@@ -305,6 +305,23 @@ class VFS:
         else:
             raise ValueError(f"layer {host} is neither a file nor a directory")
 
+    #: ``(guest path) -> None`` called when a write under a read-only layer is refused (the
+    #: server logs a hint: /tmp or a volume)
+    on_read_only = None
+
+    def _refused(self, apath: str) -> None:
+        cb = self.on_read_only
+        if cb is not None and not apath.startswith("/dev/"):
+            try:
+                cb(apath)
+            except Exception:  # noqa: BLE001 - a hint only
+                pass
+
+    def mount_volume(self, guest: str, host: str | os.PathLike, max_size: int | None = None) -> None:
+        """Mount host directory ``host`` writable at ``guest`` (:mod:`pyworkers.runtime.volume`:
+        shared with other isolates and processes, record locks, ``max_size`` bytes)."""
+        _vol.mount(self, guest, host, max_size)
+
     # -- path resolution
     def abspath(self, path: str) -> str:
         if not path.startswith("/"):
@@ -356,17 +373,29 @@ class VFS:
             if not parent.is_dir:
                 raise FSError(ENOTDIR, apath)
             if not parent.writable:
+                self._refused(apath)
                 raise FSError(EROFS if not isinstance(parent, MemDir) or parent is not self.root else EACCES, apath)
-            node = MemFile(writable=True, fs=self.tmpfs)
-            parent.children[name] = node  # type: ignore[union-attr]
+            if isinstance(parent, _vol.VolDir):
+                try:
+                    node = parent.create(name, bool(flags & O_EXCL))
+                except OSError as e:
+                    raise FSError(_HOST_TO_WASI.get(e.errno, EIO), apath) from None
+            else:
+                node = MemFile(writable=True, fs=self.tmpfs)
+                parent.children[name] = node  # type: ignore[union-attr]
         if node.is_dir:
             if (flags & O_ACCMODE) != 0:
                 raise FSError(EISDIR, apath)
         elif flags & O_DIRECTORY:
             raise FSError(ENOTDIR, apath)
         if (flags & O_ACCMODE) != 0 and not node.writable and not isinstance(node, DevNull):
+            if isinstance(node, (HostFile, HostDir)):
+                self._refused(apath)
             raise FSError(EROFS if isinstance(node, (HostFile, HostDir)) else EACCES, apath)
         of = OpenFile(node, flags, apath)
+        if isinstance(node, _vol.VolFile):
+            _vol.open_file(of, flags)
+            return of
         if isinstance(node, MemFile) and flags & O_TRUNC and node.writable:
             node.fs.resize(node, 0)  # type: ignore[union-attr]
         if isinstance(node, HostFile):
@@ -383,6 +412,8 @@ class VFS:
     def close(self, of: OpenFile) -> None:
         of.refs -= 1
         if of.refs <= 0 and of.host_fd is not None:
+            if isinstance(of.node, _vol.VolFile) and getattr(self, "locks", None) is not None:
+                self.locks.file_closed(of)  # POSIX: closing a file drops the owner's locks
             os.close(of.host_fd)
             of.host_fd = None
 
@@ -393,7 +424,7 @@ class VFS:
         pos = of.pos if offset is None else offset
         if node.is_dir:
             raise FSError(EISDIR)
-        if isinstance(node, HostFile):
+        if isinstance(node, (HostFile, _vol.VolFile)):
             data = os.pread(of.host_fd, n, pos)  # type: ignore[arg-type]
         elif isinstance(node, DynamicFile):
             data = bytes(of.entries[0][1].data[pos:pos + n])  # type: ignore[index,union-attr]
@@ -422,6 +453,8 @@ class VFS:
                 of.entries = [("request", MemFile())]
             of.entries[0][1].data += data  # type: ignore[index,union-attr]
             return len(data)
+        if isinstance(node, _vol.VolFile):
+            return _vol.write(of, data, offset)
         if not isinstance(node, MemFile) or not node.writable:
             raise FSError(EROFS)
         if offset is None and of.flags & O_APPEND:
@@ -464,7 +497,11 @@ class VFS:
         if parent.lookup(name) is not None:  # type: ignore[attr-defined]
             raise FSError(EEXIST, apath)
         if not parent.writable:
+            self._refused(apath)
             raise FSError(EROFS, apath)
+        if isinstance(parent, _vol.VolDir):
+            _vol.mkdir(parent, name)
+            return
         parent.children[name] = MemDir(writable=True, fs=self.tmpfs)  # type: ignore[union-attr]
 
     def unlink(self, path: str, rmdir: bool = False) -> None:
@@ -477,10 +514,13 @@ class VFS:
         if rmdir:
             if not node.is_dir:
                 raise FSError(ENOTDIR, apath)
-            if node.children:  # type: ignore[attr-defined]
+            if not isinstance(node, _vol.VolDir) and node.children:  # type: ignore[attr-defined]
                 raise FSError(ENOTEMPTY, apath)
         elif node.is_dir:
             raise FSError(EISDIR, apath)
+        if isinstance(parent, _vol.VolDir):
+            _vol.unlink(parent, name, node, rmdir)
+            return
         if isinstance(node, MemFile):
             self.tmpfs.used -= len(node.data)
         del parent.children[name]  # type: ignore[union-attr]
@@ -493,6 +533,11 @@ class VFS:
             raise FSError(ENOENT, oapath)
         if not (op.writable and np_.writable):
             raise FSError(EROFS if not op.writable else EXDEV, napath)
+        if isinstance(op, _vol.VolDir) or isinstance(np_, _vol.VolDir):
+            if not (isinstance(op, _vol.VolDir) and isinstance(np_, _vol.VolDir)):
+                raise FSError(EXDEV, napath)
+            _vol.rename(op, oname, np_, nname)
+            return
         existing = np_.lookup(nname)  # type: ignore[attr-defined]
         if isinstance(existing, MemFile):
             self.tmpfs.used -= len(existing.data)
@@ -500,6 +545,9 @@ class VFS:
         del op.children[oname]  # type: ignore[union-attr]
 
     def truncate(self, node: Node, size: int) -> None:
+        if isinstance(node, _vol.VolFile):
+            _vol.truncate(node, size)
+            return
         if not isinstance(node, MemFile) or not node.writable:
             raise FSError(EROFS)
         node.fs.resize(node, size)  # type: ignore[union-attr]
@@ -507,3 +555,4 @@ class VFS:
 
 EBUSY_ROOT = 10  # EBUSY
 
+from pyworkers.runtime import volume as _vol  # noqa: E402  (volume nodes subclass Node)

@@ -107,18 +107,34 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
 
 
 def with_platform(factory, dep):
-    """Attach deployment ``dep``'s platform to ``factory`` (a function): ``env_source`` (its
-    vars and the worker's secrets, read at each isolate start) and ``bindings`` (a
-    :class:`pyworkers.bindings.host.WorkerBindings` when it declares any). The pool reads
-    both when it starts an isolate (:meth:`pyworkers.serve.pool.Pool._new_worker`)."""
-    from pyworkers.bindings.host import WorkerBindings, env_source
+    """``factory`` with deployment ``dep``'s platform: each isolate gets the worker's volumes
+    mounted (and a hint on stderr when it writes to a read-only path); the returned factory
+    carries ``env_source`` (vars and the worker's secrets, read at each isolate start),
+    ``bindings`` (a :class:`pyworkers.bindings.host.WorkerBindings` when it declares any) and
+    ``crons``, which the pool and the cron runner read
+    (:meth:`pyworkers.serve.pool.Pool._new_worker`)."""
+    from pyworkers.bindings.host import WorkerBindings, env_source, prepare_isolate
 
     cfg = dep.record["config"]
-    factory.env_source = env_source(dep.root, dep.name, cfg.get("vars") or {})
+    volumes = list(cfg.get("volumes") or [])
+
+    def make(*, stdout, stderr):
+        iso = factory(stdout=stdout, stderr=stderr)
+        try:
+            prepare_isolate(iso, dep.root, dep.name, volumes, stderr)
+        except BaseException:
+            iso.close()
+            raise
+        return iso
+
+    for attr in ("max_concurrency", "restorer"):
+        if hasattr(factory, attr):
+            setattr(make, attr, getattr(factory, attr))
+    make.env_source = env_source(dep.root, dep.name, cfg.get("vars") or {})
     spec = cfg.get("bindings") or {}
-    factory.bindings = WorkerBindings(dep.root, dep.name, spec) if spec else None
-    factory.crons = list(cfg.get("crons") or [])
-    return factory
+    make.bindings = WorkerBindings(dep.root, dep.name, spec) if spec else None
+    make.crons = list(cfg.get("crons") or [])
+    return make
 
 
 def fallback_target(store, name: str, skip: str, *, memory_limit: int | None,
