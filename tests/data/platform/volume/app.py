@@ -4,6 +4,8 @@
   (``sqlite3`` on ``/data/app.db``: SQLite's own locking across isolates and processes);
 - ``GET /count``: ``{"rows", "counter", "whos", "isolates"}`` (distinct writers and isolates);
 - ``POST /write-app``: tries to write into the read-only app directory, answers the error;
+- ``POST /fill?mb=N``: writes N MiB to ``/data/fill.bin`` then removes it (507 with the error
+  past ``max_size``);
 - ``GET /files``: ``os.listdir("/data")``.
 """
 import json
@@ -64,6 +66,17 @@ async def app(scope, receive, send):
         except OSError as e:
             return await reply(send, 500, f"{type(e).__name__}: {e}")
         return await reply(send, 200, "written?")
+    if path == "/fill":  # write MiB to /data/fill.bin (past max_size: ENOSPC)
+        try:
+            with open("/data/fill.bin", "wb") as f:
+                for _ in range(int(q["mb"])):
+                    f.write(b"x" * (1 << 20))
+        except OSError as e:
+            return await reply(send, 507, f"{type(e).__name__}: {e}")
+        finally:
+            if os.path.exists("/data/fill.bin"):
+                os.remove("/data/fill.bin")
+        return await reply(send, 200, "filled")
     if path == "/files":
         return await reply(send, 200, json.dumps(sorted(os.listdir("/data"))))
     return await reply(send, 200, "volume app\n")
