@@ -27,6 +27,8 @@ import _pyworkers_serve
 
 #: bytes per object part sent or received in one host call
 CHUNK = 1 << 20
+#: largest KV value (bytes; the host's pyworkers.bindings.kv.MAX_VALUE)
+KV_MAX_VALUE = 25 << 20
 
 
 async def _call(binding, op, args, body=b""):
@@ -64,7 +66,11 @@ class KV:
 
     async def put(self, key, value, ttl=None, *, expiration_ttl=None):
         ttl = ttl if ttl is not None else expiration_ttl
-        await _call(self.name, "put", {"key": key, "ttl": ttl}, _bytes(value, "KV value"))
+        data = _bytes(value, "KV value")
+        if len(data) > KV_MAX_VALUE:  # checked by the host too; refused here before any copy
+            raise ValueError(f"KV value is {len(data)} bytes: the limit is {KV_MAX_VALUE} bytes "
+                             "(25 MiB); use an objects binding for larger data")
+        await _call(self.name, "put", {"key": key, "ttl": ttl}, data)
 
     async def delete(self, key):
         await _call(self.name, "delete", {"key": key})
