@@ -89,3 +89,28 @@ def test_volume_size_cap_and_read_only_app_dir(store, tmp_path):
         assert "/tmp" in m.group(1) and "[[volumes]]" in m.group(1)
     finally:
         s.stop()
+
+
+@pytest.mark.network
+def test_sqlmodel_on_a_volume_twenty_concurrent_writers_across_isolates(tmp_path):
+    """SQLModel (from the package index) on sqlite:////data/app.db: 20 concurrent requests, one
+    per isolate at a time, each a row and a read-modify-write of a counter."""
+    store = tmp_path / "store"
+    r = cli("deploy", str(APP.parent / "sqlmodel-volume"), "--store", str(store), "-q")
+    assert r.returncode == 0, r.stderr
+    s = serve(store, tmp_path / "s.log")
+    codes: list[int] = []
+    try:
+        def writer(i: int) -> None:
+            codes.append(httpx.post(f"{s.url}/add?who=w{i}", timeout=120).status_code)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [200] * 20
+        count = httpx.get(s.url + "/count", timeout=60).json()
+        assert count["rows"] == 20 and count["counter"] == 20 and count["isolates"] >= 2, count
+    finally:
+        s.stop()
