@@ -927,7 +927,15 @@ class Host:
 
     @imp("_mmap_js")
     @syscall
-    def _mmap_js(self, *args):
+    def _mmap_js(self, length, prot, flags, fd, *rest):
+        of = self.fds.get(fd)
+        if isinstance(of, V.OpenFile) and isinstance(of.node, VolFile) \
+                and not getattr(self, "_told_mmap", False):
+            # SQLite's WAL index (<db>-shm) is shared memory: isolates share no memory
+            self._told_mmap = True
+            self.stderr(f"pyworkers: cannot map {of.path} into memory: shared file mappings are "
+                        "not supported on volumes (SQLite: keep the default rollback journal, "
+                        "not journal_mode=WAL)\n".encode())
         raise FSError(V.ENODEV)
 
     @imp("_munmap_js", "_msync_js")
