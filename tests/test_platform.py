@@ -471,3 +471,18 @@ def test_cron_runner_with_an_injected_clock():
         assert r.history[-1][4] == 204
 
     asyncio.run(scenario())
+
+
+def test_app_directory_served_in_development_mode_gets_its_platform(tmp_path):
+    store = tmp_path / "store"
+    r = cli("secret", "put", "API_TOKEN", "--name", "plat", "--store", str(store), stdin="dev")
+    assert r.returncode == 0, r.stderr
+    s = Server([sys.executable, "-m", "pyworkers", "serve", str(APP), "--store", str(store),
+                "--host", "127.0.0.1", "--port", "0"], tmp_path / "dev.log").wait_ready()
+    try:
+        assert httpx.get(s.url + "/secret?name=API_TOKEN").text == "dev dev"
+        assert httpx.put(s.url + "/kv/put?key=k", content=b"v").text == "ok"
+        assert httpx.get(s.url + "/kv/get?key=k").text == "v"
+    finally:
+        s.stop()
+    assert (store / "data" / "plat" / "kv" / "CACHE.sqlite3").is_file()

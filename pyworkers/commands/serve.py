@@ -186,7 +186,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                     leases.serve(w, fb[0])
             for d in dirs:
                 name, factory = build_target(d, memory_limit=limit, cache_dir=cache_dir,
-                                             progress=progress)
+                                             progress=progress, store_root=store.root)
                 if name in targets:
                     raise UserError(f"{d}: deployment name {name!r} is also used by "
                                     f"{where[name]}: set a different name = \"...\" in its "
@@ -201,7 +201,8 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             try:
                 name, factory = await loop.run_in_executor(
                     None, lambda d=d: build_target(d, memory_limit=limit, cache_dir=cache_dir,
-                                                   progress=lambda m: log.debug("%s", m)))
+                                                   progress=lambda m: log.debug("%s", m),
+                                                   store_root=store.root))
                 gen = await app.swap(name, factory)
                 log.info("[%s] redeployed from %s (generation %d)", name, d, gen)
             except Exception as e:  # noqa: BLE001 - keep serving the old deployment
