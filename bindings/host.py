@@ -10,9 +10,11 @@ binding, never a path or a URL.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import quote
 
 from pyworkers.bindings import BindingsError
 from pyworkers.bindings.spec import KINDS, redact
@@ -28,8 +30,30 @@ def data_dir(store_root: str | Path, worker: str) -> Path:
     return Path(store_root) / "data" / worker
 
 
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_url(url: str, secrets: Mapping[str, str], where: str = "") -> str:
+    """``url`` with each ``${NAME}`` replaced by the worker's secret ``NAME`` (URL-quoted), so
+    a credential lives in the secret store, not in ``pyworkers.toml`` nor the deployment
+    record. Raises :class:`BindingsError` naming a missing secret."""
+    def sub(m: re.Match) -> str:
+        name = m.group(1)
+        if name not in secrets:
+            raise BindingsError(f"{where}{redact(url)} uses ${{{name}}}, but the worker has no "
+                                f"secret {name}: `pyworkers secret put {name}`")
+        return quote(secrets[name], safe="")
+
+    return _PLACEHOLDER.sub(sub, url)
+
+
 def _backend(store_root: Path, worker: str, kind: str, spec: dict):
     url = spec.get("url")
+    if url and "${" in url:
+        from pyworkers.bindings.secrets import SecretStore
+
+        url = expand_url(url, SecretStore(store_root).values(worker),
+                         f"binding {spec['binding']}: ")
     name = spec["binding"]
     key = (str(store_root), worker, kind, name, url)
     with _lock:
@@ -84,9 +108,11 @@ class WorkerBindings:
         return await _backend(self.root, self.worker, kind, spec).call(op, args, bytes(body))
 
 
-def check_reachable(spec: Mapping[str, list], where: str, timeout: float = 5.0) -> None:
-    """Connect to every ``url`` backend of ``spec`` (Redis ``PING``, PostgreSQL ``SELECT 1``).
-    Raises :class:`BindingsError` naming the file, the binding and the (redacted) URL."""
+def check_reachable(spec: Mapping[str, list], where: str, timeout: float = 5.0,
+                    secrets: Mapping[str, str] | None = None) -> None:
+    """Connect to every ``url`` backend of ``spec`` (Redis ``PING``, PostgreSQL ``SELECT 1``),
+    ``${NAME}`` placeholders filled from ``secrets``. Raises :class:`BindingsError` naming the
+    file, the binding and the (redacted) URL."""
     from pyworkers.bindings.kv import check_redis
     from pyworkers.bindings.sql import check_postgres
 
@@ -95,6 +121,7 @@ def check_reachable(spec: Mapping[str, list], where: str, timeout: float = 5.0) 
             url = s.get("url")
             if not url:
                 continue
+            url = expand_url(url, secrets or {}, f"{where}: {kind}[{i}].url: ")
             try:
                 check(url, timeout)
             except Exception as e:  # noqa: BLE001 - any failure: unreachable or refused
@@ -159,4 +186,4 @@ def scratch_platform(root: str | Path, worker: str, bindings: Mapping[str, list]
 
 
 __all__ = ["READ_ONLY_HINT", "WorkerBindings", "check_reachable", "data_dir", "env_source",
-           "prepare_isolate", "scratch_platform"]
+           "expand_url", "prepare_isolate", "scratch_platform"]

@@ -1027,7 +1027,8 @@ def _check_platform(cfg, st: Store) -> None:
         if clash:
             raise BindingsError(f"{where}: binding {clash[0]}: worker {cfg.name!r} also has a "
                                 f"secret named {clash[0]}: rename one of them")
-        check_reachable(cfg.bindings, where)
+        check_reachable(cfg.bindings, where,
+                        secrets=SecretStore(st.root).values(cfg.name) if secrets else {})
     except BindingsError as e:
         raise DeployError("config", str(e)) from None
 

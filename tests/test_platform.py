@@ -259,6 +259,10 @@ def test_bad_binding_config_fails_the_deploy_naming_file_and_key(tmp_path):
                    "sql[1].url: must be a postgresql:// or postgres:// URL"),
         "unreachable": (base + f'\n[[kv]]\nbinding = "R"\nurl = "redis://u:pw@127.0.0.1:{_free_port()}/0"\n',
                         "kv[1].url: cannot reach redis://u:***@127.0.0.1"),
+        "pg-unreachable": (base + f'\n[[sql]]\nbinding = "PG"\nurl = "postgresql://u:pw@127.0.0.1:{_free_port()}/db"\n',
+                           "sql[1].url: cannot reach postgresql://u:***@127.0.0.1"),
+        "no-secret": (base + '\n[[kv]]\nbinding = "R"\nurl = "redis://:${NOPE}@127.0.0.1/0"\n',
+                      "kv[1].url: redis://:***@127.0.0.1/0 uses ${NOPE}, but the worker has no secret NOPE"),
         "cron": (base + '\n[[crons]]\nschedule = "every minute"\npath = "/t"\n',
                  "crons[0].schedule: 'every minute' is not a cron schedule"),
     }
@@ -338,13 +342,20 @@ def postgres_url():
 
 def test_redis_and_postgresql_backends(redis_url, postgres_url, tmp_path):
     store = tmp_path / "store"
+    # the Redis password lives in a secret; the config and the record only name it
+    placeholder = redis_url.replace(":pw-1234@", ":${REDIS_PASSWORD}@")
+    for w in ("remote", "remote2"):
+        assert cli("secret", "put", "REDIS_PASSWORD", "--name", w, "--store", str(store),
+                   stdin="pw-1234").returncode == 0
     toml = (APP / "pyworkers.toml").read_text()
-    toml = toml.replace('[[kv]]\nbinding = "CACHE"', f'[[kv]]\nbinding = "CACHE"\nurl = "{redis_url}"')
+    toml = toml.replace('[[kv]]\nbinding = "CACHE"', f'[[kv]]\nbinding = "CACHE"\nurl = "{placeholder}"')
     toml = toml.replace('[[sql]]\nbinding = "DB"', f'[[sql]]\nbinding = "DB"\nurl = "{postgres_url}"')
     app = app_copy(tmp_path / "app", toml.replace('name = "plat"', 'name = "remote"'))
     rec = deploy(app, store)
-    assert rec["config"]["bindings"]["kv"] == [{"binding": "CACHE", "url": redis_url}]
+    assert rec["config"]["bindings"]["kv"] == [{"binding": "CACHE", "url": placeholder}]
     deploy(app, store, "--name", "remote2")
+    for p in _files_except_secrets(store):
+        assert b"pw-1234" not in p.read_bytes(), p
     s = serve(store, tmp_path / "serve.log")
     try:
         assert "pw-1234" not in s.text()
