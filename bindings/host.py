@@ -139,14 +139,22 @@ def _short(e: BaseException, url: str) -> str:
 def env_source(store_root: str | Path, worker: str,
                vars_: Mapping[str, str]) -> Callable[[], dict[str, str]]:
     """``() -> {name: value}``: the deployment's vars and the worker's current secrets, read
-    from the secret store at each call (each isolate start)."""
+    from the secret store at each call (each isolate start); if the secrets file cannot be
+    read, the error is logged and the values read last time are used."""
     from pyworkers.bindings.secrets import SecretStore
 
     sec = SecretStore(store_root)
     fixed = dict(vars_)
+    last: dict[str, str] = {}
 
     def read() -> dict[str, str]:
-        return {**fixed, **sec.values(worker)}
+        try:
+            fresh = sec.values(worker)
+            last.clear()
+            last.update(fresh)
+        except BindingsError as e:  # keep serving with the secrets read last time
+            log.error("[%s] secrets: %s (isolates keep the values read before)", worker, e)
+        return {**fixed, **last}
 
     return read
 
