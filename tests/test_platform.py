@@ -497,3 +497,34 @@ def test_app_directory_served_in_development_mode_gets_its_platform(tmp_path):
     finally:
         s.stop()
     assert (store / "data" / "plat" / "kv" / "CACHE.sqlite3").is_file()
+
+
+def test_a_binding_call_ends_by_its_request_deadline():
+    """A request 2 s into a 3 s deadline makes a call the host would take 10 s for: the app
+    gets TimeoutError after the ~1 s left, not after a fresh 3 s (serve.worker)."""
+    import asyncio
+
+    from pyworkers.serve.oneshot import request
+    from pyworkers.serve.worker import AppFactory, Worker
+
+    class SlowHost:
+        def declared(self):
+            return [{"name": "CACHE", "kind": "kv"}]
+
+        async def call(self, binding, op, args, body):
+            await asyncio.sleep(10)
+            return {"found": False}, b""
+
+    async def scenario():
+        w = Worker("slow", 1, 1, AppFactory(release="314.0.7", app_dir=APP, main="app:app"),
+                   bindings=SlowHost(), call_timeout=3.0)
+        await w.start(120)
+        try:
+            r = await request(w, "GET", "/slow-call?wait=2", timeout=30)
+        finally:
+            await w.stop(0, 5)
+        return json.loads(r.body)
+
+    out = asyncio.run(scenario())
+    assert out["outcome"] == "TimeoutError: CACHE.get passed the request's deadline", out
+    assert 0.5 < out["call_s"] < 1.8, out

@@ -276,13 +276,18 @@ class _Server:
         ``body``: bytes); returns ``(result, body)``. Raises the host's error as
         ``BindingError`` (or ``KeyError``/``ValueError``/``TimeoutError`` when the host says
         so)."""
+        import asyncio
+
         self.next_call = (self.next_call + 1) & 0xFFFFFFFF
         call_id = self.next_call
         fut = self.loop.create_future()
         self.calls[call_id] = fut
+        # the request this call belongs to (its task): the host bounds the call by its deadline
+        task = asyncio.current_task(self.loop)
+        conv = next((c.cid for c in self.convs.values() if c.task is task and c.cid), 0)
         try:
-            self.emit(W.G_CALL, call_id, {"binding": binding, "op": op, "args": args or {}},
-                      body)
+            self.emit(W.G_CALL, call_id, {"binding": binding, "op": op, "args": args or {},
+                                          "conv": conv}, body)
             meta, data = await fut
         finally:
             self.calls.pop(call_id, None)

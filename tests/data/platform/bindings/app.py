@@ -135,6 +135,19 @@ async def app(scope, receive, send):
         if path == "/cron-runs":
             rows = await env.DB.execute("SELECT * FROM cron_runs ORDER BY started")
             return await reply(send, 200, json.dumps(list(rows)))
+        if path == "/slow-call":  # wait, then a binding call: bounded by the request deadline
+            import asyncio
+            import time
+
+            await asyncio.sleep(float(q["wait"]))
+            t0 = time.monotonic()
+            try:
+                await env.CACHE.get("x")
+                outcome = "returned"
+            except TimeoutError as e:
+                outcome = f"TimeoutError: {e}"
+            return await reply(send, 200, json.dumps(
+                {"outcome": outcome, "call_s": round(time.monotonic() - t0, 2)}))
         if path == "/outside":
             e = pyworkers_env.env
             return await reply(send, 200, json.dumps(
