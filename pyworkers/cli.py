@@ -50,3 +50,4 @@ from pyworkers.commands import prune as _prune  # noqa: E402,F401
 from pyworkers.commands import serve as _serve  # noqa: E402,F401
 from pyworkers.commands import bench as _bench  # noqa: E402,F401
 from pyworkers.commands import check as _check  # noqa: E402,F401
+from pyworkers.commands import secret as _secret  # noqa: E402,F401

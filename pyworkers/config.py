@@ -14,6 +14,8 @@ File format (every key optional)::
     deny = ["10.0.0.0/8"]                 # wins over allow
     ca_certificates = "certs/my-ca.pem"   # extra trusted CAs (PEM), relative to the app dir
     max_sockets = 256                     # open sockets per isolate
+    [[kv]]                                # bindings and cron triggers:
+    binding = "CACHE"                     # see pyworkers.bindings.spec
 
 In ``pyproject.toml`` the same keys go under ``[tool.pyworkers]`` (and ``[tool.pyworkers.vars]``).
 Having both files configure the worker is an error. With neither, the defaults apply.
@@ -45,7 +47,7 @@ __all__ = ["ConfigError", "WorkerConfig", "load_worker_config", "DEFAULT_MAIN", 
 
 DEFAULT_MAIN = "main:app"
 KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "dependency_groups", "vars",
-        "max_concurrency", "outbound")
+        "max_concurrency", "outbound", "kv", "sql", "objects", "crons", "volumes")
 OUTBOUND_KEYS = ("allow", "deny", "ca_certificates", "max_sockets")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOTTED_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -91,6 +93,14 @@ class WorkerConfig:
     max_concurrency: int | None = None
     dependency_groups: tuple[str, ...] = ()
     outbound: Mapping[str, object] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    #: ``{"kv": [{"binding", "url"?}], "sql": [...], "objects": [{"binding"}]}`` (only the
+    #: kinds declared; :mod:`pyworkers.bindings.spec`)
+    bindings: Mapping[str, tuple] = dataclasses.field(
+        default_factory=lambda: MappingProxyType({}))
+    #: ``[{"schedule", "path"}]``: cron triggers
+    crons: tuple = ()
+    #: ``[{"mount", "max_size"}]``: persistent volumes (bytes; ``None``: no cap)
+    volumes: tuple = ()
     origins: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -215,6 +225,13 @@ def _check(values: dict, where: str) -> dict:
             v = dict(v)
         if key == "outbound":
             v = _check_outbound(v, where)
+        if key in ("kv", "sql", "objects", "crons", "volumes"):
+            from pyworkers.bindings.spec import check_tables
+
+            try:
+                v = check_tables(key, v, where)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         out[key] = v
     return out
 
@@ -323,6 +340,13 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
             raise ConfigError(f"{source or own}: name: not set and the directory name {default!r} "
                               'is not a worker name: add name = "my-worker"')
         values["name"] = default
+    from pyworkers.bindings.spec import KINDS, check_names
+
+    bindings = {k: tuple(values[k]) for k in KINDS if values.get(k)}
+    try:
+        check_names(bindings, values.get("vars", {}), where or _CLI)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return WorkerConfig(
         app_dir=app_dir,
         source=source,
@@ -334,5 +358,8 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
         max_concurrency=values.get("max_concurrency"),
         dependency_groups=values.get("dependency_groups", ()),
         outbound=MappingProxyType(values.get("outbound", {})),
+        bindings=MappingProxyType(bindings),
+        crons=tuple(values.get("crons", ())),
+        volumes=tuple(values.get("volumes", ())),
         origins=MappingProxyType(origins),
     )

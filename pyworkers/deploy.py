@@ -41,6 +41,9 @@ Deployment record (``deployment.json``; paths relative to the store root)::
      "created": "<UTC ISO 8601>Z", "pyworkers_version": str,
      "config": {"name", "main", "compatibility_date": "YYYY-MM-DD",
                 "compatibility_flags": [str], "vars": {str: str},
+                "bindings": {"kv"|"sql"|"objects": [{"binding", "url"?}]},
+                "crons": [{"schedule", "path"}],
+                "volumes": [{"mount", "max_size": int | null}],
                 "source": "<config file>" | null, "app_dir": "<absolute source dir>"},
      "selection": RuntimeSelection.to_json(),
      "app": {"path": "deployments/<id>/app", "hash": "sha256:<hex>", "files": int,
@@ -779,6 +782,7 @@ def deploy(app_dir: str | os.PathLike, *,
                            f"{cfg.compatibility_date}"
                            + (f", from {cfg.source.name}" if cfg.source else ""))
         app_dir = app_dir.resolve()
+        _check_platform(cfg, st)
         try:  # the store: the worker's current deployment (lock seed), leftovers, staging
             previous = st.current(cfg.name) if st.root.is_dir() else None
             if st.root.is_dir():
@@ -811,6 +815,9 @@ def deploy(app_dir: str | os.PathLike, *,
                 "max_concurrency": cfg.max_concurrency,
                 "outbound": {k: list(v) if isinstance(v, tuple) else v
                              for k, v in cfg.outbound.items()},
+                "bindings": {k: [dict(b) for b in v] for k, v in cfg.bindings.items()},
+                "crons": [dict(c) for c in cfg.crons],
+                "volumes": [dict(v) for v in cfg.volumes],
                 "source": str(cfg.source.resolve()) if cfg.source else None,
                 "app_dir": str(app_dir),
             },
@@ -972,8 +979,12 @@ def deploy(app_dir: str | os.PathLike, *,
             restore_kwargs = {"site_packages": layer_mount, "mounts": {"/app": app_copy},
                               "expect_type": record["snapshot"]["type"], "layer_hash": lh,
                               "app_hash": record["app"]["hash"], "cache_dir": cache_dir}
+            from pyworkers.bindings.secrets import SecretStore
+
+            secrets = SecretStore(st.root).values(cfg.name) if st.root.is_dir() else {}
             record["smoke"] = _smoke(restore_kwargs, ddir / SNAPSHOT_FILE, cfg, out,
-                                     sel.enabled("python_inline_sync_endpoints"), egress)
+                                     sel.enabled("python_inline_sync_endpoints"), egress,
+                                     env={**cfg.vars, **secrets})
             s = record["smoke"]
             status = f"GET / -> {s['status']}" if s["status"] is not None else "GET / -> no response"
             if s["error"]:
@@ -997,6 +1008,33 @@ def deploy(app_dir: str | os.PathLike, *,
 
 #: Modules whose import-time entropy use is expected: pyworkers reseeds them after a restore.
 RESEEDED_MODULES = frozenset({"random"})
+
+
+def _check_platform(cfg, st: Store) -> None:
+    """Deploy-time checks of secrets and bindings: no ``[vars]`` key may share a name with a
+    secret of the worker or a binding; every backend ``url`` must answer. Raises
+    :class:`DeployError` (stage ``config``) naming the file and key."""
+    from pyworkers.bindings import BindingsError
+    from pyworkers.bindings.host import check_reachable
+    from pyworkers.bindings.secrets import SecretStore
+
+    where = str(cfg.source or cfg.app_dir / "pyworkers.toml")
+    try:
+        secrets = set(SecretStore(st.root).names(cfg.name)) if st.root.is_dir() else set()
+        both = sorted(secrets & set(cfg.vars))
+        if both:
+            raise BindingsError(
+                f"{where}: vars.{both[0]}: worker {cfg.name!r} also has a secret named "
+                f"{both[0]}: rename the var, or `pyworkers secret delete {both[0]} --name "
+                f"{cfg.name}`")
+        clash = sorted(secrets & {b["binding"] for v in cfg.bindings.values() for b in v})
+        if clash:
+            raise BindingsError(f"{where}: binding {clash[0]}: worker {cfg.name!r} also has a "
+                                f"secret named {clash[0]}: rename one of them")
+        check_reachable(cfg.bindings, where,
+                        secrets=SecretStore(st.root).values(cfg.name) if secrets else {})
+    except BindingsError as e:
+        raise DeployError("config", str(e)) from None
 
 
 def _in_app(app_dir: Path, module: str) -> bool:
@@ -1059,13 +1097,20 @@ SMOKE_REQUEST_TIMEOUT = 60.0
 
 
 def _smoke(restore_kwargs: dict, snapshot: Path, cfg, out: _Out,
-           inline_sync: bool = True, egress: Any = None) -> dict:
+           inline_sync: bool = True, egress: Any = None, env: dict | None = None) -> dict:
     """Restore the snapshot into a fresh isolate (for a package snapshot, importing the app
     there), then lifespan startup + ``GET /`` in it through the guest ASGI adapter that
-    ``pyworkers serve`` uses."""
+    ``pyworkers serve`` uses. ``env`` (vars and secrets) is given as when served; the bindings
+    and volumes are scratch ones (embedded backends in a temporary directory, removed after):
+    a smoke test never writes the worker's data."""
+    import tempfile
+
+    from pyworkers.bindings.host import prepare_isolate, scratch_platform
     from pyworkers.snapshot import Restorer
 
     timing = {}
+    scratch = tempfile.TemporaryDirectory(prefix="pyworkers-smoke-")
+    bindings = scratch_platform(scratch.name, cfg.name, cfg.bindings)
 
     def make_isolate(**_sinks) -> Any:
         # copy mode: no per-snapshot compile at deploy; the copy-on-write image module is
@@ -1075,20 +1120,23 @@ def _smoke(restore_kwargs: dict, snapshot: Path, cfg, out: _Out,
         timing["prepare_ms"] = round(r.timings.get("prepare_ms", 0.0), 1)
         t0 = time.perf_counter()
         iso = r.new_isolate(stdout=out, stderr=out, egress=egress)
+        prepare_isolate(iso, scratch.name, cfg.name, list(cfg.volumes), out)
         if restore_kwargs.get("expect_type") == "package":  # the app is not in it: load it
             _load_app(iso, cfg, out, inline_sync)
         timing["ready_ms"] = round((time.perf_counter() - t0) * 1000, 1)
         return iso
 
     t1 = time.perf_counter()
-    res = _smoke_adapter(make_isolate, out)
+    with scratch:
+        res = _smoke_adapter(make_isolate, out, env=env, bindings=bindings)
     res["requests_ms"] = round((time.perf_counter() - t1) * 1000
                                - (timing.get("ready_ms", 0) + timing.get("prepare_ms", 0)), 1)
     return {"restored_from_snapshot": True, "adapter": "guest", **res,
             "prepare_ms": timing.get("prepare_ms"), "ready_ms": timing.get("ready_ms")}
 
 
-def _smoke_adapter(make_isolate: Callable[..., Any], out: _Out) -> dict:
+def _smoke_adapter(make_isolate: Callable[..., Any], out: _Out, *, env: dict | None = None,
+                   bindings: Any = None) -> dict:
     """Lifespan startup, ``GET /`` and lifespan shutdown through ``pyworkers serve``'s own
     isolate driver and request path (:func:`pyworkers.serve.oneshot.smoke`)."""
     from pyworkers.serve import StartupFailed
@@ -1096,7 +1144,8 @@ def _smoke_adapter(make_isolate: Callable[..., Any], out: _Out) -> dict:
 
     try:
         res = asyncio.run(smoke(make_isolate, startup_timeout=SMOKE_STARTUP_TIMEOUT,
-                                request_timeout=SMOKE_REQUEST_TIMEOUT))
+                                request_timeout=SMOKE_REQUEST_TIMEOUT, env=env,
+                                bindings=bindings))
     except StartupFailed as e:
         msg = str(e).split("lifespan.startup.failed: ", 1)[-1]
         raise DeployError("smoke", f"the app's lifespan startup failed: {msg or '(no message)'}",

@@ -17,6 +17,8 @@ A store is a directory (default: platformdirs' user data dir for ``pyworkers``, 
       .trash/                     what a prune is deleting (renamed there under the lock)
       workers/<name>.json         {"format": 1, "name", "current": <id>, "deployments": [<id>...],
                                    "updated": "<UTC ISO 8601>"}
+      secrets/<name>.json         a worker's secrets (0600; pyworkers.bindings.secrets)
+      data/<name>/                its bindings' embedded data (pyworkers.bindings.host)
 
 Visibility and atomicity. A deployment exists for readers only once its id is listed in its
 worker's ``workers/<name>.json``; that file is replaced atomically (temporary file, ``fsync``,

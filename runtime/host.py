@@ -33,6 +33,7 @@ from pyworkers.runtime.hostcall import define_raw
 from pyworkers.runtime.streams import (EAGAIN, POLLHUP, POLLIN, POLLNVAL, POLLOUT, Stream,
                                         StreamError, Waker)
 from pyworkers.runtime.vfs import FSError
+from pyworkers.runtime.volume import GUEST_FLOCK, VolFile
 
 _IMPLS: dict[str, Callable[..., Any]] = {}
 
@@ -417,8 +418,11 @@ class Host:
     @imp("fd_sync")
     @wasi
     def fd_sync(self, fd):
-        if fd not in self.fds:
+        of = self.fds.get(fd)
+        if of is None:
             raise FSError(V.EBADF)
+        if isinstance(of, V.OpenFile) and isinstance(of.node, VolFile) and of.host_fd is not None:
+            os.fsync(of.host_fd)  # a volume file: durable on the host
 
     @imp("environ_sizes_get")
     @wasi
@@ -644,10 +648,17 @@ class Host:
             elif isinstance(of, Stream):
                 of.flags = V.O_RDWR | self.mem.i32(varargs)
             return 0
-        if cmd == 12:  # F_GETLK
-            self.mem.pack("<h", self.mem.u32(varargs), 2)
-            return 0
-        if cmd in (13, 14):
+        if cmd in (12, 13, 14):  # F_GETLK / F_SETLK / F_SETLKW
+            ptr = self.mem.u32(varargs)
+            locks = getattr(self.fs, "locks", None)
+            if isinstance(of, V.OpenFile) and isinstance(of.node, VolFile) and locks is not None:
+                # a volume file: real record locks on the host file (pyworkers.runtime.volume)
+                out = locks.fcntl(of, cmd, self.mem.read(ptr, GUEST_FLOCK.size))
+                if out is not None:
+                    self.mem.write(ptr, out)
+                return 0
+            if cmd == 12:  # nothing else is shared: no lock ever conflicts
+                self.mem.pack("<h", ptr, 2)
             return 0
         raise FSError(V.EINVAL)
 
@@ -963,7 +974,15 @@ class Host:
 
     @imp("_mmap_js")
     @syscall
-    def _mmap_js(self, *args):
+    def _mmap_js(self, length, prot, flags, fd, *rest):
+        of = self.fds.get(fd)
+        if isinstance(of, V.OpenFile) and isinstance(of.node, VolFile) \
+                and not getattr(self, "_told_mmap", False):
+            # SQLite's WAL index (<db>-shm) is shared memory: isolates share no memory
+            self._told_mmap = True
+            self.stderr(f"pyworkers: cannot map {of.path} into memory: shared file mappings are "
+                        "not supported on volumes (SQLite: keep the default rollback journal, "
+                        "not journal_mode=WAL)\n".encode())
         raise FSError(V.ENODEV)
 
     @imp("_munmap_js", "_msync_js")

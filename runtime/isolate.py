@@ -661,6 +661,9 @@ class Isolate:
                     self.fs.close(of)
             self.host.fds.clear()
             self.host.close_streams()
+            locks = getattr(self.fs, "locks", None)
+            if locks is not None:
+                locks.release_all()
             self.host.isolate = None
             self.host.mem = None  # type: ignore[assignment]
         if getattr(self, "linker", None) is not None:

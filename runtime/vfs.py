@@ -99,6 +99,23 @@ class VFS:
         else:
             raise ValueError(f"layer {host} is neither a file nor a directory")
 
+    #: ``(guest path) -> None`` called when a write under a read-only layer is refused (the
+    #: server logs a hint: /tmp or a volume)
+    on_read_only = None
+
+    def _refused(self, apath: str) -> None:
+        cb = self.on_read_only
+        if cb is not None and not apath.startswith("/dev/"):
+            try:
+                cb(apath)
+            except Exception:  # noqa: BLE001 - a hint only
+                pass
+
+    def mount_volume(self, guest: str, host: str | os.PathLike, max_size: int | None = None) -> None:
+        """Mount host directory ``host`` writable at ``guest`` (:mod:`pyworkers.runtime.volume`:
+        shared with other isolates and processes, record locks, ``max_size`` bytes)."""
+        _vol.mount(self, guest, host, max_size)
+
     # -- path resolution
     def abspath(self, path: str) -> str:
         if not path.startswith("/"):
@@ -150,10 +167,17 @@ class VFS:
             if not parent.is_dir:
                 raise FSError(ENOTDIR, apath)
             if not parent.writable:
+                self._refused(apath)
                 raise FSError(EROFS if not isinstance(parent, MemDir) or parent is not self.root else EACCES, apath)
             _check_name(name, apath)
-            node = self.tmpfs.new_file()
-            parent.children[name] = node  # type: ignore[union-attr]
+            if isinstance(parent, _vol.VolDir):
+                try:
+                    node = parent.create(name, bool(flags & O_EXCL))
+                except OSError as e:
+                    raise FSError(_HOST_TO_WASI.get(e.errno, EIO), apath) from None
+            else:
+                node = self.tmpfs.new_file()
+                parent.children[name] = node  # type: ignore[union-attr]
         return self.open_node(node, flags, apath)
 
     def open_node(self, node: Node, flags: int, apath: str) -> OpenFile:
@@ -165,8 +189,13 @@ class VFS:
         elif flags & O_DIRECTORY:
             raise FSError(ENOTDIR, apath)
         if (flags & O_ACCMODE) != 0 and not node.writable and not isinstance(node, DevNull):
+            if isinstance(node, (HostFile, HostDir)):
+                self._refused(apath)
             raise FSError(EROFS if isinstance(node, (HostFile, HostDir)) else EACCES, apath)
         of = OpenFile(node, flags, apath)
+        if isinstance(node, _vol.VolFile):
+            _vol.open_file(of, flags)
+            return of
         if isinstance(node, MemFile) and flags & O_TRUNC and node.writable:
             node.fs.resize(node, 0)  # type: ignore[union-attr]
         if isinstance(node, HostFile):
@@ -190,6 +219,8 @@ class VFS:
         if of.refs > 0:
             return
         if of.host_fd is not None:
+            if isinstance(of.node, _vol.VolFile) and getattr(self, "locks", None) is not None:
+                self.locks.file_closed(of)  # POSIX: closing a file drops the owner's locks
             os.close(of.host_fd)
             of.host_fd = None
         if of.counted:
@@ -211,6 +242,8 @@ class VFS:
         if isinstance(node, HostFile):
             # never ask the host for more than the file holds (os.pread allocates n bytes first)
             data = os.pread(of.host_fd, min(n, max(0, node.size() - pos)), pos)  # type: ignore[arg-type]
+        elif isinstance(node, _vol.VolFile):
+            data = os.pread(of.host_fd, n, pos)  # type: ignore[arg-type]
         elif isinstance(node, DynamicFile):
             data = bytes(of.entries[0][1].data[pos:pos + n])  # type: ignore[index,union-attr]
         elif isinstance(node, ServiceFile):
@@ -238,6 +271,8 @@ class VFS:
                 of.entries = [("request", MemFile())]
             of.entries[0][1].data += data  # type: ignore[index,union-attr]
             return len(data)
+        if isinstance(node, _vol.VolFile):
+            return _vol.write(of, data, offset)
         if not isinstance(node, MemFile) or not node.writable:
             raise FSError(EROFS)
         if offset is None and of.flags & O_APPEND:
@@ -282,8 +317,12 @@ class VFS:
         if parent.lookup(name) is not None:  # type: ignore[attr-defined]
             raise FSError(EEXIST, apath)
         if not parent.writable:
+            self._refused(apath)
             raise FSError(EROFS, apath)
         _check_name(name, apath)
+        if isinstance(parent, _vol.VolDir):
+            _vol.mkdir(parent, name)
+            return
         parent.children[name] = self.tmpfs.new_dir()  # type: ignore[union-attr]
 
     def unlink(self, path: str, rmdir: bool = False) -> None:
@@ -296,10 +335,13 @@ class VFS:
         if rmdir:
             if not node.is_dir:
                 raise FSError(ENOTDIR, apath)
-            if node.children:  # type: ignore[attr-defined]
+            if not isinstance(node, _vol.VolDir) and node.children:  # type: ignore[attr-defined]
                 raise FSError(ENOTEMPTY, apath)
         elif node.is_dir:
             raise FSError(EISDIR, apath)
+        if isinstance(parent, _vol.VolDir):
+            _vol.unlink(parent, name, node, rmdir)
+            return
         del parent.children[name]  # type: ignore[union-attr]
         self.tmpfs.unlinked(node)
 
@@ -311,6 +353,11 @@ class VFS:
             raise FSError(ENOENT, oapath)
         if not (op.writable and np_.writable):
             raise FSError(EROFS if not op.writable else EXDEV, napath)
+        if isinstance(op, _vol.VolDir) or isinstance(np_, _vol.VolDir):
+            if not (isinstance(op, _vol.VolDir) and isinstance(np_, _vol.VolDir)):
+                raise FSError(EXDEV, napath)
+            _vol.rename(op, oname, np_, nname)
+            return
         if not np_.is_dir:
             raise FSError(ENOTDIR, napath)
         existing = np_.lookup(nname)  # type: ignore[attr-defined]
@@ -332,12 +379,15 @@ class VFS:
             self.tmpfs.unlinked(existing)
 
     def truncate(self, node: Node, size: int) -> None:
-        """Set a ``/tmp`` file's size (``EINVAL`` negative, ``EFBIG``/``ENOSPC`` past the cap,
-        ``EROFS`` elsewhere)."""
+        """Set a ``/tmp`` or volume file's size (``EINVAL`` negative, ``EFBIG``/``ENOSPC`` past
+        the cap, ``EROFS`` elsewhere)."""
         if size < 0:
             raise FSError(EINVAL, "negative size")
         if node.is_dir:
             raise FSError(EISDIR)
+        if isinstance(node, _vol.VolFile):
+            _vol.truncate(node, size)
+            return
         if not isinstance(node, MemFile) or not node.writable:
             raise FSError(EROFS)
         node.fs.resize(node, size)  # type: ignore[union-attr]
@@ -357,3 +407,4 @@ def _check_name(name: str, apath: str) -> None:
 
 EBUSY_ROOT = 10  # EBUSY
 
+from pyworkers.runtime import volume as _vol  # noqa: E402  (volume nodes subclass Node)

@@ -60,6 +60,7 @@ class ServerApp:
     def __init__(self, targets: Mapping[str, IsolateFactory], config: ServeConfig,
                  on_startup: list[Callable[["ServerApp"], Any]] | None = None,
                  env_sources: Mapping[str, Callable[[], dict]] | None = None,
+                 bindings: Mapping[str, Any] | None = None,
                  metrics: Any = None, admin: Any = None, admin_port: int | None = None,
                  unavailable: Mapping[str, str] | None = None):
         if not targets and not unavailable:
@@ -73,6 +74,9 @@ class ServerApp:
         self.metrics = metrics
         self.admin, self.admin_port = admin, admin_port
         self.env_sources = dict(env_sources or {})
+        #: per deployment name, a :class:`~pyworkers.serve.worker.BindingHost` (a factory's
+        #: own ``bindings`` attribute wins)
+        self.bindings = dict(bindings or {})
         self.pools: dict[str, Pool] = {name: self._pool(name, f) for name, f in targets.items()}
         self.on_startup = list(on_startup or [])
         self.started = False
@@ -81,7 +85,8 @@ class ServerApp:
 
     def _pool(self, name: str, factory: IsolateFactory) -> Pool:
         return Pool(name, factory, self.config.policy(), self.config.times(),
-                    env_source=self.env_sources.get(name), metrics=self.metrics)
+                    env_source=self.env_sources.get(name), metrics=self.metrics,
+                    bindings=self.bindings.get(name))
 
     # ------------------------------------------------------------------ ASGI entry
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:

@@ -70,19 +70,24 @@ async def request(worker: Worker, method: str = "GET", path: str = "/", *,
 
 
 async def start_worker(factory: IsolateFactory, name: str = "oneshot", *,
-                       startup_timeout: float = 120.0, cpu_limit: float | None = 60.0) -> Worker:
-    """A started :class:`Worker` for ``factory`` (lifespan startup done). Raises
-    :class:`StartupFailed`."""
-    w = Worker(name, next(_numbers), 1, factory, cpu_limit=cpu_limit)
+                       startup_timeout: float = 120.0, cpu_limit: float | None = 60.0,
+                       env: dict | None = None, bindings=None) -> Worker:
+    """A started :class:`Worker` for ``factory`` (lifespan startup done); ``env`` and
+    ``bindings`` as for :class:`Worker`. Raises :class:`StartupFailed`."""
+    w = Worker(name, next(_numbers), 1, factory, cpu_limit=cpu_limit, env=env,
+               bindings=bindings)
     return await w.start(startup_timeout)
 
 
 async def smoke(factory: IsolateFactory, path: str = "/", *, startup_timeout: float = 120.0,
-                request_timeout: float = 60.0, shutdown_timeout: float = 10.0) -> dict:
-    """Lifespan startup, ``GET path``, lifespan shutdown. Returns ``{"lifespan": "complete" |
-    "unsupported", "status", "body_bytes", "error": None | str}``. Raises
+                request_timeout: float = 60.0, shutdown_timeout: float = 10.0,
+                env: dict | None = None, bindings=None) -> dict:
+    """Lifespan startup, ``GET path``, lifespan shutdown (``env``/``bindings``: what the
+    worker's isolates get when served, e.g. scratch bindings). Returns ``{"lifespan":
+    "complete" | "unsupported", "status", "body_bytes", "error": None | str}``. Raises
     :class:`StartupFailed` when lifespan startup fails."""
-    w = await start_worker(factory, "deploy-smoke", startup_timeout=startup_timeout)
+    w = await start_worker(factory, "deploy-smoke", startup_timeout=startup_timeout, env=env,
+                           bindings=bindings)
     res: dict = {"lifespan": "complete" if w.lifespan == "on" else "unsupported",
                  "status": None, "body_bytes": 0, "error": None}
     try:

@@ -49,7 +49,9 @@ class Pool:
 
     ``env`` is set in each isolate's ``os.environ`` before lifespan startup (secrets); it is
     read through ``env_source()`` at each isolate start when given, so a changed secret
-    reaches isolates started afterwards."""
+    reaches isolates started afterwards. A factory's own ``env_source`` / ``bindings``
+    attributes (set by :func:`pyworkers.serve.targets.deployment_factory`) win over the
+    pool's."""
 
     def __init__(self, name: str, factory: IsolateFactory, policy: ScalingPolicy,
                  times: PoolTimes = PoolTimes(), *, env_source=None, metrics=None,
@@ -195,10 +197,14 @@ class Pool:
 
     # ------------------------------------------------------------------ internals
     def _new_worker(self, factory: IsolateFactory, generation: int) -> Worker:
-        env = self.env_source() if self.env_source is not None else None
+        # a deployment's factory may carry its own env_source/bindings (serve.targets): they
+        # follow the deployment through swaps; the pool's own are the fallback
+        source = getattr(factory, "env_source", None) or self.env_source
+        env = source() if source is not None else None
         return Worker(self.name, next(self._numbers), generation, factory,
                       cpu_limit=self.times.cpu, env=env, on_change=self._worker_changed,
-                      bindings=self.bindings, call_timeout=self.times.cpu or 30.0)
+                      bindings=getattr(factory, "bindings", None) or self.bindings,
+                      call_timeout=self.times.cpu or 30.0)
 
     async def _boot_all(self, fresh: list[Worker]) -> None:
         results = await asyncio.gather(*(w.start(self.times.startup) for w in fresh),

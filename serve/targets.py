@@ -72,9 +72,15 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
         raise DeploymentUnavailable(f"deployment {dep.id}: outbound policy: {e}") from None
     if dep.snapshot_path is None:
         kw = dep.isolate_kwargs()
-        return AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
-                          site_packages=kw["site_packages"], env=kw["env"],
-                          memory_limit=memory_limit, max_concurrency=conc, egress=egress)
+        booted = AppFactory(release=kw["release"], app_dir=kw["mounts"]["/app"], main=main,
+                            site_packages=kw["site_packages"], env=kw["env"],
+                            memory_limit=memory_limit, max_concurrency=conc, egress=egress)
+
+        def boot(*, stdout, stderr):
+            return booted(stdout=stdout, stderr=stderr)
+
+        boot.max_concurrency = conc  # type: ignore[attr-defined]
+        return with_platform(boot, dep.root, dep.name, dep.record["config"])
 
     def make(copy: bool) -> IsolateFactory:
         try:
@@ -85,7 +91,7 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
         f = with_app(partial(r.new_isolate, memory_limit=memory_limit, egress=egress), main,
                      max_concurrency=conc)
         f.restorer = r  # type: ignore[attr-defined]
-        return f
+        return with_platform(f, dep.root, dep.name, dep.record["config"])
 
     if upgrade is None:
         return make(False)
@@ -109,6 +115,38 @@ def deployment_factory(dep, *, memory_limit: int | None, cache_dir: str | None =
              dep.id)
     threading.Thread(target=compile_then_upgrade, name=f"compile {dep.id}", daemon=True).start()
     return quick
+
+
+def with_platform(factory, store_root, worker: str, config: dict):
+    """``factory`` with worker ``worker``'s platform (``config``: a deployment record's
+    ``config``: ``vars``, ``bindings``, ``crons``, ``volumes``; data and secrets under
+    ``store_root``): each isolate gets the worker's volumes mounted (and a hint on stderr when
+    it writes to a read-only path); the returned factory carries ``env_source`` (vars and the
+    worker's secrets, read at each isolate start), ``bindings`` (a
+    :class:`pyworkers.bindings.host.WorkerBindings` when it declares any) and ``crons``, which
+    the pool and the cron runner read (:meth:`pyworkers.serve.pool.Pool._new_worker`)."""
+    from pyworkers.bindings.host import WorkerBindings, env_source, prepare_isolate
+
+    cfg = config
+    volumes = list(cfg.get("volumes") or [])
+
+    def make(*, stdout, stderr):
+        iso = factory(stdout=stdout, stderr=stderr)
+        try:
+            prepare_isolate(iso, store_root, worker, volumes, stderr)
+        except BaseException:
+            iso.close()
+            raise
+        return iso
+
+    for attr in ("max_concurrency", "restorer"):
+        if hasattr(factory, attr):
+            setattr(make, attr, getattr(factory, attr))
+    make.env_source = env_source(store_root, worker, cfg.get("vars") or {})
+    spec = cfg.get("bindings") or {}
+    make.bindings = WorkerBindings(store_root, worker, spec) if spec else None
+    make.crons = list(cfg.get("crons") or [])
+    return make
 
 
 def fallback_target(store, name: str, skip: str, *, memory_limit: int | None,
@@ -186,9 +224,12 @@ def app_layer(app_dir: Path, selection, root: Path, cache_dir: str | None,
 
 
 def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | None,
-                 progress=None, outbound: "Outbound" = ((), ())) -> tuple[str, AppFactory]:
-    """``(name, AppFactory)`` for one app directory (development mode). Raises
-    :class:`DeploymentUnavailable` for configuration and package errors."""
+                 progress=None, outbound: "Outbound" = ((), ()),
+                 store_root=None) -> tuple[str, IsolateFactory]:
+    """``(name, factory)`` for one app directory (development mode): an :class:`AppFactory`,
+    with the worker's secrets, bindings, volumes and crons (:func:`with_platform`, data under
+    ``store_root``) when ``store_root`` is given. Raises :class:`DeploymentUnavailable` for
+    configuration and package errors."""
     from pyworkers.compat import CompatError
     from pyworkers.config import ConfigError, load_worker_config
     from pyworkers.packages import PackagesError, cache_root
@@ -206,11 +247,21 @@ def build_target(app_dir: Path, *, memory_limit: int | None, cache_dir: str | No
         detail = f"\n{e.detail}" if getattr(e, "detail", None) else ""
         raise DeploymentUnavailable(f"{app_dir}: {e}{detail}") from None
     staged = stage_app(app_dir, cfg.name, root, note=getattr(progress, "note", progress))
-    return cfg.name, AppFactory(release=sel.release.pyodide_version, app_dir=staged,
-                                main=cfg.main, site_packages=layer, env=dict(cfg.vars),
-                                memory_limit=memory_limit,
-                                cache_dir=Path(cache_dir) if cache_dir else None,
-                                max_concurrency=cfg.max_concurrency, egress=egress)
+    factory = AppFactory(release=sel.release.pyodide_version, app_dir=staged,
+                         main=cfg.main, site_packages=layer, env=dict(cfg.vars),
+                         memory_limit=memory_limit,
+                         cache_dir=Path(cache_dir) if cache_dir else None,
+                         max_concurrency=cfg.max_concurrency, egress=egress)
+    if store_root is None:
+        return cfg.name, factory
+
+    def boot(*, stdout, stderr):
+        return factory(stdout=stdout, stderr=stderr)
+
+    boot.max_concurrency = cfg.max_concurrency  # type: ignore[attr-defined]
+    return cfg.name, with_platform(boot, store_root, cfg.name, {
+        "vars": dict(cfg.vars), "bindings": {k: list(v) for k, v in cfg.bindings.items()},
+        "crons": list(cfg.crons), "volumes": list(cfg.volumes)})
 
 
 class ServedLeases:
@@ -313,4 +364,4 @@ class StoreWatcher:
 
 
 __all__ = ["ServedLeases", "StoreWatcher", "app_layer", "build_target", "deployment_factory",
-           "deployment_target", "fallback_target", "stage_app"]
+           "deployment_target", "fallback_target", "stage_app", "with_platform"]

@@ -367,21 +367,31 @@ class Worker:
                 conv.queue.put_nowait(m)
 
     async def _host_call(self, m: GuestMessage) -> None:
-        """Perform a binding operation for the guest and reply (``H_REPLY``). Errors become
-        data for the guest (type + message); nothing of the host (paths, credentials) is
-        sent."""
+        """Perform a binding operation for the guest and reply (``H_REPLY``), bounded by
+        ``call_timeout`` and, for a call made by a request, by that request's deadline
+        (started + ``call_timeout``). Errors become data for the guest (type + message);
+        nothing of the host (paths, credentials) is sent."""
         binding, op = str(m.meta.get("binding", "")), str(m.meta.get("op", ""))
+        # a call made for a request ends by that request's deadline (its start + call_timeout,
+        # the server's request timeout); other calls get call_timeout
+        timeout, why = self.call_timeout, f"took over {self.call_timeout:g} s"
+        conv = self.convs.get(m.meta.get("conv") or 0) if isinstance(m.meta.get("conv"), int) \
+            else None
+        if conv is not None and conv.kind == "http":  # a WebSocket has no deadline
+            left = conv.started_at + self.call_timeout - time.monotonic()
+            if left < timeout:
+                timeout, why = left, "passed the request's deadline"
         try:
             if self.bindings is None:
                 raise KeyError(f"no bindings are configured (binding {binding!r})")
+            if timeout <= 0:
+                raise asyncio.TimeoutError
             result, body = await asyncio.wait_for(
-                self.bindings.call(binding, op, m.meta.get("args") or {}, m.body),
-                self.call_timeout)
+                self.bindings.call(binding, op, m.meta.get("args") or {}, m.body), timeout)
             reply = {"ok": True, "result": result}
         except asyncio.TimeoutError:
             reply, body = {"ok": False, "error": {
-                "type": "TimeoutError",
-                "message": f"{binding}.{op} took over {self.call_timeout:g} s"}}, b""
+                "type": "TimeoutError", "message": f"{binding}.{op} {why}"}}, b""
         except (KeyError, ValueError, PermissionError) as e:
             reply, body = {"ok": False, "error": {"type": type(e).__name__,
                                                   "message": str(e.args[0] if e.args else e)}}, b""

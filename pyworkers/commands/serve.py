@@ -205,7 +205,8 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                     leases.serve(w, fb[0])
             for d in dirs:
                 name, factory = build_target(d, memory_limit=limit, cache_dir=cache_dir,
-                                             progress=progress, outbound=outbound)
+                                             progress=progress, outbound=outbound,
+                                             store_root=store.root)
                 if name in targets:
                     raise UserError(f"{d}: deployment name {name!r} is also used by "
                                     f"{where[name]}: set a different name = \"...\" in its "
@@ -221,7 +222,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                 name, factory = await loop.run_in_executor(
                     None, lambda d=d: build_target(d, memory_limit=limit, cache_dir=cache_dir,
                                                    progress=lambda m: log.debug("%s", m),
-                                                   outbound=outbound))
+                                                   outbound=outbound, store_root=store.root))
                 gen = await app.swap(name, factory)
                 log.info("[%s] redeployed from %s (generation %d)", name, d, gen)
             except Exception as e:  # noqa: BLE001 - keep serving the old deployment
@@ -256,6 +257,10 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
             app.watcher_task = asyncio.ensure_future(watcher.run())
         if follower is not None:
             follower.start()
+        from pyworkers.bindings.cron import CronRunner, asgi_sender, pool_triggers
+
+        app.cron = CronRunner(pool_triggers(app), asgi_sender(app))
+        app.cron_task = asyncio.ensure_future(app.cron.run())
 
     metrics = admin = None
     if admin_port is not None:

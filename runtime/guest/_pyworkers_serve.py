@@ -231,6 +231,13 @@ class _Conversation:
             self.server.emit(W.G_DONE, self.cid, {"error": error})
 
 
+def _env():
+    """``pyworkers_env.env``: bindings, vars and secrets (``scope["env"]``)."""
+    import pyworkers_env
+
+    return pyworkers_env.env
+
+
 def _as_bytes(v, what):
     if isinstance(v, bytes):
         return v
@@ -275,13 +282,18 @@ class _Server:
         ``body``: bytes); returns ``(result, body)``. Raises the host's error as
         ``BindingError`` (or ``KeyError``/``ValueError``/``TimeoutError`` when the host says
         so)."""
+        import asyncio
+
         self.next_call = (self.next_call + 1) & 0xFFFFFFFF
         call_id = self.next_call
         fut = self.loop.create_future()
         self.calls[call_id] = fut
+        # the request this call belongs to (its task): the host bounds the call by its deadline
+        task = asyncio.current_task(self.loop)
+        conv = next((c.cid for c in self.convs.values() if c.task is task and c.cid), 0)
         try:
-            self.emit(W.G_CALL, call_id, {"binding": binding, "op": op, "args": args or {}},
-                      body)
+            self.emit(W.G_CALL, call_id, {"binding": binding, "op": op, "args": args or {},
+                                          "conv": conv}, body)
             meta, data = await fut
         finally:
             self.calls.pop(call_id, None)
@@ -331,6 +343,7 @@ class _Server:
             scope["type"] = "http"
             scope["asgi"] = dict(self.versions[0])
             scope["state"] = dict(self.state)
+            scope["env"] = _env()
             self.convs[cid] = conv
             conv.deliver({"type": "http.request", "body": body, "more_body": more})
             conv.task = self.loop.create_task(conv.run(scope), name=f"http-{cid}")
@@ -340,6 +353,7 @@ class _Server:
             scope["type"] = "websocket"
             scope["asgi"] = dict(self.versions[1])
             scope["state"] = dict(self.state)
+            scope["env"] = _env()
             scope.setdefault("subprotocols", [])
             self.convs[cid] = conv
             conv.deliver({"type": "websocket.connect"})

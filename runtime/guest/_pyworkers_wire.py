@@ -46,7 +46,8 @@ G_WS_SEND = 27           # meta: {"text": bool}; body: payload
 G_WS_CLOSE = 28          # {"code": int, "reason": str}
 G_STOPPED = 29           # {"cancelled": [task names], "lifespan": str} run() is returning
 G_LOG = 30               # {"level": "error" | "warning" | "info", "message": str}
-G_CALL = 31              # cid = call id; meta {"binding", "op", "args"}; body: payload
+G_CALL = 31              # cid = call id; meta {"binding", "op", "args", "conv"}; body: payload
+                         # ("conv": the request's cid, 0 outside a request)
                          # a binding operation the host performs (KV, SQL, objects...)
 
 #: scope keys whose values are bytes (sent as Latin-1 strings)
