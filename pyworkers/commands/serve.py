@@ -131,6 +131,7 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
     from pyworkers.packages import RichProgress
     from pyworkers.serve import ServeConfig, ServeError, ServerApp
     from pyworkers.serve import DeploymentUnavailable
+    from pyworkers.serve.process import fork_workers, listen
     from pyworkers.serve.targets import (ServedLeases, StoreWatcher, build_target,
                                          deployment_target, fallback_target)
     from pyworkers.store import Store, StoreError
@@ -145,10 +146,13 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
         raise UserError(str(e)) from None
     pre_bound = None
     if workers > 1:  # bind first, then fork: the children share the listening sockets
-        pre_bound = [_listen(host, port)]
-        if admin_port is not None:
-            pre_bound.append(_listen(host, admin_port))
-        _fork_workers(workers, pre_bound)  # returns only in a child
+        try:
+            pre_bound = [listen(host, port)]
+            if admin_port is not None:
+                pre_bound.append(listen(host, admin_port))
+        except ServeError as e:
+            raise UserError(str(e)) from None
+        fork_workers(workers, pre_bound)  # returns only in a child
     limit = cfg.memory_limit
     try:
         store = Store(store_dir)
@@ -262,12 +266,11 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
         app.cron = CronRunner(pool_triggers(app), asgi_sender(app))
         app.cron_task = asyncio.ensure_future(app.cron.run())
 
-    metrics = admin = None
+    metrics = None
     if admin_port is not None:
         from pyworkers.serve.admin import AdminApp, Metrics
 
         metrics = Metrics()
-        admin = None  # set below, it needs the app
     if not targets:
         raise UserError("nothing can be served: " + "; ".join(
             f"{n}: {r}" for n, r in unavailable.items()))
@@ -276,7 +279,10 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
     upgrades.attach(app)
     sockets = pre_bound
     if sockets is None and admin_port is not None:
-        sockets = [_listen(host, port), _listen(host, admin_port)]
+        try:
+            sockets = [listen(host, port), listen(host, admin_port)]
+        except ServeError as e:
+            raise UserError(str(e)) from None
     if sockets is not None and admin_port is None:
         bound = sockets[0].getsockname()[1]
         app.on_startup.append(lambda _app: logging.getLogger("uvicorn.error").info(
@@ -337,80 +343,6 @@ class _Upgrades:
         for name, current, factory in self.early:
             app.upgrader(name, current)(factory)
         self.early.clear()
-
-
-def _fork_workers(n: int, sockets: list) -> None:
-    """``--workers N``: fork ``n`` server processes that inherit ``sockets`` and return in each
-    of them; the parent supervises: it forwards SIGTERM/SIGINT, restarts a child that dies
-    while not stopping, and exits when all are gone (with the worst child exit status). Call
-    before any thread or isolate exists (``fork`` copies only the calling thread)."""
-    import time
-
-    children: dict[int, int] = {}
-
-    def spawn(i: int) -> bool:
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            return True
-        children[pid] = i
-        return False
-
-    for i in range(n):
-        if spawn(i):
-            return
-    stopping = False
-
-    def forward(sig, _frame) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    log.info("supervising %d server processes: %s", n, ", ".join(map(str, children)))
-    worst = 0
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        except InterruptedError:
-            continue
-        i = children.pop(pid, None)
-        code = os.waitstatus_to_exitcode(status)
-        if not stopping and i is not None:
-            print(f"server process {pid} exited ({code}): starting another", file=sys.stderr)
-            time.sleep(0.5)
-            if spawn(i):
-                return
-        elif code not in (0, -signal.SIGINT, -signal.SIGTERM):
-            worst = max(worst, abs(code))
-    for sock in sockets:
-        sock.close()
-    sys.exit(worst)
-
-
-def _listen(host: str, port: int):
-    """A listening TCP socket (accepted connections wait in the backlog until uvicorn's loop
-    takes them, so a client never sees "connection refused" during start-up)."""
-    import socket
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def follow_registry(store, ref_text: str, workers: list[str], interval: float,
