@@ -73,7 +73,9 @@ def listen(host: str, port: int):
     """A listening TCP socket (accepted connections wait in the backlog until uvicorn's loop
     takes them, so a client never sees "connection refused" during start-up)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP as uvicorn binds: asyncio sets TCP_NODELAY only on sockets whose proto
+    # says TCP (with proto 0, Nagle + delayed ACKs add ~40 ms to every response)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -212,3 +212,31 @@ def proxy_cmd(clients: int, requests: int, rounds: int, body_bytes: int, delay_m
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(res, indent=1) + "\n")
     click.echo(json.dumps(res, indent=1) if as_json else proxy.format_table(res))
+
+
+@bench.command("workers")
+@click.option("--requests", default=2000, show_default=True, type=click.IntRange(1),
+              help="Counted requests per server and worker count.")
+@click.option("--clients", default=16, show_default=True, type=click.IntRange(1),
+              help="Concurrent closed-loop clients (one keep-alive connection each).")
+@click.option("--rounds", default=2, show_default=True, type=click.IntRange(1),
+              help="Interleaved rounds the counted requests are split into.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="Also write the JSON result to FILE.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def workers_cmd(requests: int, clients: int, rounds: int, as_json: bool, output: str | None,
+                quiet: bool) -> None:
+    """pyworkers serve --workers 1|2 vs uvicorn --workers 1|2, side by side (req/s, p99)."""
+    from pyworkers.benchmarks import workers
+    from pyworkers.benchmarks.coldstart import BenchError
+
+    try:
+        res = workers.run(requests, clients, rounds,
+                          progress=(lambda m: None) if quiet else workers.stderr_progress)
+    except BenchError as e:
+        raise UserError(str(e)) from None
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(res, indent=1) + "\n")
+    click.echo(json.dumps(res, indent=1) if as_json else workers.format_table(res))
