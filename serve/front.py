@@ -43,6 +43,10 @@ _STATUS_TEXT = {500: "Internal Server Error", 503: "Service Unavailable",
                 504: "Gateway Timeout", 413: "Content Too Large", 408: "Request Timeout"}
 
 
+#: bytes of WebSocket messages the host forwards to an isolate before it waits for the guest
+WS_BUFFER = 8 << 20
+
+
 class ResponseAborted(Exception):
     """Raised to uvicorn when a response that already started cannot be completed: uvicorn
     then closes the connection."""
@@ -495,6 +499,11 @@ class _WebSocketExchange:
 
     async def _read(self) -> None:
         while True:
+            # back-pressure: stop reading the client while the guest has not taken what was
+            # forwarded (the host never buffers more than ~WS_BUFFER bytes per isolate)
+            ch = self.conv.worker.channel
+            while ch is not None and ch.pending > WS_BUFFER:
+                await asyncio.sleep(0.005)
             ev = await self.receive()
             t = ev["type"]
             if t == "websocket.receive":

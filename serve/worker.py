@@ -36,6 +36,8 @@ log = logging.getLogger("pyworkers.serve")
 guest_log = logging.getLogger("pyworkers.guest")
 
 SERVE_MODULE = "_pyworkers_serve"
+#: largest frame body a guest may send (bytes)
+MAX_GUEST_FRAME = 64 << 20
 
 _arenas_limited = []
 
@@ -224,7 +226,9 @@ class Worker:
         self._ready: asyncio.Future | None = None
         self._ended: asyncio.Future | None = None
         self._thread: threading.Thread | None = None
-        self._decoder = wire.Decoder()
+        # a frame from the guest larger than this traps its isolate (bodies cross in 1 MiB
+        # pieces, binding values are <= 25 MiB): the host never buffers more for a guest
+        self._decoder = wire.Decoder(max_body=MAX_GUEST_FRAME)
         self._mem_checks = 0
 
     # ------------------------------------------------------------------ state
