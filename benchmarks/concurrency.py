@@ -189,16 +189,17 @@ def load_result(lat: list[float], elapsed: float, statuses: dict[int, int]) -> d
 
 
 def measure(ports: dict[str, int], path: str, total: int, clients: int, rounds: int,
-            progress: Callable[[str], None]) -> dict[str, dict]:
-    """One endpoint on every server: warm-up, then ``rounds`` interleaved counted rounds."""
+            progress: Callable[[str], None], expected: bytes | None = None) -> dict[str, dict]:
+    """One endpoint on every server: warm-up, then ``rounds`` interleaved counted rounds (the
+    order flips every round). ``expected``: the 200 body (default the workload's)."""
     for kind, port in ports.items():
-        asyncio.run(load(port, path, 2 * clients, clients))
+        asyncio.run(load(port, path, 2 * clients, clients, expected))
     acc = {k: ([], 0.0, {}) for k in ports}
     per_round = [total // rounds + (1 if i < total % rounds else 0) for i in range(rounds)]
     order = list(ports)
     for r, n in enumerate(per_round):
         for kind in (order if r % 2 == 0 else order[::-1]):
-            lat, elapsed, st = asyncio.run(load(ports[kind], path, n, clients))
+            lat, elapsed, st = asyncio.run(load(ports[kind], path, n, clients, expected))
             a_lat, a_el, a_st = acc[kind]
             a_lat.extend(lat)
             for s, c in st.items():

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pyworkers.benchmarks.coldstart import BenchError, describe_machine
-from pyworkers.benchmarks.concurrency import Subprocess, load_result
-from pyworkers.benchmarks.concurrency import load as concurrency_load
+from pyworkers.benchmarks.concurrency import Subprocess
+from pyworkers.benchmarks.concurrency import measure as concurrency_measure
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "workloads" / "proxy"
@@ -122,31 +122,12 @@ def server_argv(kind: str) -> tuple[list[str], str]:
 
 # --------------------------------------------------------------------------- load
 
-def load(port: int, target: str, expected: bytes, total: int, clients: int):
-    """:func:`pyworkers.benchmarks.concurrency.load` with the upstream's body as the expected
-    one (a coroutine)."""
-    return concurrency_load(port, target, total, clients, expected)
-
-
 def measure(ports: dict[str, int], target: str, expected: bytes, total: int, clients: int,
             rounds: int, progress: Callable[[str], None]) -> dict[str, dict]:
-    """Every server: warm-up (``2 x clients`` requests), then ``rounds`` interleaved counted
-    rounds (order flips every round). Returns ``{server: result}``."""
-    for port in ports.values():
-        asyncio.run(load(port, target, expected, 2 * clients, clients))
-    acc: dict[str, tuple[list[float], float, dict[int, int]]] = {k: ([], 0.0, {}) for k in ports}
-    per_round = [total // rounds + (1 if i < total % rounds else 0) for i in range(rounds)]
-    order = list(ports)
-    for r, n in enumerate(per_round):
-        for kind in (order if r % 2 == 0 else order[::-1]):
-            lat, elapsed, st = asyncio.run(load(ports[kind], target, expected, n, clients))
-            a_lat, a_el, a_st = acc[kind]
-            a_lat.extend(lat)
-            for s, c in st.items():
-                a_st[s] = a_st.get(s, 0) + c
-            acc[kind] = (a_lat, a_el + elapsed, a_st)
-        progress(f"round {r + 1}/{rounds} done")
-    return {k: load_result(*v) for k, v in acc.items()}
+    """Every server: warm-up, then ``rounds`` interleaved counted rounds
+    (:func:`pyworkers.benchmarks.concurrency.measure` with the upstream's body expected).
+    Returns ``{server: result}``."""
+    return concurrency_measure(ports, target, total, clients, rounds, progress, expected)
 
 
 # --------------------------------------------------------------------------- the run

@@ -69,9 +69,7 @@ def bench(ctx: click.Context, workload: str, runs: int, warmup: int, as_json: bo
                             progress=None if quiet else coldstart._stderr)
     except coldstart.BenchError as e:
         raise UserError(str(e)) from None
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(res, indent=1) + "\n")
+    _write(res, output)
     if plot_path:
         from pyworkers.benchmarks import plot
 
@@ -163,10 +161,7 @@ def concurrency_cmd(clients: int, requests: int, sync_requests: int, rounds: int
                               progress=None if quiet else concurrency.stderr_progress)
     except BenchError as e:
         raise UserError(str(e)) from None
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(res, indent=1) + "\n")
-    click.echo(json.dumps(res, indent=1) if as_json else concurrency.format_table(res))
+    _report(res, output, as_json, concurrency.format_table)
 
 
 @bench.command("proxy")
@@ -208,10 +203,7 @@ def proxy_cmd(clients: int, requests: int, rounds: int, body_bytes: int, delay_m
                         progress=None if quiet else proxy.stderr_progress)
     except BenchError as e:
         raise UserError(str(e)) from None
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(res, indent=1) + "\n")
-    click.echo(json.dumps(res, indent=1) if as_json else proxy.format_table(res))
+    _report(res, output, as_json, proxy.format_table)
 
 
 @bench.command("workers")
@@ -236,7 +228,17 @@ def workers_cmd(requests: int, clients: int, rounds: int, as_json: bool, output:
                           progress=(lambda m: None) if quiet else workers.stderr_progress)
     except BenchError as e:
         raise UserError(str(e)) from None
+    _report(res, output, as_json, workers.format_table)
+
+
+def _write(res: dict, output: str | None) -> None:
+    """``-o FILE.json``: the result as JSON (parent directories made)."""
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(res, indent=1) + "\n")
-    click.echo(json.dumps(res, indent=1) if as_json else workers.format_table(res))
+
+
+def _report(res: dict, output: str | None, as_json: bool, table) -> None:
+    """Write ``-o``, then print the result: JSON with ``--json``, else ``table(res)``."""
+    _write(res, output)
+    click.echo(json.dumps(res, indent=1) if as_json else table(res))
