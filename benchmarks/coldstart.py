@@ -55,7 +55,6 @@ import math
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -443,17 +442,24 @@ class NodePeer:
 
 # --------------------------------------------------------------------------- warm HTTP
 
-class _Server:
-    """A server subprocess whose stderr goes to a file; waits for uvicorn's ready line."""
+class ServerProcess:
+    """A server subprocess (stderr to ``log``) that is ready once uvicorn's line names its
+    port (:attr:`port`). ``env`` defaults to this environment with ``PYTHONUNBUFFERED=1``,
+    ``cwd`` to the log's folder; ``about`` names it in errors. :meth:`wait_ready` raises
+    :class:`BenchError` (with the log's tail) if it exits or is not ready in time."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict, cwd: Path):
-        self.log = log
+    def __init__(self, argv: list[str], log: Path, about: str | None = None,
+                 env: dict | None = None, cwd: Path | None = None):
+        self.argv, self.log = argv, log
+        self.about = about or f"server {log.stem}"
         with open(log, "wb") as err:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
-                                         stdin=subprocess.DEVNULL, env=env, cwd=str(cwd))
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                env=env if env is not None else {**os.environ, "PYTHONUNBUFFERED": "1"},
+                cwd=str(cwd or log.parent))
         self.port = 0
 
-    def wait_ready(self, timeout: float = 300) -> "_Server":
+    def wait_ready(self, timeout: float = 300) -> "ServerProcess":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = READY.search(self.log.read_bytes())
@@ -464,11 +470,14 @@ class _Server:
                 break
             time.sleep(0.05)
         self.stop()
-        raise BenchError(f"server {self.log.stem} did not start:\n"
+        raise BenchError(f"{self.about} did not start:\n"
                          f"{self.log.read_bytes().decode('utf-8', 'replace')[-2000:]}")
 
     def rss(self) -> int | None:
+        """Resident set size in bytes (``None`` once it is gone)."""
         return _smaps(self.proc.pid).get("Rss")
+
+    rss_bytes = rss
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -478,6 +487,17 @@ class _Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def workload_selection(app_dir: Path) -> dict | None:
+    """The runtime selection of a workload's ``pyworkers.toml`` as JSON, for the machine
+    description (``None`` if it cannot be read: it is informative only)."""
+    from pyworkers.config import load_worker_config
+
+    try:
+        return load_worker_config(app_dir).runtime_selection().to_json()
+    except Exception:  # noqa: BLE001
+        return None
 
 
 async def _http_load(port: int, path: str, host: str, total: int, concurrency: int
@@ -560,7 +580,7 @@ def warm_http(store_root: Path, name: str, native: NativePeer | None, path: str,
                         "uvicorn main:app (1 process)"))
     for key, argv, env, host, about in servers:
         progress(f"warm HTTP: {about}")
-        srv = _Server(argv, work / f"{key}.log", env, work).wait_ready()
+        srv = ServerProcess(argv, work / f"{key}.log", env=env, cwd=work).wait_ready()
         try:
             res = _warm_one(srv.port, path, host, requests, concurrency)
             res["rss_bytes"] = srv.rss()

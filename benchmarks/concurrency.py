@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pyworkers.benchmarks.coldstart import (READY, BenchError, describe_machine, pct,
-                                            summary)
+from pyworkers.benchmarks.coldstart import (BenchError, ServerProcess, describe_machine, pct,
+                                            summary, workload_selection)
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "workloads" / "io"
@@ -62,60 +62,8 @@ SERVERS = ("pyworkers", "native")
 
 # --------------------------------------------------------------------------- servers
 
-class Subprocess:
-    """A server subprocess (stderr to ``log``) that is ready once uvicorn's line names a port.
-
-    Raises :class:`BenchError` (with the log's tail) if it exits or is not ready in
-    ``timeout`` seconds.
-    """
-
-    def __init__(self, argv: list[str], log: Path, about: str):
-        import subprocess
-
-        self.about = about
-        self.argv = argv
-        self.log = log
-        with open(log, "wb") as err:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err,
-                                         stdin=subprocess.DEVNULL, cwd=str(log.parent),
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.port = 0
-
-    def wait_ready(self, timeout: float = 300) -> "Subprocess":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = READY.search(self.log.read_bytes())
-            if m:
-                self.port = int(m.group(1))
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise BenchError(f"{self.about} did not start:\n"
-                         f"{self.log.read_bytes().decode('utf-8', 'replace')[-2000:]}")
-
-    def rss_bytes(self) -> int | None:
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
-
-    def stop(self) -> None:
-        import signal
-        import subprocess
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+#: the server subprocess (shared with the cold-start benchmark)
+Subprocess = ServerProcess
 
 
 def server_argv(kind: str, max_concurrency: int | None = None) -> tuple[list[str], str]:
@@ -216,15 +164,6 @@ def stderr_progress(msg: str) -> None:
     print(f"[bench concurrency] {msg}", file=sys.stderr, flush=True)
 
 
-def _selection() -> dict | None:
-    from pyworkers.config import load_worker_config
-
-    try:
-        return load_worker_config(WORKLOAD).runtime_selection().to_json()
-    except Exception:  # noqa: BLE001 - the machine description is informative only
-        return None
-
-
 def run(clients: int = 32, requests: int = 2000, *, sync_requests: int = 100, rounds: int = 4,
         max_concurrency: int | None = None, endpoints: tuple[str, ...] | None = None,
         progress: Callable[[str], None] | None = stderr_progress) -> dict:
@@ -244,7 +183,7 @@ def run(clients: int = 32, requests: int = 2000, *, sync_requests: int = 100, ro
     rounds = max(1, rounds)
     t_start = time.perf_counter()
     result: dict[str, Any] = {
-        "format": FORMAT, "kind": KIND, "machine": describe_machine(_selection()),
+        "format": FORMAT, "kind": KIND, "machine": describe_machine(workload_selection(WORKLOAD)),
         "workload": {"app": "benchmarks/workloads/io", "delay_ms": DELAY_S * 1000,
                      "endpoints": {k: {"path": p, "about": a} for k, p, a, _ in ENDPOINTS
                                    if k in keys}},

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pyworkers.benchmarks.coldstart import BenchError, describe_machine
+from pyworkers.benchmarks.coldstart import BenchError, describe_machine, workload_selection
 from pyworkers.benchmarks.concurrency import Subprocess
 from pyworkers.benchmarks.concurrency import measure as concurrency_measure
 
@@ -137,15 +137,6 @@ def stderr_progress(msg: str) -> None:
     print(f"[bench proxy] {msg}", file=sys.stderr, flush=True)
 
 
-def _selection() -> dict | None:
-    from pyworkers.config import load_worker_config
-
-    try:
-        return load_worker_config(WORKLOAD).runtime_selection().to_json()
-    except Exception:  # noqa: BLE001 - the machine description is informative only
-        return None
-
-
 def httpx_version(port: int) -> str | None:
     """The ``httpx`` version the server on 127.0.0.1:``port`` runs (the workload's
     ``GET /httpx-version``); None if it does not answer 200."""
@@ -177,7 +168,7 @@ def run(clients: int = 16, requests: int = 1000, *, rounds: int = 4, body_bytes:
     rounds = max(1, rounds)
     t_start = time.perf_counter()
     result: dict[str, Any] = {
-        "format": FORMAT, "kind": KIND, "machine": describe_machine(_selection()),
+        "format": FORMAT, "kind": KIND, "machine": describe_machine(workload_selection(WORKLOAD)),
         "workload": {"app": "benchmarks/workloads/proxy",
                      "about": "GET /?upstream=127.0.0.1:PORT -> httpx.AsyncClient.get(upstream) "
                               "-> its body",
