@@ -4,7 +4,7 @@
 trampoline: it builds a ``Caller``, converts each argument with ``Val._from_raw`` and the result
 with ``Val._convert_to_raw`` and re-reads value types on each call (measured: ~60 µs of a
 guest -> host call on a loaded machine, 4x the host function's own body). Our host functions
-take and return only numbers, so :func:`define_raw` registers them with
+take and return only numbers (and null references), so :func:`define_raw` registers them with
 ``wasmtime_linker_define_func_unchecked`` instead: the callback receives the raw
 ``wasmtime_val_raw_t`` array (arguments in, results out, in place) and reads each argument from
 the union field of its type.
@@ -25,7 +25,13 @@ from wasmtime import _bindings as B
 
 _FIELDS = {
     "i32": "i32", "i64": "i64", "f32": "f32", "f64": "f64",
+    # references: only null crosses (the JS-bridge imports; no JavaScript values exist here).
+    # A reference argument reaches the Python function as None; a reference result must be
+    # None and is written as the raw null (0: wasmtime's ``wasmtime_val_raw_t`` GC reference
+    # index, or a null pointer)
+    "anyref": "anyref", "externref": "externref",
 }
+_REFS = ("anyref", "externref")
 _TRAP_MSG = b"python exception"
 #: callbacks must stay alive as long as the linker (they are called from C)
 _KEEP: list[Any] = []
@@ -68,12 +74,20 @@ def _callback(fn: Callable[..., Any], params: list[str], result: str | None):
         fields = list(params)
 
         def call(vals):
-            return fn(*[getattr(vals[i], f) for i, f in enumerate(fields)])
+            return fn(*[None if f in _REFS else getattr(vals[i], f)
+                        for i, f in enumerate(fields)])
+
+    ref_result = result in _REFS
 
     def raw(env, caller, vals, nvals):
         try:
             r = call(vals)
-            if result is not None:
+            if ref_result:
+                if r is not None:
+                    raise TypeError(f"a host function returning {result} can only return "
+                                    f"None (null), not {type(r).__name__}")
+                setattr(vals[0], result, 0)
+            elif result is not None:
                 setattr(vals[0], result, r)
             return 0
         except BaseException as e:  # noqa: BLE001 - handed to the wasm caller as a trap
@@ -89,7 +103,8 @@ _no_finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(0)
 def define_raw(linker: wasmtime.Linker, module: str, name: str, ty: wasmtime.FuncType,
                fn: Callable[..., Any]) -> None:
     """Define ``module.name`` of type ``ty`` on ``linker`` as ``fn(*numbers) -> number|None``
-    (at most one result). Raises ``TypeError`` for non-numeric types and
+    (at most one result; ``anyref``/``externref`` arguments arrive as None, such a result must
+    be None: null). Raises ``TypeError`` for other types and
     ``wasmtime.WasmtimeError`` if the linker refuses the definition."""
     params = [_field(p) for p in ty.params]
     results = [_field(r) for r in ty.results]

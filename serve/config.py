@@ -28,6 +28,9 @@ class ServeConfig:
         memory_limit: linear memory cap per isolate (bytes; ``None``: 4 GiB).
         max_body_size: request bodies larger than this get ``413`` (bytes).
         watch_interval: seconds between checks of the deployment store.
+        trace_phases: time every HTTP request's phases (:mod:`pyworkers.serve.phases`; costs
+            three guest clock reads per request); kept in ``ServerApp.traces``.
+        trace_file: with ``trace_phases``, write the traces there (JSON lines) at shutdown.
     """
 
     min_idle: int = 1
@@ -42,6 +45,8 @@ class ServeConfig:
     memory_limit: int | None = 512 << 20
     max_body_size: int = 100 << 20
     watch_interval: float = 1.0
+    trace_phases: bool = False
+    trace_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("request_timeout", "queue_timeout", "idle_timeout", "startup_timeout",

@@ -2,6 +2,8 @@
 
 - a connection that never sends a request is closed after ``--keep-alive-timeout`` (uvicorn
   starts that timer only after a first response);
+- the arrival time of a request's bytes is kept for ``--trace-phases``
+  (:data:`pyworkers.serve.phases.arrived_ns`);
 - the front can *abort* a connection (:func:`abort`): when a response that already started
   cannot be completed (request timeout, isolate lost), uvicorn's ``transport.close()`` would
   wait for the write buffer to drain, forever for a client that does not read; aborting drops
@@ -12,9 +14,12 @@ Connections are found by the client address of the ASGI scope (unique per open c
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from pyworkers.serve import phases
 
 _open: dict[tuple, "ServeH11Protocol"] = {}
 
@@ -29,6 +34,12 @@ class ServeH11Protocol(H11Protocol):
         if self.timeout_keep_alive_task is None:  # idle until the first request, too
             self.timeout_keep_alive_task = self.loop.call_later(
                 self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def data_received(self, data: bytes) -> None:
+        # the arrival time of a request's bytes, for --trace-phases (uvicorn's request task,
+        # started from here, copies the context)
+        phases.arrived_ns.set(time.monotonic_ns())
+        super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.client and _open.get(tuple(self.client)) is self:

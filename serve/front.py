@@ -25,6 +25,7 @@ Faults stay local to the request; responses made by the host carry
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from typing import Any, Callable, Mapping
@@ -32,24 +33,14 @@ from typing import Any, Callable, Mapping
 from pyworkers.serve import connections
 from pyworkers.serve.config import ServeConfig
 from pyworkers.serve.errors import PoolUnavailable, ServeError
+from pyworkers.serve.exchange import (HttpExchange, ResponseAborted, WebSocketExchange,
+                                      content_length, has_header, plain_response)
+from pyworkers.serve.phases import RequestTrace, arrived_ns, write_traces
 from pyworkers.serve.pool import Pool
-from pyworkers.serve.protocol import GuestMessage, IsolateLost, encode_scope, wire
 from pyworkers.serve.routing import route
-from pyworkers.serve.worker import Conversation, IsolateFactory
+from pyworkers.serve.worker import IsolateFactory
 
 log = logging.getLogger("pyworkers.serve")
-
-_STATUS_TEXT = {500: "Internal Server Error", 503: "Service Unavailable",
-                504: "Gateway Timeout", 413: "Content Too Large", 408: "Request Timeout"}
-
-
-#: bytes of WebSocket messages the host forwards to an isolate before it waits for the guest
-WS_BUFFER = 8 << 20
-
-
-class ResponseAborted(Exception):
-    """Raised to uvicorn when a response that already started cannot be completed: uvicorn
-    then closes the connection."""
 
 
 class ServerApp:
@@ -86,6 +77,9 @@ class ServerApp:
         self.started = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pending_upgrades: list = []
+        #: :class:`~pyworkers.serve.phases.RequestTrace` of each HTTP request served, when
+        #: ``config.trace_phases`` (the last 100,000)
+        self.traces: collections.deque = collections.deque(maxlen=100_000)
 
     def _pool(self, name: str, factory: IsolateFactory) -> Pool:
         return Pool(name, factory, self.config.policy(), self.config.times(),
@@ -165,8 +159,11 @@ class ServerApp:
                 await res
 
     async def shutdown(self) -> None:
-        """Drain and stop every pool."""
+        """Drain and stop every pool; write the request traces to ``config.trace_file``."""
         await asyncio.gather(*(p.close() for p in self.pools.values()), return_exceptions=True)
+        if self.config.trace_phases and self.config.trace_file:
+            n = write_traces(self.config.trace_file, self.traces)
+            log.info("wrote %d request traces to %s", n, self.config.trace_file)
 
     async def swap(self, name: str, factory: IsolateFactory) -> int:
         """Serve ``factory`` as deployment ``name``: a new pool if ``name`` is new, else a
@@ -215,31 +212,32 @@ class ServerApp:
     # ------------------------------------------------------------------ HTTP
     async def _http(self, scope: dict, receive: Callable, send: Callable) -> str | None:
         """Forward one HTTP request; returns the deployment name it went to (or None)."""
+        trace = RequestTrace(arrived=arrived_ns.get()) if self.config.trace_phases else None
         routed = route(scope, self._names())
         if routed is None:
             names = ", ".join(sorted(self._names()))
-            await _plain(send, 404, "no deployment matches this request: use /<name>/... or a "
+            await plain_response(send, 404, "no deployment matches this request: use /<name>/... or a "
                          f"Host header <name>.localhost; deployments: {names}\n", None)
             return None
         name, root_path = routed
         if name in self.unavailable:
-            await _plain(send, 503, f"Service Unavailable: worker {name} cannot be served "
+            await plain_response(send, 503, f"Service Unavailable: worker {name} cannot be served "
                          "now (see the server log)\n", "unavailable")
             return name
-        length = _content_length(scope)
+        length = content_length(scope)
         if length is not None and length > self.config.max_body_size:
-            await _plain(send, 413, f"request body over {self.config.max_body_size} bytes\n",
+            await plain_response(send, 413, f"request body over {self.config.max_body_size} bytes\n",
                          "too-large", close=True)
             return name
-        if _has(scope, b"transfer-encoding") and _has(scope, b"content-length"):
+        if has_header(scope, b"transfer-encoding") and has_header(scope, b"content-length"):
             # RFC 9112 6.1: ambiguous framing (a request smuggling vector): refuse and close
-            await _plain(send, 400, "Bad Request: both Content-Length and Transfer-Encoding\n",
+            await plain_response(send, 400, "Bad Request: both Content-Length and Transfer-Encoding\n",
                          None, close=True)
             return name
         try:
             first = await asyncio.wait_for(receive(), self.config.request_timeout)
         except asyncio.TimeoutError:
-            await _plain(send, 408, "Request Timeout\n", "timeout", close=True)
+            await plain_response(send, 408, "Request Timeout\n", "timeout", close=True)
             return name
         if first["type"] != "http.request":
             return name  # the client went away before its request arrived
@@ -248,15 +246,17 @@ class ServerApp:
             worker = await pool.acquire(self.config.queue_timeout)
         except PoolUnavailable as e:
             log.warning("[%s] 503 for %s %s: %s", name, scope["method"], scope["path"], e)
-            await _plain(send, 503, "Service Unavailable\n",
+            await plain_response(send, 503, "Service Unavailable\n",
                          "startup" if e.reason == "startup" else "unavailable")
             return name
         conv = worker.open("http", f"{scope['method']} {scope['path']}")
         client = scope.get("client")
         ex = HttpExchange(conv, receive, send, request_timeout=self.config.request_timeout,
                           max_body_size=self.config.max_body_size,
-                          abort=lambda: connections.abort(client))
+                          abort=lambda: connections.abort(client), trace=trace)
         await ex.run(dict(scope, root_path=root_path), first)
+        if trace is not None:
+            self.traces.append(trace)
         return name
 
     # ------------------------------------------------------------------ WebSocket
@@ -278,271 +278,7 @@ class ServerApp:
         conv = worker.open("websocket", f"WebSocket {scope['path']}")
         if self.metrics is not None:
             self.metrics.on_websocket(name)
-        await _WebSocketExchange(conv, receive, send).run(dict(scope, root_path=root_path))
-
-
-class HttpExchange:
-    """One HTTP request forwarded into one conversation: ``receive``/``send`` are the ASGI
-    callables of the client side (uvicorn's, or in-memory ones in
-    :mod:`pyworkers.serve.oneshot`); ``request_timeout`` in seconds, ``max_body_size`` in
-    bytes. :meth:`run` returns when the response is complete (the app's task may go on)."""
-
-    def __init__(self, conv: Conversation, receive: Callable, send: Callable, *,
-                 request_timeout: float, max_body_size: int,
-                 abort: Callable[[], Any] | None = None):
-        self.conv, self.receive, self.send = conv, receive, send
-        #: drops the client connection at once (a started response that cannot complete)
-        self.abort = abort
-        self.request_timeout, self.max_body_size = request_timeout, max_body_size
-        self.started = self.complete = False
-        self.received = 0
-        #: the host's fault, if it answered for the app (``"exception"``, ``"timeout"``...)
-        self.fault: str | None = None
-        #: the app's exception (guest data) when it raised before responding
-        self.error: dict | None = None
-        self.deadline = time.monotonic() + request_timeout
-        self.watcher: asyncio.Task | None = None
-
-    @property
-    def where(self) -> str:
-        return f"[{self.conv.worker.id}] {self.conv.what}"
-
-    async def run(self, scope: dict, first: dict) -> None:
-        body = bytes(first.get("body", b""))
-        more = bool(first.get("more_body", False))
-        self.received = len(body)
-        self.conv.push(wire.H_HTTP, encode_scope(scope, more_body=more), body)
-        if not more:
-            self._watch_disconnect()
-        try:
-            await self._pump()
-        except asyncio.TimeoutError:
-            self.conv.push(wire.H_CANCEL, {"reason": "request timeout"})
-            await self._fail(504, "timeout", "request timed out after "
-                             f"{self.request_timeout:g} s (its task was cancelled)")
-        except _Finished:
-            pass
-        except asyncio.CancelledError:
-            self.conv.push(wire.H_CANCEL, {"reason": "the server cancelled the request"})
-            raise
-        finally:
-            self.conv.detach()
-            if self.watcher is not None:
-                self.watcher.cancel()
-
-    def _left(self) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise asyncio.TimeoutError()
-        return left
-
-    async def _pump(self) -> None:
-        q = self.conv.queue
-        while True:
-            msg = await asyncio.wait_for(q.get(), self._left())
-            if isinstance(msg, IsolateLost):
-                await self._lost(msg)
-                return
-            kind = msg.kind
-            if kind == wire.G_START:
-                self.started = True
-                await self._send({"type": "http.response.start", "status": msg.status,
-                                  "headers": msg.headers,
-                                  "trailers": bool(msg.meta.get("trailers", False))})
-            elif kind == wire.G_BODY:
-                more = msg.more_body
-                await self._send({"type": "http.response.body", "body": msg.body,
-                                  "more_body": more})
-                if more:
-                    self.conv.push(wire.H_ACK)
-                else:
-                    self.complete = True
-                    return  # background work goes on in the guest; G_DONE is logged there
-            elif kind == wire.G_NEED_BODY:
-                await self._next_body()
-            elif kind == wire.G_DONE:
-                await self._done(msg)
-                return
-
-    async def _send(self, message: dict) -> None:
-        """Send to the client within the request deadline (a client that does not read holds
-        only this request, and only until then)."""
-        await asyncio.wait_for(self.send(message), self._left())
-
-    async def _next_body(self) -> None:
-        ev = await asyncio.wait_for(self.receive(), self._left())
-        if ev["type"] == "http.request":
-            chunk = bytes(ev.get("body", b""))
-            self.received += len(chunk)
-            if self.received > self.max_body_size:
-                self.conv.push(wire.H_DISCONNECT)
-                await self._fail(413, "too-large", f"request body over {self.max_body_size} bytes")
-                raise _Finished()
-            more = bool(ev.get("more_body", False))
-            self.conv.push(wire.H_BODY, {"more_body": more}, chunk)
-            if not more:
-                self._watch_disconnect()
-        else:
-            self.conv.push(wire.H_DISCONNECT)
-
-    def _watch_disconnect(self) -> None:
-        """Once the body is in, uvicorn's receive() only reports a disconnect: pass it on."""
-        async def watch() -> None:
-            ev = await self.receive()
-            if ev["type"] == "http.disconnect" and not self.complete:
-                self.conv.push(wire.H_DISCONNECT)
-
-        self.watcher = asyncio.ensure_future(watch())
-
-    async def _done(self, msg: GuestMessage) -> None:
-        err = msg.error
-        fault = "exception"
-        if err:
-            log.error("%s: Exception in ASGI application\n%s", self.where,
-                      err["traceback"].rstrip() or f"{err['type']}: {err['message']}")
-            if err["type"] == "MemoryError":
-                fault = "memory"
-        if not self.started:
-            if not err:
-                log.error("%s: ASGI callable returned without starting response.", self.where)
-            self.started, self.fault = True, fault
-            self.error = err
-            await _plain(self.send, 500, "Internal Server Error\n", fault)
-        elif not self.complete:
-            if not err:
-                log.error("%s: ASGI callable returned without completing response.",
-                          self.where)
-            raise ResponseAborted(f"{self.where}: the response was not completed")
-
-    async def _lost(self, msg: IsolateLost) -> None:
-        status = 504 if msg.fault == "timeout" else 503 if msg.fault == "unavailable" else 500
-        what = {"timeout": "request timed out: the guest ran without awaiting and was "
-                           "interrupted", "unavailable": "isolate stopped"}.get(
-            msg.fault, "isolate crashed")
-        await self._fail(status, msg.fault, f"{what}: {msg.reason}")
-
-    async def _fail(self, status: int, fault: str, message: str) -> None:
-        (log.warning if status in (413, 504) else log.error)("%s: %s", self.where, message)
-        self.fault = fault
-        if not self.started:
-            self.started = True
-            await _plain(self.send, status, _STATUS_TEXT.get(status, "Error") + "\n", fault,
-                         close=status in (413, 504))
-        elif not self.complete:
-            if self.abort is not None:  # do not wait for a client that may never read
-                asyncio.get_running_loop().call_soon(self.abort)
-            raise ResponseAborted(f"{self.where}: {message}")
-
-
-class _Finished(Exception):
-    pass
-
-
-class _WebSocketExchange:
-    """One WebSocket forwarded into one conversation (no request timeout: it lives as long
-    as both sides keep it; the CPU watchdog still applies to the guest)."""
-
-    def __init__(self, conv: Conversation, receive: Callable, send: Callable):
-        self.conv, self.receive, self.send = conv, receive, send
-        self.accepted = self.closed = False
-
-    async def run(self, scope: dict) -> None:
-        self.conv.push(wire.H_WS_CONNECT, encode_scope(scope))
-        reader = asyncio.ensure_future(self._read())
-        try:
-            while True:
-                msg = await self.conv.queue.get()
-                if isinstance(msg, IsolateLost):
-                    log.error("[%s] %s: isolate lost: %s", self.conv.worker.id, self.conv.what,
-                              msg.reason)
-                    await self._close(1011, "")
-                    return
-                if msg.kind == wire.G_WS_ACCEPT:
-                    self.accepted = True
-                    await self._send({"type": "websocket.accept",
-                                      "subprotocol": msg.meta.get("subprotocol"),
-                                      "headers": msg.headers})
-                elif msg.kind == wire.G_WS_SEND:
-                    if msg.meta.get("text"):
-                        await self._send({"type": "websocket.send",
-                                          "text": msg.body.decode("utf-8", "replace")})
-                    else:
-                        await self._send({"type": "websocket.send", "bytes": msg.body})
-                elif msg.kind == wire.G_WS_CLOSE:
-                    await self._close(int(msg.meta.get("code", 1000)),
-                                      str(msg.meta.get("reason", "")))
-                elif msg.kind == wire.G_DONE:
-                    err = msg.error
-                    if err and err["type"] != "CancelledError":
-                        log.error("[%s] %s: Exception in ASGI application\n%s",
-                                  self.conv.worker.id, self.conv.what, err["traceback"].rstrip())
-                    await self._close(1011 if err else 1000, "")
-                    return
-        finally:
-            reader.cancel()
-            self.conv.detach()
-
-    async def _send(self, message: dict) -> None:
-        if self.closed:
-            return
-        try:
-            await self.send(message)
-        except (OSError, RuntimeError) as e:  # the client is gone
-            log.debug("[%s] %s: send after disconnect (%s)", self.conv.worker.id,
-                      self.conv.what, e)
-            self.closed = True
-
-    async def _close(self, code: int, reason: str) -> None:
-        if not self.closed:
-            await self._send({"type": "websocket.close", "code": code, "reason": reason})
-            self.closed = True
-
-    async def _read(self) -> None:
-        while True:
-            # back-pressure: stop reading the client while the guest has not taken what was
-            # forwarded (the host never buffers more than ~WS_BUFFER bytes per isolate)
-            ch = self.conv.worker.channel
-            while ch is not None and ch.pending > WS_BUFFER:
-                await asyncio.sleep(0.005)
-            ev = await self.receive()
-            t = ev["type"]
-            if t == "websocket.receive":
-                if ev.get("text") is not None:
-                    self.conv.push(wire.H_WS_RECEIVE, {"text": True}, ev["text"].encode("utf-8"))
-                else:
-                    self.conv.push(wire.H_WS_RECEIVE, None, bytes(ev.get("bytes") or b""))
-            elif t == "websocket.disconnect":
-                self.closed = True
-                self.conv.push(wire.H_WS_DISCONNECT, {"code": int(ev.get("code", 1005)),
-                                                      "reason": str(ev.get("reason") or "")})
-                return
-
-
-def _has(scope: dict, name: bytes) -> bool:
-    return any(k == name for k, _ in scope.get("headers", ()))
-
-
-def _content_length(scope: dict) -> int | None:
-    for k, v in scope.get("headers", ()):
-        if k == b"content-length":
-            try:
-                return int(v)
-            except ValueError:
-                return None
-    return None
-
-
-async def _plain(send: Callable, status: int, text: str, fault: str | None,
-                 close: bool = False) -> None:
-    body = text.encode()
-    headers = [(b"content-type", b"text/plain; charset=utf-8"),
-               (b"content-length", str(len(body)).encode())]
-    if fault:
-        headers.append((b"x-pyworkers-fault", fault.encode()))
-    if close:
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+        await WebSocketExchange(conv, receive, send).run(dict(scope, root_path=root_path))
 
 
 __all__ = ["HttpExchange", "ResponseAborted", "ServerApp"]

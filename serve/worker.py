@@ -169,13 +169,16 @@ class Conversation:
     :meth:`detach` when the handler stops listening (response complete, timeout): the guest's
     later messages are then only logged, and the conversation ends with ``G_DONE``."""
 
-    __slots__ = ("worker", "cid", "kind", "queue", "detached", "started_at", "what")
+    __slots__ = ("worker", "cid", "kind", "queue", "detached", "started_at", "what", "trace")
 
     def __init__(self, worker: "Worker", cid: int, kind: str, what: str):
         self.worker, self.cid, self.kind, self.what = worker, cid, kind, what
         self.queue: asyncio.Queue = asyncio.Queue()
         self.detached = False
         self.started_at = time.monotonic()
+        #: the request's :class:`~pyworkers.serve.phases.RequestTrace` when it is traced:
+        #: the guest's clock readings (``G_DONE``'s "trace") are put there on the host's clock
+        self.trace = None
 
     def push(self, kind: int, meta: dict | None = None, body: bytes = b"") -> None:
         """Send an event of this conversation to the guest (no-op once the isolate is gone)."""
@@ -230,6 +233,9 @@ class Worker:
         # pieces, binding values are <= 25 MiB): the host never buffers more for a guest
         self._decoder = wire.Decoder(max_body=MAX_GUEST_FRAME)
         self._mem_checks = 0
+        #: monotonic ns of the start-up steps: "start", "restored" (the factory returned:
+        #: restore or boot + app load), "loop" (the guest's loop runs), "ready"
+        self.timeline: dict[str, int] = {}
 
     # ------------------------------------------------------------------ state
     @property
@@ -247,6 +253,25 @@ class Worker:
         return 0.0 if host.in_poll else max(0.0, time.monotonic() - host.left_poll_at)
 
     @property
+    def clock_offset_ns(self) -> int:
+        """The guest's monotonic clock minus the host's (ns): subtract it from a guest
+        reading to place it on the host's ``time.monotonic_ns()``."""
+        iso = self.iso
+        return iso.host.mono_offset_ns if iso is not None else 0
+
+    def startup_phases(self) -> dict[str, float]:
+        """Start-up in ms: ``restore`` (thread start to an isolate with the app loaded:
+        snapshot restore, or boot + import), ``loop`` (the guest's serve loop starting),
+        ``lifespan`` (lifespan startup); only the steps reached."""
+        t = self.timeline
+        out = {}
+        for name, a, b in (("restore", "start", "restored"), ("loop", "restored", "loop"),
+                           ("lifespan", "loop", "ready")):
+            if a in t and b in t:
+                out[name] = (t[b] - t[a]) / 1e6
+        return out
+
+    @property
     def ready(self) -> bool:
         return self.state == "ready"
 
@@ -261,6 +286,7 @@ class Worker:
         self._ready = self.loop.create_future()
         self._ended = self.loop.create_future()
         t0 = time.monotonic()
+        self.timeline["start"] = time.monotonic_ns()
         self._thread = threading.Thread(target=self._thread_main, name=f"isolate {self.id}",
                                         daemon=True)
         self._thread.start()
@@ -286,6 +312,7 @@ class Worker:
             self._flush_logs()
             self._to_loop(self._boot_failed, e)
             return
+        self.timeline["restored"] = time.monotonic_ns()
         self.iso = iso
         ch = self.channel = Channel(iso.host.waker, self._from_guest)
         iso.host.devices[CHANNEL_PATH] = lambda: ch
@@ -348,6 +375,8 @@ class Worker:
                 t.add_done_callback(self._calls.discard)
                 continue
             if cid == 0:
+                if kind == wire.G_READY:
+                    self.timeline["loop"] = time.monotonic_ns()
                 self._lifespan_message(m)
                 continue
             conv = self.convs.get(cid)
@@ -356,6 +385,9 @@ class Worker:
             if kind == wire.G_DONE:
                 del self.convs[cid]
                 self.served += 1
+                if conv.trace is not None and isinstance(m.meta.get("trace"), list):
+                    off = self.clock_offset_ns
+                    conv.trace.guest = [int(x) - off for x in m.meta["trace"]]
                 self.last_used = time.monotonic()
                 err = m.error
                 if err and err["type"] == "MemoryError":
@@ -440,6 +472,7 @@ class Worker:
                     "[%s] %s", self.id, m.meta.get("message", ""))
 
     def _set_ready(self) -> None:
+        self.timeline.setdefault("ready", time.monotonic_ns())
         if self.state == "booting":
             self.state = "ready"
         if self._ready is not None and not self._ready.done():

@@ -66,6 +66,9 @@ def test_example_deploys_and_redeploys_faster(tmp_path, capsys, example, must_ha
     for label in ("runtime", "lock", "layer", "snapshot", "timings"):
         assert any(line.startswith(label) for line in shown.stdout.splitlines()), label
 
+    if second["snapshot"] is not None:
+        _check_primed(st, example)
+
     t1, t2 = first["timings_ms"], second["timings_ms"]
     pkg = lambda t: t["resolve"] + t["download"] + t["layer"]  # noqa: E731
     with capsys.disabled():
@@ -74,3 +77,25 @@ def test_example_deploys_and_redeploys_faster(tmp_path, capsys, example, must_ha
         print(f"[{example}] total {t1['total']:.0f} -> {t2['total']:.0f} ms "
               f"({t1['total'] / t2['total']:.2f}x); resolve+download+layer {pkg(t1):.0f} -> "
               f"{pkg(t2):.0f} ms ({pkg(t1) / max(pkg(t2), 0.1):.1f}x)")
+
+
+def _check_primed(st: Store, name: str) -> None:
+    """What ``_pyworkers_asgi.prime`` did before the snapshot is in a restored isolate, with no
+    request served: the lazily imported modules and FastAPI's endpoint-context cache (one entry
+    per endpoint, so no first request reads a source file)."""
+    from pyworkers.serve.targets import deployment_target
+
+    _id, factory = deployment_target(st, name, memory_limit=512 << 20)
+    iso = factory(stdout=lambda b: None, stderr=lambda b: None)
+    try:
+        mods = iso.eval("sorted(m for m in ('pyworkers_env', 'fastapi.telemetry._runtime', "
+                        "'_pyworkers_serve', 'asyncio') if m in __import__('sys').modules)")
+        assert mods == repr(sorted(["pyworkers_env", "fastapi.telemetry._runtime",
+                                    "_pyworkers_serve", "asyncio"])), mods
+        cached, endpoints = eval(iso.eval(
+            "(len(__import__('fastapi.routing').routing._endpoint_context_cache), "
+            "sum(1 for r in __import__('_pyworkers_asgi')._routes(__import__('_pyworkers_asgi')"
+            "._app) if getattr(getattr(r, 'dependant', None), 'call', None)))"))
+        assert endpoints >= 2 and cached == endpoints, (cached, endpoints)
+    finally:
+        iso.close()

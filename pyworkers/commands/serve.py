@@ -104,6 +104,11 @@ def log_config(level: str) -> dict:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--no-access-log", is_flag=True, help="Do not log one line per request.")
+@click.option("--trace-phases", "trace_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Time every HTTP request's phases (uvicorn, host front, crossing into the "
+                   "isolate, guest adapter, app, crossing back, response write) and write them "
+                   "to FILE as JSON lines at shutdown (for benchmarks; three guest clock reads "
+                   "per request).")
 def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interval: float,
               host: str, port: int, min_idle: int,
               max_isolates: int | None, max_concurrency: int, request_timeout: float,
@@ -112,7 +117,8 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
               registry_ref: str | None, registry_interval: float, ca_file: str | None,
               fallback: str, outbound_allow: tuple[str, ...], outbound_deny: tuple[str, ...],
               workers: int, keep_alive_timeout: float,
-              cache_dir: str | None, log_level: str, no_access_log: bool) -> None:
+              cache_dir: str | None, log_level: str, no_access_log: bool,
+              trace_file: str | None) -> None:
     """Serve deployments (default: every worker in the store) over HTTP.
 
     Each NAME is a worker in the deployment store: its current deployment is served, restored
@@ -141,7 +147,8 @@ def serve_cmd(targets_args: tuple[str, ...], store_dir: str | None, watch_interv
                           max_concurrency=max_concurrency, request_timeout=request_timeout,
                           queue_timeout=queue_timeout, idle_timeout=idle_timeout,
                           drain_timeout=drain_timeout, memory_limit=memory_limit << 20,
-                          max_body_size=max_body_size << 20, watch_interval=watch_interval)
+                          max_body_size=max_body_size << 20, watch_interval=watch_interval,
+                          trace_phases=trace_file is not None, trace_file=trace_file)
     except ServeError as e:
         raise UserError(str(e)) from None
     pre_bound = None

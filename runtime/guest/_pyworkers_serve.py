@@ -216,8 +216,10 @@ class _Conversation:
         self.server.lifespan_said = t
 
     # ------------------------------------------------------------------ the app's task
-    async def run(self, scope):
+    async def run(self, scope, trace=None):
         error = None
+        if trace is not None:
+            trace.append(_now_ns())  # the app is called
         try:
             result = await self.server.app(scope, self.receive, self.send)
             if result is not None:
@@ -228,7 +230,19 @@ class _Conversation:
                 raise
         finally:
             self.server.convs.pop(self.cid, None)
-            self.server.emit(W.G_DONE, self.cid, {"error": error})
+            done = {"error": error}
+            if trace is not None:
+                trace.append(_now_ns())  # the app returned
+                done["trace"] = trace
+            self.server.emit(W.G_DONE, self.cid, done)
+
+
+def _now_ns():
+    """The guest's monotonic clock (ns): the host's ``time.monotonic_ns()`` plus the isolate's
+    ``mono_offset_ns`` (one host call; only for traced requests)."""
+    import time
+
+    return time.monotonic_ns()
 
 
 def _env():
@@ -337,6 +351,9 @@ class _Server:
 
     def dispatch(self, kind, cid, meta, body):
         if kind == W.H_HTTP:
+            # a traced request (``pyworkers serve --trace-phases``): guest clock readings
+            # [dispatched, app called, app returned] come back in G_DONE's "trace"
+            trace = [_now_ns()] if meta.pop("trace", None) else None
             conv = _Conversation(self, cid, "http")
             scope = W.scope_in(meta)
             more = bool(scope.pop("more_body", False))
@@ -346,7 +363,7 @@ class _Server:
             scope["env"] = _env()
             self.convs[cid] = conv
             conv.deliver({"type": "http.request", "body": body, "more_body": more})
-            conv.task = self.loop.create_task(conv.run(scope), name=f"http-{cid}")
+            conv.task = self.loop.create_task(conv.run(scope, trace), name=f"http-{cid}")
         elif kind == W.H_WS_CONNECT:
             conv = _Conversation(self, cid, "websocket")
             scope = W.scope_in(meta)

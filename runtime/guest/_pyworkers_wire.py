@@ -21,7 +21,9 @@ MAX_META = 1 << 20  # a frame's JSON metadata may not exceed 1 MiB
 
 # host -> guest
 H_LIFESPAN_STARTUP = 1   # {}
-H_HTTP = 2               # meta: scope fields + "more_body"; body: first request body chunk
+H_HTTP = 2               # meta: scope fields + "more_body" (+ "trace": 1 to time the request:
+                         # G_DONE then carries "trace": [dispatched, app called, app returned],
+                         # guest monotonic ns); body: first request body chunk
 H_BODY = 3               # meta: {"more_body": bool}; body: a request body chunk
 H_DISCONNECT = 4         # {} the HTTP client went away
 H_WS_CONNECT = 5         # meta: scope fields (+ "subprotocols")
