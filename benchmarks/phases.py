@@ -26,6 +26,7 @@ LABELS = {
     "lifespan": "lifespan startup",
     "uvicorn_in": "uvicorn: bytes in -> ASGI call",
     "front_in": "host front: routing, pool, frame out",
+    "queue": "waiting for an isolate (a cold start's start-up)",
     "to_guest": "crossing into the isolate's thread",
     "guest_in": "guest adapter: frame -> app called",
     "app": "the app's ASGI call",
@@ -127,7 +128,8 @@ def breakdown_lines(result: dict) -> list[str]:
         lines.append("where the time goes (p50 of each phase, ms; phases: "
                      "pyworkers.serve.phases):")
         row("cold start (mode 2), start-up", strip(cold), STARTUP)
-        row("cold start (mode 2), first request", strip(cold), PHASES)
+        row("cold start (mode 2), first request", strip(cold),
+            tuple(p for p in PHASES if p != "queue"))
         row("pre-warmed (mode 3), first request", strip(pre), PHASES)
     wi = result.get("warm_inprocess") or {}
     if wi.get("phases_p50_ms"):

@@ -9,7 +9,9 @@ offset). :func:`request_phases` turns them into consecutive phases (ms):
 ============  =============================================================================
 uvicorn_in    bytes of the request received -> ``ServerApp`` called (h11 parsing, uvicorn's
               task; only under uvicorn)
-front_in      ``ServerApp`` called -> ``H_HTTP`` frame pushed (routing, pool, scope encoding)
+front_in      ``ServerApp`` called -> ``H_HTTP`` frame pushed (routing, pool, scope encoding),
+              less ``queue``
+queue         waiting for an isolate with room (for a cold start: the isolate's start-up)
 to_guest      frame pushed -> the guest dispatches it (channel, waking the isolate's thread,
               its ``poll`` returning, reading and decoding the frame)
 guest_in      dispatched -> the app is called (scope, the conversation's task scheduled)
@@ -33,7 +35,8 @@ from pathlib import Path
 from typing import Iterable
 
 #: the phase names, in request order
-PHASES = ("uvicorn_in", "front_in", "to_guest", "guest_in", "app", "to_host", "front_out")
+PHASES = ("uvicorn_in", "front_in", "queue", "to_guest", "guest_in", "app", "to_host",
+          "front_out")
 
 #: monotonic ns at which the connection's current request bytes arrived (set by
 #: :class:`pyworkers.serve.connections.ServeH11Protocol` before uvicorn starts the request's
@@ -55,6 +58,8 @@ class RequestTrace:
     sent: int | None = None
     worker: str = ""
     status: int | None = None
+    #: ns spent waiting for an isolate with room (``Pool.acquire``)
+    queue_ns: int = 0
 
     def complete(self) -> bool:
         return None not in (self.pushed, self.start_rx, self.sent) and bool(self.guest) \
@@ -73,7 +78,8 @@ def request_phases(t: RequestTrace) -> dict[str, float]:
     out = {}
     if t.arrived is not None:
         out["uvicorn_in"] = (t.called - t.arrived) / 1e6
-    out.update({"front_in": (t.pushed - t.called) / 1e6,  # type: ignore[operator]
+    out.update({"front_in": (t.pushed - t.called - t.queue_ns) / 1e6,  # type: ignore[operator]
+                "queue": t.queue_ns / 1e6,
                 "to_guest": (d - t.pushed) / 1e6,  # type: ignore[operator]
                 "guest_in": (a - d) / 1e6,
                 "app": (r - a) / 1e6,

@@ -27,8 +27,12 @@ def _trace(base: int = 1_000_000_000) -> RequestTrace:
 def test_request_phases_are_consecutive_and_add_up():
     ph = request_phases(_trace())
     assert list(ph) == [*PHASES, "total"]
-    assert [ph[k] for k in PHASES] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    assert [ph[k] for k in PHASES] == [1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     assert ph["total"] == 28.0 == sum(ph[k] for k in PHASES)
+    queued = _trace()
+    queued.queue_ns = 1_500_000  # 1.5 of front_in's 2 ms were spent waiting for an isolate
+    ph = request_phases(queued)
+    assert (ph["front_in"], ph["queue"]) == (0.5, 1.5) and ph["total"] == 28.0
 
 
 def test_incomplete_traces_are_refused_and_skipped():
