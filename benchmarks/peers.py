@@ -135,6 +135,10 @@ def _one_request(host: str, port: int, path: str, timeout: float = 120) -> tuple
 # --------------------------------------------------------------------------- mode 5
 
 class NodePeer:
+    """Mode 5: Pyodide in Node restoring its own snapshot of the workload's pure-Python peer app
+    (prepared once here); raises :class:`BenchError` when node or the Pyodide package is
+    missing or the peer fails."""
+
     def __init__(self, workload: dict, release: str, work: Path, progress: Callable[[str], None]):
         from pyworkers.benchmarks import node_peer
 
@@ -209,6 +213,7 @@ class ServerProcess:
     rss_bytes = rss
 
     def stop(self) -> None:
+        """SIGINT, then SIGKILL after 30 s."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -217,8 +222,9 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
 
+
 async def http_load(port: int, path: str, host: str, total: int, concurrency: int
-                     ) -> tuple[list[float], float, dict[int, int]]:
+                    ) -> tuple[list[float], float, dict[int, int]]:
     """``total`` ``GET path`` requests over ``concurrency`` keep-alive HTTP/1.1 connections
     (a minimal asyncio client: Content-Length or chunked bodies). Returns (latencies in ms,
     elapsed seconds, status counts)."""

@@ -42,6 +42,7 @@ def _mib(v: int | float | None) -> str:
 
 
 def machine_line(m: dict) -> str:
+    """One line naming the machine of a result (its ``"machine"`` entry)."""
     rt = m.get("runtime") or {}
     return (f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('os')} {m.get('arch')}, "
             f"host Python {m.get('python')}, wasmtime {m.get('wasmtime')}, runtime "
@@ -79,6 +80,7 @@ def cold_table(result: dict, markdown: bool = False) -> list[str]:
 
 
 def target_lines(result: dict) -> list[str]:
+    """Issue 13's targets, met or not (none when the run measured none of them)."""
     t = result.get("targets") or targets(result)
     if not t:
         return []
@@ -194,6 +196,7 @@ def format_table(result: dict) -> str:
 
 
 def peer_lines(result: dict) -> list[str]:
+    """Mode 2 against the peers and the published numbers (none without a mode 2)."""
     p = result.get("peers") or {}
     out = []
     base = (result["modes"].get("snapshot_restore") or {}).get("summary")
@@ -220,6 +223,8 @@ def peer_lines(result: dict) -> list[str]:
 # --------------------------------------------------------------------------- compare
 
 def load_result(path: str | os.PathLike) -> dict:
+    """A ``pyworkers bench --json`` result file; raises :class:`BenchError` naming the file
+    when it cannot be read or is not one."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
@@ -268,6 +273,7 @@ def compare(a: dict, b: dict, names: tuple[str, str] = ("A", "B")) -> dict:
 
 
 def format_compare(c: dict) -> str:
+    """:func:`compare`'s result as text."""
     na, nb = c["names"]
     lines = [f"A = {na}: {c['workloads'][0]}, {machine_line(c['machines'][0])}",
              f"B = {nb}: {c['workloads'][1]}, {machine_line(c['machines'][1])}"]
