@@ -27,7 +27,7 @@ requests/s is counted requests over the summed wall time of their rounds. A roun
 clients (the ``def`` endpoints with the defaults: 25 per round, 32 clients) it is one burst, so
 on a server that runs them one at a time latencies spread from 50 ms to ``n x 50`` ms (p50
 about half of that), not the steady-state ``clients x 50`` ms. Percentiles are nearest-rank
-(:func:`pyworkers.benchmarks.coldstart.pct`).
+(:func:`pyworkers.benchmarks.common.pct`).
 
 Run: ``pyworkers bench concurrency [--clients N] [--requests N] [--sync-requests N] [--json]``.
 """
@@ -41,8 +41,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pyworkers.benchmarks.coldstart import (BenchError, ServerProcess, describe_machine, pct,
-                                            summary, workload_selection)
+from pyworkers.benchmarks.common import (BenchError, describe_machine, pct, summary,
+                                         workload_selection)
+from pyworkers.benchmarks.peers import ServerProcess
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "workloads" / "io"

@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from pyworkers.benchmarks.common import pct
+from pyworkers.benchmarks.peers import ServerProcess, http_load
+
 #: start-up steps of a worker, then the request phases, in order (see the module docstring)
 STARTUP = ("restore", "loop", "lifespan")
 
@@ -54,7 +57,6 @@ async def warm_inprocess(factory: Any, path: str, requests: int, memory_limit: i
     (ms)."""
     import httpx
 
-    from pyworkers.benchmarks.coldstart import pct
     from pyworkers.serve import ServeConfig, ServerApp
     from pyworkers.serve.phases import summarize
 
@@ -86,7 +88,6 @@ def traced_http(store_root: Path, name: str, path: str, work: Path, requests: in
     """A separate ``pyworkers serve --trace-phases`` run (same options as the warm
     measurement): 100 unmeasured then ``requests`` sequential keep-alive requests; returns
     ``{"n", "p50_ms": {phase: ms, "total": ms}, "client_p50"}``."""
-    from pyworkers.benchmarks.coldstart import ServerProcess, _http_load, pct
     from pyworkers.serve.phases import read_traces, summarize
 
     progress(f"warm HTTP, traced: {requests} requests with --trace-phases")
@@ -98,8 +99,8 @@ def traced_http(store_root: Path, name: str, path: str, work: Path, requests: in
     srv = ServerProcess(argv, work / "traced.log", about="traced pyworkers serve").wait_ready()
     try:
         host = f"{name}.localhost"
-        asyncio.run(_http_load(srv.port, path, host, 100, 1))
-        lat, _, _ = asyncio.run(_http_load(srv.port, path, host, requests, 1))
+        asyncio.run(http_load(srv.port, path, host, 100, 1))
+        lat, _, _ = asyncio.run(http_load(srv.port, path, host, requests, 1))
     finally:
         srv.stop()
     ph = summarize(read_traces(out), skip=100)

@@ -23,7 +23,8 @@ def _require_matplotlib():
 
 def plot_result(result: dict, path: str | os.PathLike) -> None:
     """Draw ``result``'s cold-start samples (``pyworkers bench --json``) into ``path``."""
-    from pyworkers.benchmarks.coldstart import LABELS, MODE_KEYS, machine_line
+    from pyworkers.benchmarks.report import machine_line
+    from pyworkers.benchmarks.results import LABELS, MODE_KEYS
 
     plt = _require_matplotlib()
     rows = [(m, result["modes"][m]) for m in MODE_KEYS if m in result["modes"]]

@@ -21,7 +21,7 @@ server), then ``rounds`` counted rounds of ``requests / rounds`` requests per se
 servers alternate within a round and the order flips every round (interleaved, so drift hits
 both alike). Latency is per request, from writing it to having read the whole response
 (``time.perf_counter``, ms); requests/s is counted requests over the summed wall time of their
-rounds; percentiles are nearest-rank (:func:`pyworkers.benchmarks.coldstart.pct`).
+rounds; percentiles are nearest-rank (:func:`pyworkers.benchmarks.common.pct`).
 
 Last, the added latency of the guest's socket path alone: one ``connect`` + ``send`` + ``recv``
 (+ ``close``) and one ``send`` + ``recv`` on an open connection, in an isolate vs in this
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pyworkers.benchmarks.coldstart import BenchError, describe_machine, workload_selection
+from pyworkers.benchmarks.common import BenchError, describe_machine, workload_selection
 from pyworkers.benchmarks.concurrency import Subprocess
 from pyworkers.benchmarks.concurrency import measure as concurrency_measure
 

@@ -27,11 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from pyworkers.benchmarks.coldstart import _smaps  # the one /proc/<pid>/smaps_rollup reader
+from pyworkers.benchmarks.common import smaps  # the one /proc/<pid>/smaps_rollup reader
 
 
 def _private() -> int:
-    s = _smaps()
+    s = smaps()
     return s.get("Private_Dirty", 0) + s.get("Private_Clean", 0)
 
 
@@ -118,7 +118,7 @@ def run(app: str | os.PathLike = "examples/fastapi-full", runs: int = 30, k: int
     gc.collect()
 
     def rss() -> int:
-        return _smaps().get("Rss", 0)
+        return smaps().get("Rss", 0)
 
     for _ in range(20):
         restorer.new_isolate().close()

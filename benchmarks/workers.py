@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from pyworkers.benchmarks.coldstart import BenchError, describe_machine
+from pyworkers.benchmarks.common import BenchError, describe_machine
 from pyworkers.benchmarks.concurrency import WORKLOAD, Subprocess, measure, stderr_progress
 
 KIND = "pyworkers-bench-workers"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pyworkers.benchmarks import coldstart
+from pyworkers.benchmarks import report, results
+from pyworkers.benchmarks.common import summary
 from pyworkers.cli import main
 
 MACHINE = {"cpu": "Test CPU", "cores": 2, "os": "Linux 6", "arch": "x86_64", "python": "3.12.1",
@@ -25,18 +26,18 @@ def fake_result(scale: float = 1.0, node: bool = True) -> dict:
     base = {"no_snapshot": 4000, "snapshot_restore": 20, "prewarmed": 5, "native_uvicorn": 1500,
             "pyodide_node": 600}
     modes = {}
-    for key, number, label in coldstart.MODES:
+    for key, number, label in results.MODES:
         e = {"number": number, "label": label}
         if key == "pyodide_node" and not node:
             e["skipped"] = "node is not installed (not on PATH)"
         else:
             xs = [base[key] * scale * (1 + i / 10) for i in range(5)]
-            e.update(samples_ms=xs, summary=coldstart.summary(xs), phases_p50_ms={},
+            e.update(samples_ms=xs, summary=summary(xs), phases_p50_ms={},
                      statuses=[200])
         if key == "pyodide_node":
-            e.update(workload="starlette_app", path="/", note=coldstart.PYODIDE_SNAPSHOT_NOTE)
+            e.update(workload="starlette_app", path="/", note=results.PYODIDE_SNAPSHOT_NOTE)
         modes[key] = e
-    res = {"format": coldstart.FORMAT, "kind": coldstart.KIND, "machine": MACHINE,
+    res = {"format": results.FORMAT, "kind": results.KIND, "machine": MACHINE,
            "workload": {"name": "reference", "about": "x", "app": "examples/fastapi-full",
                         "path": "/items/1"},
            "method": {"runs": 5, "warmup": 1}, "modes": modes,
@@ -44,19 +45,19 @@ def fake_result(scale: float = 1.0, node: bool = True) -> dict:
                       "image_module_compile_ms": 10000.0},
            "snapshot": {"memory_raw_bytes": 45 << 20, "memory_compressed_bytes": 11 << 20,
                         "file_bytes": 11 << 20, "compression": "zstd", "side_modules": []},
-           "restorer_open_ms": 20.0, "published": coldstart.PUBLISHED,
+           "restorer_open_ms": 20.0, "published": results.PUBLISHED,
            "warm": {"skipped": "skipped on request (--skip)"},
            "memory": {"counts": {"1": {"rss_per_isolate_bytes": 20 << 20,
                                        "pss_per_isolate_bytes": 6 << 20,
                                        "private_dirty_per_isolate_bytes": 5 << 20}}},
            "wall_s": 100.0}
-    res["ratios_to_mode2"] = coldstart.ratios(res)
-    res["peers"] = coldstart.peer_ratios(res)
+    res["ratios_to_mode2"] = results.ratios(res)
+    res["peers"] = results.peer_ratios(res)
     return res
 
 
 def test_summary_nearest_rank():
-    s = coldstart.summary([5.0, 1.0, 3.0, 2.0, 4.0])
+    s = summary([5.0, 1.0, 3.0, 2.0, 4.0])
     assert (s["n"], s["p50"], s["p99"], s["min"], s["max"], s["mean"]) == (5, 3.0, 5.0, 1.0, 5.0, 3.0)
 
 
@@ -67,15 +68,15 @@ def test_report_shows_all_modes_ratios_and_peers():
     assert res["peers"]["pyodide_node"]["speedup_p50"] == 30.0
     cf = res["peers"]["published_not_measured_here"]["Cloudflare Python Workers"]
     assert cf["speedup_mean"] == round(1027 / 24.0, 1)
-    text = coldstart.format_table(res)
-    for _, number, label in coldstart.MODES:
+    text = report.format_table(res)
+    for _, number, label in results.MODES:
         assert f"{number} {label}" in text
     assert "p50 / mode 2" in text and "75x" in text
     assert "pure-Python stand-in" in text and "NOT measured here" in text
-    skipped = coldstart.format_table(fake_result(node=False))
+    skipped = report.format_table(fake_result(node=False))
     assert "skipped" in skipped and "node is not installed" in skipped
-    md = coldstart.cold_table(res, markdown=True)
-    assert md[0].startswith("| mode |") and len(md) == 2 + len(coldstart.MODES)
+    md = report.cold_table(res, markdown=True)
+    assert md[0].startswith("| mode |") and len(md) == 2 + len(results.MODES)
 
 
 def test_compare_cli(tmp_path):
@@ -118,7 +119,7 @@ def test_bench_runs_1_smoke(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(r.stdout)
     assert json.loads(out.read_text())["modes"].keys() == res["modes"].keys()
-    assert list(res["modes"]) == list(coldstart.MODE_KEYS)
+    assert list(res["modes"]) == list(results.MODE_KEYS)
     for key in ("no_snapshot", "snapshot_restore", "prewarmed", "native_uvicorn"):
         e = res["modes"][key]
         assert "skipped" not in e, e
@@ -131,7 +132,7 @@ def test_bench_runs_1_smoke(tmp_path):
     assert set(res["memory"]["counts"]) == {"1", "8", "32"}
     assert res["snapshot"]["memory_raw_bytes"] > res["snapshot"]["memory_compressed_bytes"] > 0
     assert res["machine"]["wasmtime"] and res["machine"]["cpu"]
-    text = coldstart.format_table(res)
+    text = report.format_table(res)
     assert "5 peer: Pyodide in Node" in text
     assert Path(out).stat().st_size < 200_000
 
