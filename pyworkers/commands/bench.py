@@ -55,7 +55,8 @@ def bench(ctx: click.Context, workload: str, runs: int, warmup: int, as_json: bo
     """
     if ctx.invoked_subcommand is not None:
         return
-    from pyworkers.benchmarks import coldstart
+    from pyworkers.benchmarks import coldstart, report
+    from pyworkers.benchmarks.common import BenchError
 
     if plot_path:  # fail before a long run, not after it
         try:
@@ -67,7 +68,7 @@ def bench(ctx: click.Context, workload: str, runs: int, warmup: int, as_json: bo
         res = coldstart.run(workload, runs, warmup=warmup, store=store_dir, path=req_path,
                             requests=requests, concurrency=concurrency, skip=skip,
                             progress=None if quiet else coldstart._stderr)
-    except coldstart.BenchError as e:
+    except BenchError as e:
         raise UserError(str(e)) from None
     _write(res, output)
     if plot_path:
@@ -76,7 +77,7 @@ def bench(ctx: click.Context, workload: str, runs: int, warmup: int, as_json: bo
         plot.plot_result(res, plot_path)
         if not quiet:
             click.echo(f"[bench] plot written to {plot_path}", err=True)
-    click.echo(json.dumps(res, indent=1) if as_json else coldstart.format_table(res))
+    click.echo(json.dumps(res, indent=1) if as_json else report.format_table(res))
 
 
 @bench.command("compare")
@@ -85,13 +86,14 @@ def bench(ctx: click.Context, workload: str, runs: int, warmup: int, as_json: bo
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def compare_cmd(a: str, b: str, as_json: bool) -> None:
     """Two `pyworkers bench` result files side by side: per-mode medians and B / A."""
-    from pyworkers.benchmarks import coldstart
+    from pyworkers.benchmarks import report
+    from pyworkers.benchmarks.common import BenchError
 
     try:
-        c = coldstart.compare(coldstart.load_result(a), coldstart.load_result(b), (a, b))
-    except coldstart.BenchError as e:
+        c = report.compare(report.load_result(a), report.load_result(b), (a, b))
+    except BenchError as e:
         raise UserError(str(e)) from None
-    click.echo(json.dumps(c, indent=1) if as_json else coldstart.format_compare(c))
+    click.echo(json.dumps(c, indent=1) if as_json else report.format_compare(c))
 
 
 @bench.command("engine")
@@ -153,7 +155,7 @@ def concurrency_cmd(clients: int, requests: int, sync_requests: int, rounds: int
     Prints requests/s and p50/p99 latency per server, or JSON with --json.
     """
     from pyworkers.benchmarks import concurrency
-    from pyworkers.benchmarks.coldstart import BenchError
+    from pyworkers.benchmarks.common import BenchError
 
     try:
         res = concurrency.run(clients, requests, sync_requests=sync_requests, rounds=rounds,
@@ -195,7 +197,7 @@ def proxy_cmd(clients: int, requests: int, rounds: int, body_bytes: int, delay_m
     Prints requests/s and p50/p99 latency per server, or JSON with --json.
     """
     from pyworkers.benchmarks import proxy
-    from pyworkers.benchmarks.coldstart import BenchError
+    from pyworkers.benchmarks.common import BenchError
 
     try:
         res = proxy.run(clients, requests, rounds=rounds, body_bytes=body_bytes,
@@ -221,7 +223,7 @@ def workers_cmd(requests: int, clients: int, rounds: int, as_json: bool, output:
                 quiet: bool) -> None:
     """pyworkers serve --workers 1|2 vs uvicorn --workers 1|2, side by side (req/s, p99)."""
     from pyworkers.benchmarks import workers
-    from pyworkers.benchmarks.coldstart import BenchError
+    from pyworkers.benchmarks.common import BenchError
 
     try:
         res = workers.run(requests, clients, rounds,
