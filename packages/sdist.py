@@ -52,7 +52,8 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .cache import LOCK_TIMEOUT, WheelCache
 from .errors import PackagesError
-from .index import Http, _atomic_write
+from .http_client import Http
+from .index import _atomic_write
 
 #: The switch table shipped with pyworkers.
 TABLE = Path(__file__).with_name("sdist_builds.toml")
