@@ -242,7 +242,7 @@ class SdistBuilder:
 
     Args:
         root: ``<cache root>/packages``.
-        http: the :class:`~pyworkers.packages.index.Http` client for sdist downloads.
+        http: the :class:`~pyworkers.packages.http_client.Http` client for sdist downloads.
         progress: a :class:`~pyworkers.packages.progress.Progress` (status lines).
         index_url: passed to the isolated build environment's pip as ``PIP_INDEX_URL``
             (``None``: pip's own configuration).
