@@ -26,7 +26,7 @@ from .fetch import CachedWheel, download
 from .errors import (ConflictError, HashMismatchError, IndexConfigError, LayerError,
                      LockFileError, NetworkError, NoCompatibleWheelError, PackagesError,
                      RequirementsError)
-from .index import IndexConfig, IndexFile, index_config
+from .index import IndexConfig, index_config
 from .install import InstalledLayer, InstallLimits, install_layer
 from .progress import Progress, RichProgress
 from .pylock import read_lock, write_lock
@@ -35,6 +35,7 @@ from .requirements import InputRequirement, RequirementsInput, parse_requirement
 from .resolver import (IMPLICIT_REQUIREMENTS, PinnedWheel, Resolution, SdistRef,
                        parse_exclude_newer, resolve, server_only_packages)
 from .sdist import SdistBuildError
+from .simple_api import IndexFile
 from .target import Target
 
 __all__ = [

@@ -21,7 +21,7 @@ import filelock
 from pyworkers.paths import cache_root  # noqa: F401  (re-exported)
 
 from .errors import HashMismatchError
-from .index import Http
+from .http_client import Http
 
 #: Seconds to wait for another process holding an entry's lock.
 LOCK_TIMEOUT = 900

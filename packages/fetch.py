@@ -22,7 +22,8 @@ from packaging.version import InvalidVersion, Version
 
 from .cache import WheelCache, cache_root
 from .errors import HashMismatchError, NetworkError, NoCompatibleWheelError
-from .index import Http, PackageIndex, index_config
+from .http_client import Http
+from .index import PackageIndex, index_config
 from .progress import Progress, as_progress
 from .resolver import PinnedWheel, Resolution
 from .target import Target

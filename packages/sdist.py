@@ -52,7 +52,8 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .cache import LOCK_TIMEOUT, WheelCache
 from .errors import PackagesError
-from .index import Http, _atomic_write
+from .http_client import Http
+from .index import _atomic_write
 
 #: The switch table shipped with pyworkers.
 TABLE = Path(__file__).with_name("sdist_builds.toml")
@@ -241,7 +242,7 @@ class SdistBuilder:
 
     Args:
         root: ``<cache root>/packages``.
-        http: the :class:`~pyworkers.packages.index.Http` client for sdist downloads.
+        http: the :class:`~pyworkers.packages.http_client.Http` client for sdist downloads.
         progress: a :class:`~pyworkers.packages.progress.Progress` (status lines).
         index_url: passed to the isolated build environment's pip as ``PIP_INDEX_URL``
             (``None``: pip's own configuration).

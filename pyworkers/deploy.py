@@ -84,14 +84,20 @@ is loaded before the snapshot (a restored isolate is ready to serve) and drives 
 ``lock``, ``wheels`` and ``layer`` are ``null`` for an app without ``requirements.txt``
 (``wheels`` and ``layer`` also when the requirements resolve to no wheels). ``wheels.cached``
 counts the wheels that were already in the shared cache before this deploy.
+
+This module is the pipeline; its parts live next to it: :mod:`pyworkers.deploy_progress`
+(progress reporting), :mod:`pyworkers.deploy_errors` (:class:`DeployError`, error messages),
+:mod:`pyworkers.deploy_layer` (the layer), :mod:`pyworkers.deploy_guest` (the import stage's
+guest harness), :mod:`pyworkers.deploy_snapshot` (boot and snapshot stages),
+:mod:`pyworkers.deploy_smoke` (the smoke test) and :mod:`pyworkers.deploy_config` (secrets and
+bindings checks, :func:`egress_policy`). ``DeployError``, ``DeployProgress``,
+``RichDeployProgress``, ``layer_hash``, ``Layer``, ``build_layer`` and ``egress_policy`` are
+importable from here too.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -101,8 +107,16 @@ from typing import Any
 
 from pyworkers import app_files as _app_files
 from pyworkers.app_files import IGNORED_DIRS, IGNORED_FILES, IGNORED_SUFFIXES, AppDirError, AppLimits
-from pyworkers.packages.progress import Progress
-from pyworkers.store import RECORD_FORMAT, Deployment, Store, StoreError, utc_now
+from pyworkers.deploy_config import check_platform, egress_policy  # noqa: F401 - re-exported
+from pyworkers.deploy_errors import DeployError, GuestOutput, as_deploy_error
+from pyworkers.deploy_guest import entropy_at_import, format_calls, in_app, load_app
+from pyworkers.deploy_layer import Layer, build_layer, layer_hash, tree_size
+from pyworkers.deploy_progress import (DeployProgress, RenamedProgress, RichDeployProgress,
+                                       as_progress, fmt_bytes, fmt_seconds)
+from pyworkers.deploy_smoke import smoke_test
+from pyworkers.deploy_snapshot import (check_no_open_connections, package_isolate,
+                                       take_deploy_snapshot)
+from pyworkers.store import RECORD_FORMAT, Deployment, Store, utc_now
 
 __all__ = ["DeployError", "DeployProgress", "RichDeployProgress", "deploy", "layer_hash",
            "Layer", "build_layer", "copy_app", "STAGES", "SNAPSHOT_FILE"]
@@ -112,172 +126,6 @@ STAGES = ("config", "runtime", "resolve", "download", "layer", "app", "boot", "i
           "snapshot", "smoke", "publish")
 #: Name of the snapshot file inside a deployment.
 SNAPSHOT_FILE = "snapshot.bin"
-#: Version of the layer key (bump when the layer's layout changes).
-LAYER_FORMAT = 2  # 2: layers carry the guest's bytecode (__pycache__)
-#: Bytes of guest output kept for an error report.
-_OUTPUT_CAP = 64 << 10
-
-
-class DeployError(Exception):
-    """The deploy failed in ``stage`` (one of :data:`STAGES`); nothing was written.
-
-    ``message`` is one line naming what failed and the fix; ``detail`` holds the app's
-    traceback from the sandbox, the resolver's explanation or the guest's output ('' if none).
-    """
-
-    def __init__(self, stage: str, message: str, detail: str = ""):
-        super().__init__(message)
-        self.stage = stage
-        self.message = message
-        self.detail = detail
-
-
-# --------------------------------------------------------------------------- progress
-
-class DeployProgress(Progress):
-    """Receives the deploy's progress; every method is a no-op here. It is also a
-    :class:`pyworkers.packages.Progress` (notes, status, download bars) for the package stages.
-    """
-
-    def stage_start(self, stage: str) -> None:
-        """Stage ``stage`` begins."""
-
-    def stage_done(self, stage: str, seconds: float, summary: str) -> None:
-        """Stage ``stage`` finished after ``seconds``; ``summary`` is one line ('' if none)."""
-
-    def stage_failed(self, stage: str, seconds: float) -> None:
-        """Stage ``stage`` failed after ``seconds`` (the error follows as an exception)."""
-
-    def warn(self, message: str) -> None:
-        """A warning (e.g. the app's top level used entropy before the snapshot)."""
-
-
-class _CallableDeployProgress(DeployProgress):
-    def __init__(self, fn: Callable[[str], None]):
-        self.fn = fn
-
-    def note(self, message: str) -> None:
-        self.fn(f"note: {message}")
-
-    def warn(self, message: str) -> None:
-        self.fn(f"warning: {message}")
-
-    def stage_start(self, stage: str) -> None:
-        self.fn(f"stage {stage}")
-
-    def stage_done(self, stage: str, seconds: float, summary: str) -> None:
-        self.fn(f"done {stage} {seconds * 1000:.0f} ms {summary}".rstrip())
-
-    def stage_failed(self, stage: str, seconds: float) -> None:
-        self.fn(f"failed {stage} {seconds * 1000:.0f} ms")
-
-
-def _as_progress(p: DeployProgress | Callable[[str], None] | None) -> DeployProgress:
-    if p is None:
-        return DeployProgress()
-    if isinstance(p, DeployProgress):
-        return p
-    if callable(p):
-        return _CallableDeployProgress(p)
-    raise TypeError(f"progress must be a DeployProgress or a callable, not {type(p).__name__}")
-
-
-class RichDeployProgress(DeployProgress):
-    """Progress on stderr with ``rich``: one line per finished stage (name, time, summary), a
-    spinner for the running stage, download bars, notes and warnings. A context manager.
-
-    When stderr is not a terminal the lines are plain text; a line ``-> <stage>`` is printed as
-    each stage starts, so a script (or a test) can follow the deploy."""
-
-    def __init__(self, console: Any = None):
-        from rich.console import Console
-
-        from pyworkers.packages import RichProgress
-
-        self.console = console or Console(stderr=True, highlight=False)
-        self._rich = RichProgress(self.console)
-        self._live = self.console.is_terminal
-
-    def __enter__(self) -> "RichDeployProgress":
-        self._rich.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._rich.__exit__(*exc)
-
-    def _print(self, text: str, style: str | None = None) -> None:
-        self.console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
-
-    def note(self, message: str) -> None:
-        self._print(f"note: {message}", "dim")
-
-    def warn(self, message: str) -> None:
-        self._print(f"warning: {message}", "yellow")
-
-    def status(self, message: str) -> None:
-        self._rich.status(message)
-
-    def download_start(self, filename: str, total: int | None) -> None:
-        self._rich.download_start(filename, total)
-
-    def download_advance(self, filename: str, nbytes: int) -> None:
-        self._rich.download_advance(filename, nbytes)
-
-    def download_end(self, filename: str) -> None:
-        self._rich.download_end(filename)
-
-    def stage_start(self, stage: str) -> None:
-        if self._live:
-            self._rich.status(f"{stage} ...")
-        else:
-            self._print(f"-> {stage}")
-        if hasattr(self.console, "file"):
-            with contextlib.suppress(Exception):
-                self.console.file.flush()
-
-    def stage_done(self, stage: str, seconds: float, summary: str) -> None:
-        self._print(f"  ok  {stage:<9}{_fmt_s(seconds):>9}  {summary}".rstrip(), "green"
-                    if self._live else None)
-
-    def stage_failed(self, stage: str, seconds: float) -> None:
-        self._print(f"  FAIL {stage:<8}{_fmt_s(seconds):>9}", "red" if self._live else None)
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
-
-
-def fmt_bytes(n: int | None) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
-
-
-class _Renamed(Progress):
-    """Forwards to ``inner``, showing ``path`` (a staging path) as ``shown`` in messages."""
-
-    def __init__(self, inner: Progress, path: str, shown: str):
-        self.inner, self.path, self.shown = inner, path, shown
-
-    def note(self, message: str) -> None:
-        self.inner.note(message.replace(self.path, self.shown))
-
-    def status(self, message: str) -> None:
-        self.inner.status(message.replace(self.path, self.shown))
-
-    def download_start(self, filename: str, total: int | None) -> None:
-        self.inner.download_start(filename, total)
-
-    def download_advance(self, filename: str, nbytes: int) -> None:
-        self.inner.download_advance(filename, nbytes)
-
-    def download_end(self, filename: str) -> None:
-        self.inner.download_end(filename)
 
 
 class _Stages:
@@ -298,115 +146,13 @@ class _Stages:
             dt = time.perf_counter() - t0
             self.timings[stage] = round(dt * 1000, 1)
             self.progress.stage_failed(stage, dt)
-            err = _as_deploy_error(stage, e)
+            err = as_deploy_error(stage, e)
             if err is e:
                 raise
             raise err from e
         dt = time.perf_counter() - t0
         self.timings[stage] = round(dt * 1000, 1)
         self.progress.stage_done(stage, dt, info["summary"])
-
-
-def _as_deploy_error(stage: str, e: BaseException) -> BaseException:
-    from pyworkers.compat import CompatError
-    from pyworkers.config import ConfigError
-    from pyworkers.packages import PackagesError
-
-    if isinstance(e, DeployError):
-        return e
-    if isinstance(e, (ConfigError, CompatError, StoreError)):
-        return DeployError(stage, str(e))
-    if isinstance(e, PackagesError):
-        return DeployError(stage, e.message, e.detail)
-    from pyworkers.runtime import GuestError, IsolateError
-    from pyworkers.runtime.install import RuntimeInstallError
-
-    if isinstance(e, RuntimeInstallError):
-        return DeployError(stage, f"cannot install the runtime: {e}")
-    if isinstance(e, GuestError):
-        return DeployError(stage, f"the sandbox raised {e.type_name} during the {stage} stage: "
-                                  f"{e.message}", e.traceback)
-    if isinstance(e, IsolateError):
-        return DeployError(stage, f"the sandbox failed during the {stage} stage: {e}")
-    if isinstance(e, OSError):
-        return DeployError(stage, f"{e} (during the {stage} stage)")
-    if isinstance(e, Exception):  # a bug: keep the host traceback for the report
-        import traceback
-
-        return DeployError(stage, f"unexpected {type(e).__name__} during the {stage} stage: "
-                                  f"{e} (a pyworkers bug: please report it with the traceback "
-                                  "above)", "".join(traceback.format_exception(e)))
-    return e
-
-
-# --------------------------------------------------------------------------- helpers
-
-def layer_hash(wheels: Sequence[Any]) -> str:
-    """Content address of a site-packages layer: ``"sha256:<hex>"`` over :data:`LAYER_FORMAT`
-    and the sorted ``(name, version, sha256)`` of its wheels (``PinnedWheel`` objects). The
-    layer's files depend on nothing else, so equal hashes mean interchangeable layers."""
-    doc = {"format": LAYER_FORMAT,
-           "wheels": sorted([w.name, w.version, w.sha256] for w in wheels)}
-    return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class Layer:
-    """A site-packages layer made by :func:`build_layer`."""
-
-    hash: str  #: :func:`layer_hash` of its wheels
-    path: Path  #: where it is now (to mount as site-packages)
-    reused: bool  #: it already existed in ``layers_dir``
-    unresolved_libraries: dict  #: ``{so: [lib]}`` of a new layer; ``{}`` when reused
-
-
-def build_layer(wheels: Sequence[Any], layers_dir: Path, *, release: Any,
-                staging_dir: Path | None = None, progress: Any = None) -> Layer:
-    """The site-packages layer of ``wheels`` (downloaded ``CachedWheel`` objects), kept in
-    ``layers_dir`` under the hex of its :func:`layer_hash`.
-
-    An existing ``layers_dir/<hex>`` is reused. Otherwise the wheels are installed
-    (:func:`pyworkers.packages.install_layer`) into ``staging_dir`` when given (a store's
-    staging area, published later), else into ``layers_dir/<hex>`` itself, under a file lock
-    (processes building the same layer wait for each other). A new layer then gets the
-    bytecode of its modules, compiled by ``release``'s own CPython
-    (:func:`pyworkers.runtime.bytecode.precompile_layer`: sandbox imports do not compile).
-    Raises ``pyworkers.packages.PackagesError``.
-    """
-    from pyworkers.packages import install_layer
-
-    lh = layer_hash([c.wheel for c in wheels])
-    dest = Path(layers_dir) / lh.partition(":")[2]
-    if dest.is_dir():
-        return Layer(lh, dest, True, {})
-    from pyworkers.runtime.bytecode import precompile_layer
-
-    note = getattr(progress, "note", None)
-    if staging_dir is not None:
-        inst = install_layer(wheels, staging_dir, progress=progress)
-        precompile_layer(staging_dir, release, progress=note)
-        return Layer(lh, Path(staging_dir), False, inst.unresolved_libraries)
-    from filelock import FileLock
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{dest}.lock"):
-        if dest.is_dir():  # built meanwhile by another process
-            return Layer(lh, dest, True, {})
-        tmp = dest.with_name(dest.name + ".building")
-        shutil.rmtree(tmp, ignore_errors=True)
-        inst = install_layer(wheels, tmp, progress=progress)
-        precompile_layer(tmp, release, progress=note)
-        os.replace(tmp, dest)
-    return Layer(lh, dest, False, inst.unresolved_libraries)
-
-
-def _tree_size(root: Path) -> tuple[int, int]:
-    files = size = 0
-    for dirpath, _dirs, names in os.walk(root):
-        for n in names:
-            files += 1
-            size += os.lstat(os.path.join(dirpath, n)).st_size
-    return files, size
 
 
 def copy_app(src: Path, dest: Path, *, exclude: Sequence[Path] = (),
@@ -418,315 +164,6 @@ def copy_app(src: Path, dest: Path, *, exclude: Sequence[Path] = (),
         return _app_files.copy_app(src, dest, exclude=exclude, note=note, limits=limits)
     except AppDirError as e:
         raise DeployError("app", str(e)) from None
-
-
-# --------------------------------------------------------------------------- guest harness
-
-#: Code run inside the sandbox (as the module ``_pyworkers_deploy``): loads the app and checks
-#: it is ASGI. Removed from ``sys.modules`` before the snapshot.
-GUEST_HARNESS = r'''
-import sys
-
-HARNESS_FILE = "<pyworkers deploy>"
-
-
-def _app_traceback(exc):
-    """The exception's traceback without this harness's and importlib's frames."""
-    import traceback
-
-    te = traceback.TracebackException(type(exc), exc, exc.__traceback__)
-    seen = set()
-    todo = [te]
-    while todo:
-        t = todo.pop()
-        if t is None or id(t) in seen:
-            continue
-        seen.add(id(t))
-        frames = [f for f in t.stack if f.filename != HARNESS_FILE
-                  and not f.filename.startswith("<frozen importlib")
-                  and not f.filename.replace("\\", "/").endswith("/importlib/__init__.py")]
-        t.stack = traceback.StackSummary.from_list(frames)
-        todo += [t.__cause__, t.__context__]
-    return "".join(te.format())
-
-
-def _describe(obj):
-    import inspect
-
-    if inspect.ismodule(obj):
-        return f"the module {obj.__name__!r}"
-    if inspect.isclass(obj):
-        return f"the class {obj.__module__}.{obj.__qualname__}"
-    if inspect.isroutine(obj):
-        return f"the function {getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
-    return f"a {type(obj).__module__}.{type(obj).__qualname__} object"
-
-
-def asgi_problem(obj, target):
-    """None if ``obj`` is an ASGI 3 application, else a one-line explanation with the fix."""
-    import inspect
-
-    what = _describe(obj)
-    if inspect.isclass(obj):
-        return (f"{target} is {what}, not an application: create one at top level, e.g. "
-                f"app = {obj.__qualname__}()")
-    if inspect.ismodule(obj) or not callable(obj):
-        return (f"{target} is {what}, not an ASGI application: point main at the object "
-                "made by FastAPI()/Starlette() (module:attribute)")
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is not None:
-        try:
-            sig.bind(None, None, None)
-        except TypeError:
-            n = len([p for p in sig.parameters.values()
-                     if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
-            hint = ""
-            if n == 2:
-                hint = (" (it looks like a WSGI app, environ and start_response: pyworkers runs "
-                        "ASGI apps such as FastAPI and Starlette)")
-            elif n == 0:
-                hint = (" (an app factory? call it at top level: app = "
-                        f"{getattr(obj, '__name__', 'create_app')}())")
-            return (f"{target} is {what} with signature {sig}: an ASGI application is "
-                    f"called with 3 arguments (scope, receive, send){hint}")
-    call = getattr(obj, "__call__", None)
-    if not (inspect.iscoroutinefunction(obj) or inspect.iscoroutinefunction(call)):
-        return (f"{target} is {what} that is not a coroutine function: an ASGI 3 application "
-                "is `async def app(scope, receive, send)` or an object whose `__call__` is "
-                "(ASGI 2 double-callables are not supported)")
-    return None
-
-
-def load(module, attribute):
-    """Import ``module`` (running its top level) and check ``attribute``. Returns a dict:
-    ``{"ok": True, "object": "<type>"}`` or ``{"ok": False, "kind": "import" | "asgi",
-    "message": str, "traceback": str}``."""
-    import importlib
-
-    target = f"{module}:{attribute}"
-    try:
-        mod = importlib.import_module(module)
-    except BaseException as exc:
-        tb = _app_traceback(exc)
-        if isinstance(exc, ModuleNotFoundError) and exc.name == module.split(".")[0]:
-            path = module.replace(".", "/")
-            return {"ok": False, "kind": "import", "traceback": "",
-                    "message": f"cannot import {module!r}: the app directory has no "
-                               f"{path}.py or {path}/ package: set main = \"module:attribute\" "
-                               "in pyworkers.toml (or pass --main)"}
-        msg = f"importing {module!r} (the app's top level) raised {type(exc).__name__}: {exc}"
-        missing = None
-        if isinstance(exc, ModuleNotFoundError) and exc.name:
-            missing = exc.name.split('.')[0]
-            msg += (f": add the package that provides {missing!r} to "
-                    "requirements.txt")
-        if isinstance(exc, SystemExit):
-            msg = f"the app's top level called sys.exit({exc.code!r})"
-        return {"ok": False, "kind": "import", "message": msg, "traceback": tb,
-                "missing": missing}
-    obj = mod
-    for part in attribute.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            where = getattr(mod, "__file__", None) or module
-            cands = sorted(n for n, v in vars(mod).items()
-                           if not n.startswith("_") and asgi_problem(v, n) is None)
-            hint = (f"did you mean main = \"{module}:{cands[0]}\"?" if cands else
-                    "create it at top level, e.g. app = FastAPI(), or set main in "
-                    "pyworkers.toml")
-            return {"ok": False, "kind": "asgi", "traceback": "",
-                    "message": f"{target}: module {module!r} ({where}) has no attribute "
-                               f"{attribute!r}: {hint}"}
-        except BaseException as exc:
-            return {"ok": False, "kind": "import", "traceback": _app_traceback(exc),
-                    "message": f"reading {target} raised {type(exc).__name__}: {exc}"}
-    problem = asgi_problem(obj, target)
-    if problem:
-        return {"ok": False, "kind": "asgi", "message": problem, "traceback": ""}
-    t = type(obj)
-    return {"ok": True, "object": f"{t.__module__}.{t.__qualname__}"}
-
-'''
-
-
-def _install_harness(iso) -> None:
-    iso.run(f"exec(compile({GUEST_HARNESS!r}, '<pyworkers deploy>', 'exec'), "
-            "__import__('sys').modules.setdefault('_pyworkers_deploy', "
-            "type(__import__('sys'))('_pyworkers_deploy')).__dict__)", "<pyworkers deploy>")
-
-
-def _remove_harness(iso) -> None:
-    iso.run("__import__('sys').modules.pop('_pyworkers_deploy', None)", "<pyworkers deploy>")
-
-
-_SETUP = "import sys\nif '/app' not in sys.path:\n    sys.path.insert(0, '/app')\n"
-
-
-# --------------------------------------------------------------------------- snapshot
-
-#: Version of the package-snapshot key (bump when what goes into one changes).
-PACKAGE_SNAPSHOT_FORMAT = 1
-
-
-def package_isolate(st: Store, iso_kwargs: dict, layer_hash: str | None, layer: Path | None,
-                    progress: DeployProgress) -> tuple[Any, str, dict | None]:
-    """An isolate with the layer's packages imported but not the app, ``/app`` on ``sys.path``.
-
-    The store keeps one *package snapshot* per (layer, runtime build, stdlib archive,
-    environment) in ``package-snapshots/``: when it exists the isolate is restored from it in
-    copy mode (no per-snapshot compile; ~0.1 s) instead of booting and importing every package
-    again; otherwise the isolate is booted, the packages imported, and the package snapshot
-    written (atomically) for the next deploy. Returns ``(isolate, summary, info)`` where
-    ``info`` is ``{"path", "reused"}`` (``None`` without a layer).
-    """
-    from pyworkers.runtime import Isolate, Runtime
-    from pyworkers.snapshot import Restorer, SnapshotError, take_snapshot
-    from pyworkers.snapshot.create import top_level_modules
-
-    t0 = time.perf_counter()
-    if layer is None:
-        iso = Isolate(**iso_kwargs)
-        iso.run(_SETUP, "<pyworkers deploy>")
-        return iso, f"isolate up in {iso.timings.get('boot_ms', 0):.0f} ms", None
-    rt = Runtime.get(iso_kwargs["release"], cache_dir=iso_kwargs.get("cache_dir"))
-    key = hashlib.sha256(json.dumps({
-        "format": PACKAGE_SNAPSHOT_FORMAT, "layer": layer_hash, "build": rt.installed.wasm_sha256,
-        "stdlib": rt.stdlib_sha256, "env": iso_kwargs.get("env") or {}}, sort_keys=True).encode()).hexdigest()
-    path = st.root / "package-snapshots" / f"{key[:40]}.pyws"
-    info = {"path": st.rel(path), "reused": False}
-    if path.is_file():
-        try:
-            r = Restorer(path, site_packages=layer, mounts=iso_kwargs.get("mounts"), expect_type="package",
-                         layer_hash=layer_hash, cache_dir=iso_kwargs.get("cache_dir"), copy=True)
-            iso = r.new_isolate(stdout=iso_kwargs.get("stdout"), stderr=iso_kwargs.get("stderr"),
-                                egress=iso_kwargs.get("egress"))
-            iso.run(_SETUP + "import importlib\nimportlib.invalidate_caches()\n", "<pyworkers deploy>")
-            info["reused"] = True
-            return iso, (f"restored the layer's package snapshot in "
-                         f"{(time.perf_counter() - t0) * 1000:.0f} ms"), info
-        except SnapshotError as e:
-            progress.note(f"package snapshot {path} is not usable ({e}); taking it again")
-    iso = Isolate(**iso_kwargs)
-    try:
-        for m in top_level_modules(layer):
-            iso.request({"op": "import", "name": m})  # a package that does not import alone is skipped
-        path.parent.mkdir(parents=True, exist_ok=True)
-        take_snapshot(iso, path, snapshot_type="package", layer_hash=layer_hash)
-        iso.run(_SETUP, "<pyworkers deploy>")
-    except BaseException:
-        iso.close()
-        raise
-    return iso, (f"booted and imported the layer's packages in {time.perf_counter() - t0:.1f} s "
-                 "(package snapshot taken for the next deploy)"), info
-
-
-def _no_open_connections(iso, app_copy: Path) -> None:
-    """Fail the snapshot stage when the app's import left network connections open (they
-    cannot be captured): name each destination and the module that opened it."""
-    from pyworkers.runtime import net
-
-    socks = net.open_sockets(iso.host)
-    if not socks:
-        return
-    try:
-        origins = iso.call("_pyworkers_guest:socket_origins")
-    except Exception:  # noqa: BLE001 - the report is best effort
-        origins = {}
-    fd_of = {id(of): fd for fd, of in iso.host.fds.items()}
-    parts = []
-    for s in socks:
-        mods = origins.get(fd_of.get(id(s), -1)) or []  # outermost caller first
-        ours = [m for m in mods if _in_app(app_copy, m)]
-        if ours:
-            last = max(i for i, m in enumerate(mods) if m == ours[-1])
-            lib = next((m for m in mods[last + 1:] if m not in ours), None)
-            who = (f"opened in app module {ours[-1]!r}, import chain {' -> '.join(ours)}"
-                   + (f", through {lib}" if lib else ""))
-        else:
-            who = f"opened by {mods[-1]!r}" if mods else "opened at import time"
-        parts.append(f"{s.destination or 'an unconnected socket'} ({who})")
-    raise DeployError(
-        "snapshot", f"the app's import left {len(socks)} network connection(s) open: "
-        f"{'; '.join(parts)}. Connections cannot be captured in a snapshot: open them per "
-        "request or in lifespan startup, and close them before the import ends")
-
-
-def egress_policy(dep: Any, *, allow: Sequence[str] = (), deny: Sequence[str] = ()) -> Any:
-    """The egress :class:`pyworkers.runtime.egress.Policy` of deployment ``dep`` (its
-    ``[outbound]`` table, CA file read from the deployment's app copy), extended with a
-    server's overrides (``--outbound-allow``/``--outbound-deny`` patterns). Give it to the
-    isolates that serve ``dep`` (``Isolate(egress=...)``, ``Restorer.new_isolate(egress=...)``
-    or ``isolate.host.egress``). Raises :class:`pyworkers.config.ConfigError` for a bad
-    CA file and :class:`pyworkers.runtime.egress.EgressError` for a bad override pattern."""
-    from pyworkers.config import outbound_policy
-
-    outbound = dep.record.get("config", {}).get("outbound") or {}
-    where = f"deployment {dep.id} [outbound]"
-    return outbound_policy(outbound, dep.app_dir, where).extended(allow, deny)
-
-
-def take_deploy_snapshot(iso, out_path: Path, *, selection, layer_hash: str | None,
-                         app_hash: str, progress: DeployProgress,
-                         snapshot_type: str = "dedicated") -> dict:
-    """The snapshot step: write the snapshot of ``iso`` (for a dedicated one, the app's top
-    level has run) to ``out_path`` and return its record (``{"path": <absolute>, "type":
-    snapshot_type, "bytes", "sha256", "metadata"}``)."""
-    from pyworkers.snapshot import take_snapshot
-
-    layers = {"/app": f"app {app_hash}"}
-    if layer_hash:
-        layers[iso.runtime.site_packages_guest_path] = f"layer {layer_hash}"
-    meta = take_snapshot(iso, out_path, snapshot_type=snapshot_type, selection=selection,
-                layer_hash=layer_hash, app_hash=app_hash, layers=layers,
-                progress=progress.status)
-    if not out_path.is_file():
-        raise DeployError("snapshot", f"take_snapshot returned but wrote no file at {out_path}")
-    h = hashlib.sha256()
-    with open(out_path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return {"path": out_path, "type": snapshot_type, "bytes": out_path.stat().st_size,
-            "sha256": "sha256:" + h.hexdigest(), "metadata": _jsonable(meta or {})}
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, (str, int, float, bool)) or v is None:
-        return v
-    if isinstance(v, Path):
-        return str(v)
-    return repr(v)
-
-
-# --------------------------------------------------------------------------- the pipeline
-
-@dataclasses.dataclass
-class _Out:
-    """Guest output sink with a cap (for error reports)."""
-
-    data: bytearray = dataclasses.field(default_factory=bytearray)
-
-    def __call__(self, b: bytes) -> None:
-        if len(self.data) < _OUTPUT_CAP:
-            self.data += b[: _OUTPUT_CAP - len(self.data)]
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", "replace")
-
-
-def _with_output(detail: str, out: _Out) -> str:
-    text = out.text().strip()
-    if not text:
-        return detail
-    return (detail.rstrip() + "\n\n" if detail else "") + "output of the app:\n" + text
-
 
 def deploy(app_dir: str | os.PathLike, *,
            store: Store | str | os.PathLike | None = None,
@@ -763,7 +200,7 @@ def deploy(app_dir: str | os.PathLike, *,
     Raises :class:`DeployError` (the store is then unchanged); ``KeyboardInterrupt`` likewise
     leaves the store unchanged.
     """
-    prog = _as_progress(progress)
+    prog = as_progress(progress)
     stages = _Stages(prog)
     st = store if isinstance(store, Store) else Store(store)
     app_dir = Path(app_dir)
@@ -782,7 +219,7 @@ def deploy(app_dir: str | os.PathLike, *,
                            f"{cfg.compatibility_date}"
                            + (f", from {cfg.source.name}" if cfg.source else ""))
         app_dir = app_dir.resolve()
-        _check_platform(cfg, st)
+        check_platform(cfg, st)
         try:  # the store: the worker's current deployment (lock seed), leftovers, staging
             previous = st.current(cfg.name) if st.root.is_dir() else None
             if st.root.is_dir():
@@ -864,8 +301,8 @@ def deploy(app_dir: str | os.PathLike, *,
                               pyodide_lock=getattr(installed, "lock_json", None),
                               index_url=index_url, extra_index_urls=extra_index_urls,
                               lock_path=lock_path, cache_dir=cache_dir,
-                              progress=_Renamed(prog, str(lock_path), shown), build=build,
-                              implicit=IMPLICIT_REQUIREMENTS)
+                              progress=RenamedProgress(prog, str(lock_path), shown),
+                              build=build, implicit=IMPLICIT_REQUIREMENTS)
                 built = res.built_from_sdist()
                 info["summary"] = (f"{len(res.wheels)} package(s) from {inputs.shown}, "
                                    + ("lock reused (inputs unchanged)" if res.reused
@@ -911,7 +348,7 @@ def deploy(app_dir: str | os.PathLike, *,
                 layer = build_layer(cached, st.layers_dir, release=sel.release.pyodide_version,
                                     staging_dir=staging.layer_dir, progress=prog)
                 lh, layer_mount = layer.hash, layer.path
-                files, size = _tree_size(layer_mount)
+                files, size = tree_size(layer_mount)
                 record["layer"] = {"hash": lh, "path": st.rel(st.layer_path(lh)),
                                    "reused": layer.reused, "files": files, "bytes": size,
                                    "unresolved_libraries": layer.unresolved_libraries}
@@ -925,7 +362,7 @@ def deploy(app_dir: str | os.PathLike, *,
             info["summary"] = f"{a['files']} file(s), {fmt_bytes(a['bytes'])}, {a['hash'][:19]}..."
 
         # ---------------------------------------------------------------- sandbox
-        out = _Out()
+        out = GuestOutput()
         iso_kwargs = {"release": sel.release.pyodide_version, "site_packages": layer_mount,
                       "mounts": {"/app": app_copy}, "env": dict(cfg.vars), "cwd": "/app",
                       "cache_dir": cache_dir, "stdout": out, "stderr": out, "egress": egress}
@@ -936,16 +373,16 @@ def deploy(app_dir: str | os.PathLike, *,
 
         try:
             with stages("import") as info:
-                entropy = _entropy_at_import(iso, cfg.module)
-                record["asgi"] = _load_app(iso, cfg, out, sel.enabled("python_inline_sync_endpoints"),
-                                           getattr(installed, "lock_json", None),
-                                           sel.release.pyodide_version)
+                entropy = entropy_at_import(iso, cfg.module)
+                record["asgi"] = load_app(iso, cfg, out, sel.enabled("python_inline_sync_endpoints"),
+                                          getattr(installed, "lock_json", None),
+                                          sel.release.pyodide_version)
                 record["entropy_at_import"] = entropy
                 info["summary"] = f"{cfg.main} is an ASGI app ({record['asgi']['object']})"
-                ours = [(m, n) for m, n in entropy if _in_app(app_copy, m)]
-                libs = [(m, n) for m, n in entropy if not _in_app(app_copy, m)]
+                ours = [(m, n) for m, n in entropy if in_app(app_copy, m)]
+                libs = [(m, n) for m, n in entropy if not in_app(app_copy, m)]
                 if ours:
-                    msg = (f"the app's top level used entropy before the snapshot: {_calls(ours)}; every "
+                    msg = (f"the app's top level used entropy before the snapshot: {format_calls(ours)}; every "
                            "isolate restored from it starts with the same values (e.g. keys or tokens "
                            "made at import time): create them per request or in lifespan startup instead")
                     if sel.enabled("python_entropy_at_import_error"):
@@ -953,11 +390,11 @@ def deploy(app_dir: str | os.PathLike, *,
                     prog.warn(msg)
                 if libs:
                     prog.note(f"library modules drew entropy at import (usually internal identifiers; "
-                              f"shared by every restored isolate): {_calls(libs)}")
+                              f"shared by every restored isolate): {format_calls(libs)}")
 
             with stages("snapshot") as info:
                 if sel.enabled("python_dedicated_snapshot"):
-                    _no_open_connections(iso, app_copy)
+                    check_no_open_connections(iso, app_copy)
                     snap = take_deploy_snapshot(
                         iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
                         app_hash=record["app"]["hash"], progress=prog)
@@ -982,16 +419,16 @@ def deploy(app_dir: str | os.PathLike, *,
             from pyworkers.bindings.secrets import SecretStore
 
             secrets = SecretStore(st.root).values(cfg.name) if st.root.is_dir() else {}
-            record["smoke"] = _smoke(restore_kwargs, ddir / SNAPSHOT_FILE, cfg, out,
-                                     sel.enabled("python_inline_sync_endpoints"), egress,
-                                     env={**cfg.vars, **secrets})
+            record["smoke"] = smoke_test(restore_kwargs, ddir / SNAPSHOT_FILE, cfg, out,
+                                         sel.enabled("python_inline_sync_endpoints"), egress,
+                                         env={**cfg.vars, **secrets})
             s = record["smoke"]
             status = f"GET / -> {s['status']}" if s["status"] is not None else "GET / -> no response"
             if s["error"]:
                 status += f" ({s['error'].strip().splitlines()[-1]})"
                 prog.warn(f"GET / raised in the smoke test:\n{s['error'].rstrip()}")
             how = (f"restored snapshot in {s['ready_ms']:.0f} ms"
-                   + (f" (image module prepared in {_fmt_s(s['prepare_ms'] / 1000)}, cached "
+                   + (f" (image module prepared in {fmt_seconds(s['prepare_ms'] / 1000)}, cached "
                       "for serve)" if s.get("prepare_ms") else ""))
             info["summary"] = f"{how}, lifespan {s['lifespan']}, {status}"
 
@@ -1004,155 +441,6 @@ def deploy(app_dir: str | os.PathLike, *,
             dep = st.publish(staging, record)
             info["summary"] = f"{dep.id} is now current for {cfg.name}"
         return dep
-
-
-#: Modules whose import-time entropy use is expected: pyworkers reseeds them after a restore.
-RESEEDED_MODULES = frozenset({"random"})
-
-
-def _check_platform(cfg, st: Store) -> None:
-    """Deploy-time checks of secrets and bindings: no ``[vars]`` key may share a name with a
-    secret of the worker or a binding; every backend ``url`` must answer. Raises
-    :class:`DeployError` (stage ``config``) naming the file and key."""
-    from pyworkers.bindings import BindingsError
-    from pyworkers.bindings.host import check_reachable
-    from pyworkers.bindings.secrets import SecretStore
-
-    where = str(cfg.source or cfg.app_dir / "pyworkers.toml")
-    try:
-        secrets = set(SecretStore(st.root).names(cfg.name)) if st.root.is_dir() else set()
-        both = sorted(secrets & set(cfg.vars))
-        if both:
-            raise BindingsError(
-                f"{where}: vars.{both[0]}: worker {cfg.name!r} also has a secret named "
-                f"{both[0]}: rename the var, or `pyworkers secret delete {both[0]} --name "
-                f"{cfg.name}`")
-        clash = sorted(secrets & {b["binding"] for v in cfg.bindings.values() for b in v})
-        if clash:
-            raise BindingsError(f"{where}: binding {clash[0]}: worker {cfg.name!r} also has a "
-                                f"secret named {clash[0]}: rename one of them")
-        check_reachable(cfg.bindings, where,
-                        secrets=SecretStore(st.root).values(cfg.name) if secrets else {})
-    except BindingsError as e:
-        raise DeployError("config", str(e)) from None
-
-
-def _in_app(app_dir: Path, module: str) -> bool:
-    """Whether ``module`` comes from the app's own files (its top package is in ``app_dir``)."""
-    top = module.partition(".")[0]
-    return (app_dir / f"{top}.py").is_file() or (app_dir / top).is_dir()
-
-
-def _calls(entries: Sequence[tuple[str, int]]) -> str:
-    return ", ".join(f"{m} ({n} call{'s' * (n != 1)})" for m, n in entries)
-
-
-def _entropy_at_import(iso, module: str) -> list[tuple[str, int]]:
-    """Import ``module`` while attributing host entropy calls to the modules whose top level
-    made them (``import_tracked`` in the guest helper); returns ``[(module, calls)]`` without
-    :data:`RESEEDED_MODULES`. An import failure is left to :func:`_load_app` to report."""
-    reply, _out, _err = iso.request({"op": "import_tracked", "target": module})
-    if not reply.get("ok"):
-        return []
-    return [(m, n) for m, n in reply.get("entropy_modules", []) if m not in RESEEDED_MODULES]
-
-
-def _import_message(rep: dict, release_lock: Any, pyodide_version: str) -> str:
-    """The guest's import failure message; a missing standard-library module that the release
-    ships separately (:func:`pyworkers.packages.release_lock.unvendored_hint`) gets that hint
-    instead of "add the package that provides it"."""
-    msg = rep["message"]
-    if rep.get("missing") and release_lock is not None:
-        from pyworkers.packages.release_lock import read_release_lock, unvendored_hint
-
-        try:
-            hint = unvendored_hint(rep["missing"], read_release_lock(release_lock), pyodide_version)
-        except Exception:  # noqa: BLE001 - an unreadable lock: keep the generic message
-            hint = None
-        if hint:
-            msg = msg.split(": add the package that provides", 1)[0] + ": " + hint
-    return msg
-
-
-def _load_app(iso, cfg, out: _Out, inline_sync: bool = True, release_lock: Any = None,
-              pyodide_version: str = "") -> dict:
-    """Import the app in ``iso`` (its top level runs), check it is ASGI and load it into the
-    guest ASGI adapter too (``_pyworkers_asgi.load``), so that a snapshot of ``iso`` is an
-    isolate ready to serve. Returns the record's ``asgi`` entry,
-    ``{"object": "<type>", "adapter": "guest"}``. Raises :class:`DeployError`."""
-    _install_harness(iso)
-    rep = iso.call("_pyworkers_deploy:load", cfg.module, cfg.attribute)
-    if not rep.get("ok"):
-        raise DeployError("import", _import_message(rep, release_lock, pyodide_version),
-                          _with_output(rep.get("traceback", ""), out))
-    _remove_harness(iso)
-    iso.call("_pyworkers_asgi:configure", inline_sync=inline_sync)
-    iso.call("_pyworkers_asgi:load", cfg.main, "/app")
-    return {"object": rep["object"], "adapter": "guest"}
-
-
-#: Seconds the smoke test allows the lifespan startup, and ``GET /``.
-SMOKE_STARTUP_TIMEOUT = 120.0
-SMOKE_REQUEST_TIMEOUT = 60.0
-
-
-def _smoke(restore_kwargs: dict, snapshot: Path, cfg, out: _Out,
-           inline_sync: bool = True, egress: Any = None, env: dict | None = None) -> dict:
-    """Restore the snapshot into a fresh isolate (for a package snapshot, importing the app
-    there), then lifespan startup + ``GET /`` in it through the guest ASGI adapter that
-    ``pyworkers serve`` uses. ``env`` (vars and secrets) is given as when served; the bindings
-    and volumes are scratch ones (embedded backends in a temporary directory, removed after):
-    a smoke test never writes the worker's data."""
-    import tempfile
-
-    from pyworkers.bindings.host import prepare_isolate, scratch_platform
-    from pyworkers.snapshot import Restorer
-
-    timing = {}
-    scratch = tempfile.TemporaryDirectory(prefix="pyworkers-smoke-")
-    bindings = scratch_platform(scratch.name, cfg.name, cfg.bindings)
-
-    def make_isolate(**_sinks) -> Any:
-        # copy mode: no per-snapshot compile at deploy; the copy-on-write image module is
-        # compiled by the first `pyworkers serve` (in the background, serving meanwhile) or
-        # `pyworkers pull` that needs it
-        r = Restorer(snapshot, copy=True, **restore_kwargs)
-        timing["prepare_ms"] = round(r.timings.get("prepare_ms", 0.0), 1)
-        t0 = time.perf_counter()
-        iso = r.new_isolate(stdout=out, stderr=out, egress=egress)
-        prepare_isolate(iso, scratch.name, cfg.name, list(cfg.volumes), out)
-        if restore_kwargs.get("expect_type") == "package":  # the app is not in it: load it
-            _load_app(iso, cfg, out, inline_sync)
-        timing["ready_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-        return iso
-
-    t1 = time.perf_counter()
-    with scratch:
-        res = _smoke_adapter(make_isolate, out, env=env, bindings=bindings)
-    res["requests_ms"] = round((time.perf_counter() - t1) * 1000
-                               - (timing.get("ready_ms", 0) + timing.get("prepare_ms", 0)), 1)
-    return {"restored_from_snapshot": True, "adapter": "guest", **res,
-            "prepare_ms": timing.get("prepare_ms"), "ready_ms": timing.get("ready_ms")}
-
-
-def _smoke_adapter(make_isolate: Callable[..., Any], out: _Out, *, env: dict | None = None,
-                   bindings: Any = None) -> dict:
-    """Lifespan startup, ``GET /`` and lifespan shutdown through ``pyworkers serve``'s own
-    isolate driver and request path (:func:`pyworkers.serve.oneshot.smoke`)."""
-    from pyworkers.serve import StartupFailed
-    from pyworkers.serve.oneshot import smoke
-
-    try:
-        res = asyncio.run(smoke(make_isolate, startup_timeout=SMOKE_STARTUP_TIMEOUT,
-                                request_timeout=SMOKE_REQUEST_TIMEOUT, env=env,
-                                bindings=bindings))
-    except StartupFailed as e:
-        msg = str(e).split("lifespan.startup.failed: ", 1)[-1]
-        raise DeployError("smoke", f"the app's lifespan startup failed: {msg or '(no message)'}",
-                          _with_output("", out)) from None
-    res["lifespan_message"] = None
-    return res
-
 
 def _version() -> str:
     from pyworkers import __version__

@@ -38,25 +38,28 @@ while a deploy is in progress (a live ``.staging`` directory: staging directorie
 under the store lock, so a prune sees every deploy that started before it).
 
 Paths in records are relative to the store root, so a store can be moved as a whole.
+
+:class:`Deployment` and :class:`Staging` live in :mod:`pyworkers.deployment`, the crash-safe
+file operations (:func:`atomic_write_json`, :func:`remove_tree`) in :mod:`pyworkers.store_files`;
+all are importable from here.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as _dt
 import json
 import os
 import re
 import secrets
-import shutil
-import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import filelock
 import platformdirs
+
+from pyworkers.deployment import Deployment, Staging
+from pyworkers.store_files import atomic_write_json, fsync_dir, make_read_only, remove_tree
 
 if TYPE_CHECKING:
     from pyworkers.leases import Lease
@@ -90,39 +93,6 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path``: temporary file in the same directory, ``fsync``,
-    ``os.replace``, ``fsync`` of the directory. Readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -131,165 +101,6 @@ def _read_json(path: Path, what: str) -> Any:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise StoreError(f"{path}: cannot read the {what} ({e}): the store is damaged; "
                          "remove that file's deployment or worker") from None
-
-
-def _make_read_only(root: Path) -> None:
-    """Clear the write bits of every file under ``root`` (directories stay writable so the
-    store can still delete a deployment)."""
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            p = os.path.join(dirpath, name)
-            if os.path.islink(p):
-                continue
-            mode = os.stat(p).st_mode
-            os.chmod(p, stat.S_IMODE(mode) & ~0o222)
-
-
-def _rmtree(path: Path) -> None:
-    """Remove a file or a directory tree (read-only files included)."""
-    def onexc(func, p, exc):
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(p), 0o755)
-            func(p)
-
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, onexc=onexc)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a file or a directory tree, read-only files included (missing: no error)."""
-    _rmtree(path)
-
-
-@dataclasses.dataclass(frozen=True)
-class Deployment:
-    """One published deployment: ``record`` (the ``deployment.json`` dict) in store ``root``.
-
-    Paths in the record are relative to the store root; the properties below make them absolute.
-    """
-
-    root: Path
-    record: dict
-
-    @property
-    def id(self) -> str:
-        """The deployment id, ``<name>-<YYYYMMDDTHHMMSSZ>-<6 hex>``."""
-        return self.record["id"]
-
-    @property
-    def name(self) -> str:
-        """The worker name."""
-        return self.record["name"]
-
-    @property
-    def created(self) -> str:
-        """Creation time, UTC ISO 8601 (``...Z``)."""
-        return self.record["created"]
-
-    @property
-    def dir(self) -> Path:
-        """The deployment's directory, ``<store>/deployments/<id>``."""
-        return self.root / "deployments" / self.id
-
-    def _abs(self, rel: str | None) -> Path | None:
-        return None if rel is None else self.root / rel
-
-    @property
-    def app_dir(self) -> Path:
-        """The copy of the app's files (mount it read-only at ``/app``)."""
-        return self._abs(self.record["app"]["path"])
-
-    @property
-    def layer_dir(self) -> Path | None:
-        """The site-packages layer, or ``None`` when the app has no requirements."""
-        layer = self.record.get("layer")
-        return self._abs(layer["path"]) if layer else None
-
-    @property
-    def lock_path(self) -> Path | None:
-        """The ``pylock.toml``, or ``None`` when the app has no requirements."""
-        lock = self.record.get("lock")
-        return self._abs(lock["path"]) if lock else None
-
-    @property
-    def snapshot_path(self) -> Path | None:
-        """The dedicated snapshot file, or ``None`` when no snapshot was taken."""
-        snap = self.record.get("snapshot")
-        return self._abs(snap["path"]) if snap else None
-
-    def isolate_kwargs(self) -> dict:
-        """Keyword arguments for ``pyworkers.runtime.Isolate`` (or ``restore_isolate``) that
-        reproduce this deployment's sandbox: ``release`` (Pyodide version), ``site_packages``
-        (layer dir or ``None``), ``mounts`` (``{"/app": app copy}``), ``env`` (the vars) and
-        ``cwd`` (``"/app"``)."""
-        return {
-            "release": self.record["selection"]["pyodide_version"],
-            "site_packages": self.layer_dir,
-            "mounts": {"/app": self.app_dir},
-            "env": dict(self.record["config"]["vars"]),
-            "cwd": "/app",
-        }
-
-    def restore_kwargs(self) -> dict:
-        """Keyword arguments for ``pyworkers.snapshot.restore_isolate(self.snapshot_path,
-        **kwargs)``: the same layers the snapshot was taken with (``site_packages``,
-        ``mounts``) and the checks that refuse a mismatching file (``expect_type``: the
-        recorded snapshot type, ``layer_hash``, ``app_hash``). Only meaningful when
-        :attr:`snapshot_path` is not ``None``."""
-        layer = self.record.get("layer")
-        return {
-            "site_packages": self.layer_dir,
-            "mounts": {"/app": self.app_dir},
-            "expect_type": self.record["snapshot"]["type"] if self.record.get("snapshot") else None,
-            "layer_hash": layer["hash"] if layer else None,
-            "app_hash": self.record["app"]["hash"],
-        }
-
-    def to_json(self) -> dict:
-        """The record, a copy (what ``deployment.json`` holds)."""
-        return json.loads(json.dumps(self.record))
-
-
-class Staging:
-    """A deploy in progress: a private directory ``<store>/.staging/<tmp>`` (``path``).
-
-    Build the deployment in :attr:`deployment_dir` and, when there is one, the new layer in
-    :attr:`layer_dir`; then :meth:`Store.publish`. Leaving the ``with`` block removes whatever
-    is left. While it exists, ``<tmp>.lock`` is held, so :meth:`Store.collect_garbage` in
-    another process knows the owner is alive (the lock is released by the kernel when the owner
-    dies, even by ``SIGKILL``).
-    """
-
-    def __init__(self, store: "Store"):
-        self.store = store
-        base = store.root / ".staging"
-        base.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(dir=base, prefix="deploy-"))
-        self._lock = filelock.FileLock(str(self.path) + ".lock")
-        self._lock.acquire(timeout=0)
-        self.deployment_dir = self.path / "deployment"
-        self.deployment_dir.mkdir()
-        self.layer_dir = self.path / "layer"
-        self.published: Deployment | None = None
-
-    def close(self) -> None:
-        """Remove the staging directory and release its lock (idempotent)."""
-        if self.path.exists():
-            _rmtree(self.path)
-        if self._lock.is_locked:
-            self._lock.release()
-            with contextlib.suppress(OSError):
-                os.unlink(str(self.path) + ".lock")
-
-    def __enter__(self) -> "Staging":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
 
 class Store:
     """A deployment store rooted at ``root`` (default :func:`default_store_root`).
@@ -520,18 +331,18 @@ class Store:
             if layer and staging.layer_dir.is_dir():
                 dest = self.layer_path(layer["hash"])
                 if dest.is_dir():
-                    _rmtree(staging.layer_dir)  # published meanwhile by another deploy
+                    remove_tree(staging.layer_dir)  # published meanwhile by another deploy
                 else:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(staging.layer_dir, dest)
-                    _fsync_dir(dest.parent)
+                    fsync_dir(dest.parent)
             if layer and not self.layer_path(layer["hash"]).is_dir():
                 raise StoreError(f"layer {layer['hash']} is neither staged nor in the store")
             atomic_write_json(staging.deployment_dir / RECORD, record)
-            _make_read_only(staging.deployment_dir)
+            make_read_only(staging.deployment_dir)
             self.deployments_dir.mkdir(parents=True, exist_ok=True)
             os.rename(staging.deployment_dir, final)
-            _fsync_dir(self.deployments_dir)
+            fsync_dir(self.deployments_dir)
             w = self._worker(name) or {"format": RECORD_FORMAT, "name": name, "current": None,
                                        "deployments": []}
             w["deployments"] = [*w["deployments"], dep_id]
@@ -541,7 +352,7 @@ class Store:
             try:
                 atomic_write_json(self.workers_dir / f"{name}.json", w)  # commit point
             except BaseException:
-                _rmtree(final)
+                remove_tree(final)
                 raise
         dep = Deployment(self.root, record)
         staging.published = dep
@@ -618,7 +429,7 @@ class Store:
                     except filelock.Timeout:
                         continue  # its deploy is still running
                     try:
-                        _rmtree(d)
+                        remove_tree(d)
                         removed.append(d)
                     finally:
                         lk.release()
@@ -639,6 +450,6 @@ class Store:
                     "deployments", [])}
                 for d in self.deployments_dir.iterdir():
                     if d.name not in listed:
-                        _rmtree(d)
+                        remove_tree(d)
                         removed.append(d)
         return removed

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pyworkers.deploy import GUEST_HARNESS, copy_app, layer_hash
+from pyworkers.deploy import copy_app, layer_hash
+from pyworkers.deploy_guest import GUEST_HARNESS
 
 
 @pytest.fixture(scope="module")

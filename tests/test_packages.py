@@ -21,8 +21,9 @@ from pyworkers.packages import (ConflictError, HashMismatchError, IndexConfigErr
                                 NetworkError, NoCompatibleWheelError, RequirementsError,
                                 Resolution, download, index_config, install_layer,
                                 parse_requirements, read_lock, resolve, write_lock)
+from pyworkers.packages import http_client as http_mod
 from pyworkers.packages import index as index_mod
-from pyworkers.packages.index import IndexFile, parse_simple_html, parse_simple_json
+from pyworkers.packages.simple_api import IndexFile, parse_simple_html, parse_simple_json
 from pyworkers.packages.target import Target
 
 DATA = Path(__file__).parent / "data" / "packages"
@@ -168,7 +169,7 @@ def _hermetic(monkeypatch):
     monkeypatch.setattr(index_mod, "_pip_config", lambda: {})
     for k in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_CERT", "PYWORKERS_PACKAGE_BASE_URL"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setattr(index_mod, "BACKOFF", 0.0)
+    monkeypatch.setattr(http_mod, "BACKOFF", 0.0)
 
 
 @pytest.fixture
@@ -603,7 +604,7 @@ def test_retries_are_bounded_and_name_the_url(net, tmp_path):
     with pytest.raises(NetworkError) as ei:
         run(["fastapi"], net=net, tmp_path=tmp_path)
     assert ei.value.url == INDEX + "/fastapi/"
-    assert len(net.requests) == index_mod.RETRIES and "HTTP 503" in str(ei.value)
+    assert len(net.requests) == http_mod.RETRIES and "HTTP 503" in str(ei.value)
 
 
 # --------------------------------------------------------------------------- download
@@ -769,7 +770,7 @@ def test_cli_resolve_json(tmp_path, monkeypatch):
     from pyworkers.packages import resolver as resolver_mod
 
     net = FakeNet()
-    real_http = index_mod.Http
+    real_http = http_mod.Http
     monkeypatch.setattr(resolver_mod, "Http", lambda **kw: real_http(
         **{**kw, "transport": net.transport}))
     monkeypatch.setattr(download_mod, "Http", lambda **kw: real_http(

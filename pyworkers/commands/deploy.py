@@ -165,7 +165,7 @@ def _summary_row(d, current: bool) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(name: str | None, store_dir: Path | None, as_json: bool) -> None:
     """Every deployment in the store, oldest first; * marks each worker's current one."""
-    from pyworkers.deploy import fmt_bytes
+    from pyworkers.deploy_progress import fmt_bytes
     from pyworkers.store import StoreError
 
     store = _store(store_dir)
@@ -215,7 +215,8 @@ def _pick(store, ref: str | None):
 def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
     """Show deployment REF (an id, a unique id prefix, or a worker name for its current
     deployment): runtime selection, lock, layer and snapshot sizes, smoke test, stage timings."""
-    from pyworkers.deploy import STAGES, fmt_bytes
+    from pyworkers.deploy import STAGES
+    from pyworkers.deploy_progress import fmt_bytes
 
     store = _store(store_dir)
     d = _pick(store, ref)

@@ -21,7 +21,7 @@ from pyworkers.commands.deploy import _store, _store_option, deployments
 
 
 def _fmt(n: int) -> str:
-    from pyworkers.deploy import fmt_bytes
+    from pyworkers.deploy_progress import fmt_bytes
 
     return fmt_bytes(n)
 
