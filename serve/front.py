@@ -39,7 +39,7 @@ from pyworkers.serve.exchange import (HttpExchange, ResponseAborted, WebSocketEx
 from pyworkers.serve.phases import RequestTrace, arrived_ns, write_traces
 from pyworkers.serve.pool import Pool
 from pyworkers.serve.routing import route
-from pyworkers.serve.worker import IsolateFactory
+from pyworkers.serve.factory import IsolateFactory
 
 log = logging.getLogger("pyworkers.serve")
 

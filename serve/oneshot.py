@@ -10,7 +10,8 @@ import itertools
 
 from pyworkers.serve.errors import StartupFailed
 from pyworkers.serve.front import HttpExchange, ResponseAborted
-from pyworkers.serve.worker import IsolateFactory, Worker
+from pyworkers.serve.factory import IsolateFactory
+from pyworkers.serve.worker import Worker
 
 _numbers = itertools.count(1)
 

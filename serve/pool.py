@@ -23,7 +23,8 @@ from typing import Mapping
 
 from pyworkers.serve.errors import PoolUnavailable, StartupFailed
 from pyworkers.serve.policy import ScalingPolicy
-from pyworkers.serve.worker import IsolateFactory, Worker
+from pyworkers.serve.factory import IsolateFactory
+from pyworkers.serve.worker import Worker
 
 log = logging.getLogger("pyworkers.serve")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from pyworkers.serve.errors import DeploymentUnavailable
-from pyworkers.serve.worker import AppFactory, IsolateFactory, with_app
+from pyworkers.serve.factory import AppFactory, IsolateFactory, with_app
 
 log = logging.getLogger("pyworkers.serve")
 

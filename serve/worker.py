@@ -19,17 +19,18 @@ CPU watchdog, :meth:`Isolate.watch_cpu`) dies: each of its conversations receive
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import threading
 import time
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 from pyworkers.runtime.isolate import GuestError, Isolate, IsolateCrashed
 from pyworkers.runtime.output import LineLimiter, limits_from_env
 from pyworkers.runtime.streams import Channel
 from pyworkers.serve.errors import StartupFailed
+from pyworkers.serve.factory import (ADAPTER, AppFactory, BindingHost, IsolateFactory,
+                                     with_app)
 from pyworkers.serve.protocol import CHANNEL_PATH, GuestMessage, IsolateLost, frame, wire
 
 log = logging.getLogger("pyworkers.serve")
@@ -61,85 +62,9 @@ def limit_malloc_arenas(n: int = 1) -> None:
         libc.mallopt(-8, n)  # M_ARENA_MAX
     except (OSError, AttributeError):
         pass
-ADAPTER = "_pyworkers_asgi"
 
 
 limit_malloc_arenas()
-
-
-class IsolateFactory(Protocol):
-    """Makes one isolate ready to serve: ``factory(*, stdout, stderr) -> Isolate``.
-
-    The isolate must have run ``_pyworkers_asgi.load(<app>)`` (see :func:`with_app`);
-    ``stdout``/``stderr`` are ``bytes -> None`` sinks for the guest's fd 1/2. Lifespan startup
-    is the worker's job. Raises anything on failure (``GuestError`` with the traceback, ...).
-    A factory may carry ``max_concurrency`` (the app's own setting, which wins over the
-    server's ``--max-concurrency``).
-    """
-
-    def __call__(self, *, stdout: Callable[[bytes], None],
-                 stderr: Callable[[bytes], None]) -> Isolate: ...
-
-
-def with_app(make: Callable[..., Isolate], main: str, path: str | None = "/app", *,
-             max_concurrency: int | None = None) -> IsolateFactory:
-    """An :data:`IsolateFactory` from any isolate maker ``make(*, stdout, stderr) -> Isolate``
-    (e.g. a snapshot ``Restorer.new_isolate``): after ``make`` it runs
-    ``_pyworkers_asgi.load(main, path)``, cheap and idempotent when the app is already imported
-    (a snapshot taken after ``load``). The isolate is closed if ``load`` raises."""
-
-    def factory(*, stdout: Callable[[bytes], None], stderr: Callable[[bytes], None]) -> Isolate:
-        iso = make(stdout=stdout, stderr=stderr)
-        try:
-            iso.call(f"{ADAPTER}:load", main, path)
-        except BaseException:
-            iso.close()
-            raise
-        return iso
-
-    factory.max_concurrency = max_concurrency  # type: ignore[attr-defined]
-    return factory
-
-
-@dataclasses.dataclass(frozen=True)
-class AppFactory:
-    """:data:`IsolateFactory` for an app directory: boot a fresh isolate, import the app.
-
-    ``release`` (``"314.0.7"``, a ``Release`` or ``Runtime``), ``app_dir`` (mounted read-only
-    at ``/app``, the cwd), ``main`` (``"module:attribute"``), ``site_packages`` (layer or
-    ``None``), ``env`` (guest environment), ``memory_limit`` (bytes), ``cache_dir``,
-    ``max_concurrency`` (the app's own), ``egress`` (its outbound policy)."""
-
-    release: Any
-    app_dir: Any
-    main: str
-    site_packages: Any = None
-    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    memory_limit: int | None = None
-    cache_dir: Any = None
-    max_concurrency: int | None = None
-    egress: Any = None
-
-    def __call__(self, *, stdout: Callable[[bytes], None],
-                 stderr: Callable[[bytes], None]) -> Isolate:
-        def make(*, stdout, stderr) -> Isolate:
-            return Isolate(self.release, site_packages=self.site_packages,
-                           mounts={"/app": self.app_dir}, env=dict(self.env), stdout=stdout,
-                           stderr=stderr, memory_limit=self.memory_limit, cwd="/app",
-                           cache_dir=self.cache_dir, egress=self.egress)
-
-        return with_app(make, self.main)(stdout=stdout, stderr=stderr)
-
-
-class BindingHost(Protocol):
-    """Performs binding operations for the guest (KV, SQL, objects: ``pyworkers.serve``'s
-    bindings layer). ``declared()`` lists ``[{"name", "kind"}]`` given to the guest at start;
-    ``call(binding, op, args, body)`` returns ``(JSON-able result, bytes)`` and raises
-    ``KeyError``/``ValueError``/``PermissionError`` for errors the app should see as such."""
-
-    def declared(self) -> list[dict]: ...
-
-    async def call(self, binding: str, op: str, args: dict, body: bytes) -> tuple[Any, bytes]: ...
 
 
 class LineLog:
@@ -236,6 +161,11 @@ class Worker:
         self._inbox_lock = threading.Lock()
         self._inbox_pending = False
         self._mem_checks = 0
+        #: resolves once the isolate is warmed up after its start (hot pages pre-faulted,
+        #: see :meth:`_warm_up`); ``prefault``: what that did (``Restorer.prefault``'s dict)
+        self.warmed: asyncio.Future | None = None
+        self.prefault: dict | None = None
+        self._learning: asyncio.Future | None = None
         #: monotonic ns of the start-up steps: "start", "restored" (the factory returned:
         #: restore or boot + app load), "loop" (the guest's loop runs), "ready"
         self.timeline: dict[str, int] = {}
@@ -403,6 +333,8 @@ class Worker:
             if kind == wire.G_DONE:
                 del self.convs[cid]
                 self.served += 1
+                if self.served == 1 and conv.kind == "http":
+                    self._learn_hot_pages()
                 if conv.trace is not None and isinstance(m.meta.get("trace"), list):
                     off = self.clock_offset_ns
                     conv.trace.guest = [int(x) - off for x in m.meta["trace"]]
@@ -491,11 +423,54 @@ class Worker:
 
     def _set_ready(self) -> None:
         self.timeline.setdefault("ready", time.monotonic_ns())
+        if self.state == "booting" and self._ready is not None and not self._ready.done():
+            self._warm_up()
         if self.state == "booting":
             self.state = "ready"
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
         self._changed()
+
+    # ------------------------------------------------------------------ hot pages
+    def _restorer(self):
+        r = getattr(self.factory, "restorer", None)
+        return r if r is not None and hasattr(r, "prefault") else None
+
+    def _warm_up(self) -> None:
+        """Once ready (lifespan done), pre-fault the snapshot image pages this deployment's
+        isolates write on their first requests (learned from an earlier isolate:
+        :meth:`pyworkers.snapshot.restore.Restorer.prefault`), on a host thread pool while the
+        isolate waits for its first request: that request then takes no copy-on-write page
+        fault per page it writes. :attr:`warmed` resolves when done (at once when there is
+        nothing to do)."""
+        self.warmed = fut = self.loop.create_future()  # type: ignore[union-attr]
+        r, iso = self._restorer(), self.iso
+        if r is None or iso is None or not getattr(r, "hot_pages", None):
+            fut.set_result(None)
+            return
+
+        def done(f: asyncio.Future) -> None:
+            if not fut.done():
+                fut.set_result(None)
+            exc = f.exception()
+            if exc is not None:
+                log.warning("[%s] pre-faulting hot pages failed: %r", self.id, exc)
+            else:
+                self.prefault = f.result()
+
+        self.loop.run_in_executor(None, r.prefault, iso).add_done_callback(done)  # type: ignore
+
+    def _learn_hot_pages(self) -> None:
+        """After this isolate's first HTTP response: if its restorer knows no hot pages yet,
+        learn them from this isolate (``Restorer.learn_hot_pages``: reads the image's pagemap,
+        ~1 ms, on a host thread; saved beside the image module for later processes)."""
+        r, iso = self._restorer(), self.iso
+        if r is None or iso is None or getattr(r, "hot_pages", None) \
+                or getattr(r, "_pyworkers_learning", False):
+            return
+        r._pyworkers_learning = True
+        self._learning = self.loop.run_in_executor(  # type: ignore[union-attr]
+            None, r.learn_hot_pages, iso)
 
     def _boot_failed(self, exc: BaseException) -> None:
         self.state = "dead"
@@ -557,6 +532,8 @@ class Worker:
         if self._ended is None or self._ended.done():
             self.state = "dead"
             return
+        if self._learning is not None:  # it reads this isolate's memory map: not while unmapped
+            await asyncio.wait([self._learning], timeout=5.0)
         if self.state != "stopping":
             self.state = "stopping"
             self.push(wire.H_STOP, 0, {"drain": drain, "shutdown": shutdown})
