@@ -23,7 +23,9 @@ Around that, :meth:`Restorer.new_isolate` re-creates what the image cannot hold,
    then a check that the table has exactly the snapshot's size; an unknown slot origin is refused;
 4. host state: cwd, environment, ``/tmp`` (same inode numbers, modes, times; unlinked-but-open
    files too), open files (same nodes, offsets, flags), a monotonic clock that does not go back;
-5. entropy: ``random`` is reseeded from the host before the isolate is handed out
+5. entropy: ``random`` is reseeded from the host's entropy before any guest code runs in the
+   isolate: the isolate's first request carries a ``reseed`` flag the guest handles first (no
+   crossing of its own; snapshots of an older guest helper get a ``reseed`` request at restore)
    (``os.urandom``/``secrets`` always read the host's entropy).
 """
 from __future__ import annotations
@@ -188,9 +190,28 @@ class Restorer:
         iso = Isolate(self.runtime, site_packages=self.site_packages, mounts=self.mounts,
                       stdout=stdout, stderr=stderr, tmp_cap=h["tmp_cap"], memory_limit=memory_limit,
                       egress=egress, _restore=self)
+        iso.loaded_app = self.loaded_app
         if reseed:
-            iso.request({"op": "reseed"})
+            if iso.guest_protocol >= 2:
+                iso._reseed_pending = True  # done by the guest at the start of the first request
+            else:  # a snapshot of an older guest helper: one request now
+                iso.request({"op": "reseed"})
         return iso
+
+    @property
+    def loaded_app(self) -> tuple[str, str | None] | None:
+        """``(main, path)`` of the ASGI app the snapshot's guest adapter already has loaded
+        (recorded by :func:`pyworkers.snapshot.capture.take_snapshot` after checking it in the
+        guest: a dedicated snapshot taken after ``_pyworkers_asgi.load(main, path)``), or
+        ``None`` (a package or baseline snapshot, or one written before this was recorded):
+        then the app must be loaded after restore. Isolates restored from it carry the same
+        value as ``Isolate.loaded_app``; a server can skip the load call when it equals what it
+        would pass, e.g. ``if iso.loaded_app != (main, "/app"): iso.call("_pyworkers_asgi:load",
+        main, "/app")``."""
+        app = self.metadata.get("asgi_app")
+        if not isinstance(app, dict) or not isinstance(app.get("main"), str):
+            return None
+        return app["main"], app.get("path")
 
     def _restore_into(self, iso: Isolate) -> None:
         st, store = self.state, iso.store
@@ -329,6 +350,7 @@ class Restorer:
         for fd, entry in h["fds"].items():
             host.fds[int(fd)] = entry["stdio"] if "stdio" in entry else opened[entry["file"]]
         iso._dispatch = h["dispatch"]
+        iso.guest_protocol = h.get("guest_protocol", 1)
         iso._cstrs = {k: int(v) for k, v in h["cstrs"].items()}
         iso._count_args_ptr = h["count_args_ptr"]
         host.mono_offset_ns = max(0, h["monotonic_ns"] - time.monotonic_ns() + 1_000_000)
