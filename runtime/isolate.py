@@ -547,8 +547,6 @@ class Isolate:
         if self._reseed_pending:  # a restored isolate: reseed before any guest code runs
             req = {**req, "reseed": True}
             self._reseed_pending = False
-        #: the :data:`GUEST_PROTOCOL` of the guest helper in this isolate's memory
-        self.guest_protocol = GUEST_PROTOCOL
         raw = marshal.dumps(req)
         with self._entered():
             # 7 crossings: the argument is built in place (no malloc/free, no args tuple)
