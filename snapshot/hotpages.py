@@ -52,9 +52,11 @@ def _madvise():
 
 
 def memory_range(iso) -> tuple[int, int]:
-    """``(host address, length in bytes)`` of ``iso``'s linear memory right now."""
-    ptr = ctypes.cast(iso.memory.data_ptr(iso.store), ctypes.c_void_p).value or 0
-    return ptr, iso.memory.data_len(iso.store)
+    """``(host address, length in bytes)`` of ``iso``'s linear memory as its host last saw it
+    (the base never moves: wasmtime reserves the whole 4 GiB range; the length may lag a
+    growth). Reads no wasmtime store, so any thread may call it."""
+    mem = iso.mem
+    return mem.base, mem.size
 
 
 def _coalesce(pages: list[int], gap: int = 0) -> list[tuple[int, int]]:

@@ -162,12 +162,14 @@ class Restorer:
         kernels), so its lifespan and first request do not take a copy-on-write page fault per
         page they write. Contents are unchanged and the isolate ends up with the private pages
         it would have dirtied anyway. Meant for an isolate that waits idle (a pool's spare:
-        off the critical path) but safe while it runs; ``read=True`` also maps the pages only
+        off the critical path) but safe while it runs, from any thread (it touches no wasmtime
+        store; not after :meth:`Isolate.close`); ``read=True`` also maps the pages only
         read (measured not to pay: read faults are cheap with the kernel's fault-around).
         Returns ``{"bytes", "read_bytes", "ranges", "ms"}`` (see
         :meth:`pyworkers.snapshot.hotpages.HotPages.prefault`); ``bytes`` 0 when nothing is
         learned yet."""
-        if self.copy or iso.dead:
+        mem = iso.mem
+        if self.copy or iso.dead or mem is None:
             return {"bytes": 0, "read_bytes": 0, "ranges": 0, "ms": 0.0}
         return self.hot_pages.prefault(iso, read=read)
 
