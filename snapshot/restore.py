@@ -230,7 +230,10 @@ class Restorer:
                     reseed: bool = True, egress: Any = None) -> Isolate:
         """A fresh isolate in the snapshot's state (raises :class:`IsolateCrashed` or
         :class:`SnapshotError` if the layout cannot be reproduced); ``egress``: its outbound
-        network policy (:class:`pyworkers.runtime.egress.Policy`, ``None``: the default)."""
+        network policy (:class:`pyworkers.runtime.egress.Policy`, ``None``: the default).
+        ``reseed``: reseed the guest's ``random`` before any guest code runs (the flag rides on
+        the isolate's first request: the restore itself makes no guest call). The isolate's
+        ``loaded_app`` is :attr:`loaded_app`."""
         h = self.state["host"]
         iso = Isolate(self.runtime, site_packages=self.site_packages, mounts=self.mounts,
                       stdout=stdout, stderr=stderr, tmp_cap=h["tmp_cap"], memory_limit=memory_limit,
