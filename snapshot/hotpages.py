@@ -18,13 +18,16 @@ in a later isolate adds no private memory beyond the pages that isolate dirties 
 behaves the same.
 
 Everything here fails soft: without ``/proc/self/pagemap`` or ``MADV_POPULATE_WRITE``
-(older kernels, other systems) learning returns ``None`` and pre-faulting does nothing.
+(older kernels, other systems) learning returns ``None`` and pre-faulting does nothing. Where
+the kernel allows it (Linux >= 6.13), the ranges go in one ``process_madvise`` call on this
+process instead of one ``madvise`` each.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
 import os
+import sys
 import time
 from typing import Any
 
@@ -36,19 +39,66 @@ _PRESENT = 1 << 63
 _FILE = 1 << 61
 _EXCLUSIVE = 1 << 56
 
-_libc: Any = None
+#: syscall numbers (the same on every Linux architecture since 5.1's unified table)
+_SYS_PIDFD_OPEN = 434
+_SYS_PROCESS_MADVISE = 440
+_IOV_MAX = 1024
+
+_madvise_fn: Any = None
+_syscall_fn: Any = None
 _unsupported = False
+_batch_unsupported = not sys.platform.startswith("linux")
+_pidfd: tuple[int, int] | None = None  # (pid, pidfd): re-opened after a fork
 
 
-def _madvise():
-    global _libc
-    if _libc is None:
+def _libc():
+    global _madvise_fn, _syscall_fn
+    if _madvise_fn is None:
         libc = ctypes.CDLL(None, use_errno=True)
         fn = libc.madvise
         fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         fn.restype = ctypes.c_int
-        _libc = fn
-    return _libc
+        sc = libc.syscall
+        sc.restype = ctypes.c_long
+        _madvise_fn, _syscall_fn = fn, sc
+    return _madvise_fn, _syscall_fn
+
+
+def _own_pidfd(syscall) -> int:
+    global _pidfd
+    pid = os.getpid()
+    if _pidfd is None or _pidfd[0] != pid:
+        fd = syscall(_SYS_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0))
+        if fd < 0:
+            return -1
+        _pidfd = (pid, fd)
+    return _pidfd[1]
+
+
+def _populate_batched(ranges: list[tuple[int, int]], advice: int) -> int | None:
+    """``process_madvise`` on this process over up to :data:`_IOV_MAX` ranges per call (one
+    syscall instead of one per range: ~1 µs less per range). Linux >= 6.13 accepts any advice
+    for the calling process; ``None`` when the kernel refuses (the caller falls back)."""
+    global _batch_unsupported
+    _madv, syscall = _libc()
+    fd = _own_pidfd(syscall)
+    if fd < 0:
+        _batch_unsupported = True
+        return None
+    done = 0
+    for i in range(0, len(ranges), _IOV_MAX):
+        chunk = ranges[i:i + _IOV_MAX]
+        flat = [x for span in chunk for x in span]  # struct iovec = {void *base; size_t len}
+        iov = (ctypes.c_size_t * len(flat))(*flat)
+        r = syscall(_SYS_PROCESS_MADVISE, ctypes.c_int(fd), iov, ctypes.c_size_t(len(chunk)),
+                    ctypes.c_int(advice), ctypes.c_uint(0))
+        if r < 0:
+            if i == 0:
+                _batch_unsupported = True  # older kernel: per-range madvise from now on
+                return None
+            return done
+        done += r
+    return done
 
 
 def memory_range(iso) -> tuple[int, int]:
@@ -116,19 +166,27 @@ def written_ranges(addr: int, length: int) -> list[tuple[int, int]] | None:
 
 def populate(addr: int, ranges: list[tuple[int, int]], limit: int,
              advice: int = MADV_POPULATE_WRITE) -> int:
-    """``madvise(addr + offset, length, advice)`` for each range (clipped to ``limit`` bytes
-    from ``addr``); returns the bytes populated, 0 when the kernel does not support the
-    advice (remembered: later calls return 0 at once). Never raises for a kernel refusal."""
+    """Apply ``advice`` to each range (``(offset, length)`` from ``addr``, clipped to ``limit``
+    bytes from ``addr``): one ``process_madvise`` per 1,024 ranges where the kernel allows it
+    (Linux >= 6.13), else ``madvise`` per range. Returns the bytes advised, 0 when the kernel
+    does not support the advice (remembered: later calls return 0 at once). Never raises for
+    a kernel refusal."""
     global _unsupported
     if _unsupported or not ranges:
         return 0
-    fn = _madvise()
-    done = 0
+    spans = []
     for off, n in ranges:
         if off >= limit:
             break
-        n = min(n, limit - off)
-        if fn(addr + off, n, advice) != 0:
+        spans.append((addr + off, min(n, limit - off)))
+    if not _batch_unsupported:
+        done = _populate_batched(spans, advice)
+        if done is not None:
+            return done
+    madvise, _sc = _libc()
+    done = 0
+    for a, n in spans:
+        if madvise(a, n, advice) != 0:
             err = ctypes.get_errno()
             if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP):
                 _unsupported = True  # kernel < 5.14 (or a sandbox refusing it)

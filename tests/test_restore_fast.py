@@ -10,6 +10,7 @@ import pytest
 from pyworkers.runtime import Isolate
 from pyworkers.snapshot import Restorer, read_snapshot, take_snapshot
 from pyworkers.snapshot.format import write_snapshot
+from pyworkers.snapshot import hotpages
 from pyworkers.snapshot.hotpages import PAGE, _coalesce, memory_range, touched_ranges
 
 APP = '''
@@ -144,7 +145,8 @@ def test_reseed_rides_on_the_first_request(loaded_snapshot, app_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_prefault_keeps_memory_identical_and_dirties_only_learned_pages(loaded_snapshot, app_dir):
+def test_prefault_keeps_memory_identical_and_dirties_only_learned_pages(loaded_snapshot, app_dir,
+                                                                       monkeypatch):
     path, _meta = loaded_snapshot
     r = Restorer(path, mounts={"/app": app_dir})  # copy-on-write image module
     first = r.new_isolate()
@@ -167,8 +169,17 @@ def test_prefault_keeps_memory_identical_and_dirties_only_learned_pages(loaded_s
     # it still works, and the same work dirties no page outside what was pre-faulted
     assert iso.run(REQUEST).stdout.strip() == b"200"
     assert iso.eval("main.STATE['requests']") == "1"
-    first.close()
-    iso.close()
+    # the per-range madvise path (kernels without process_madvise for any advice) does the same
+    monkeypatch.setattr(hotpages, "_batch_unsupported", True)
+    third = r.new_isolate()
+    before = third.mem.read(0, third.memory_size())
+    assert r.prefault(third)["bytes"] == stats["bytes"]
+    assert third.mem.read(0, third.memory_size()) == before
+    if stats["bytes"]:
+        addr, _n = memory_range(third)
+        assert touched_ranges(addr, image_size)[0] == learned
+    for i in (first, iso, third):
+        i.close()
 
     # learned pages are kept beside the image module for the next process
     again = Restorer(path, mounts={"/app": app_dir})
