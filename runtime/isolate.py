@@ -53,6 +53,12 @@ GUEST_DIR = Path(__file__).with_name("guest")
 HOST_ZONEINFO = "/usr/share/zoneinfo"
 ZONEINFO_GUEST = "/usr/share/zoneinfo"
 NO_DEADLINE = 1 << 62
+#: the guest ASGI adapter's load function (see :attr:`Isolate.loaded_app`)
+ASGI_LOAD = "_pyworkers_asgi:load"
+#: what the guest helper (``_pyworkers_guest``) this host boots understands; a snapshot records
+#: its isolate's (its image holds the helper it was booted with): 1 = requests, the ``reseed``
+#: op; 2 = also a ``reseed`` flag on any request and ``app_loaded``
+GUEST_PROTOCOL = 2
 #: Epoch tick (seconds): timeouts are enforced with this granularity.
 EPOCH_TICK_S = 0.01
 _ticker_lock = threading.Lock()
@@ -241,6 +247,13 @@ class Isolate:
             ``isolate.host.egress`` (e.g. after a snapshot restore).
 
     Raises :class:`IsolateCrashed` if the interpreter fails to start.
+
+    Attributes: ``loaded_app`` is ``(target, path)`` (e.g. ``("main:app", "/app")``) when the
+    guest ASGI adapter already has that app loaded: set by a successful
+    ``call("_pyworkers_asgi:load", target, path)`` and, in an isolate restored from a snapshot,
+    from what the snapshot recorded (:attr:`pyworkers.snapshot.Restorer.loaded_app`); ``None``
+    otherwise (load it before serving). A caller may skip the (idempotent) load when it equals
+    what it would pass.
     """
 
     def __init__(self, release: Release | str | Runtime | None = None, *,
@@ -295,6 +308,13 @@ class Isolate:
         # hashlib.pbkdf2_hmac / scrypt computed on the host's OpenSSL (runtime/kdf.py)
         self.fs.add_service(kdf.DEVICE, kdf.handle)
         self.dead: str | None = None
+        #: set by a snapshot restore: the next request carries ``reseed`` (see :meth:`request`)
+        self._reseed_pending = False
+        #: the :data:`GUEST_PROTOCOL` of the guest helper in this isolate's memory
+        self.guest_protocol = GUEST_PROTOCOL
+        #: ``(target, path)`` of the last successful ``_pyworkers_asgi:load`` call in this
+        #: isolate (or the one its snapshot recorded), ``None`` if none: see :attr:`loaded_app`
+        self.loaded_app: tuple[str, str | None] | None = None
         self._exports: dict[str, Any] = {}
         self._fast: dict[str, _I32Call] = {}
         self._cstrs: dict[str, int] = {}
@@ -524,16 +544,19 @@ class Isolate:
 
         Raises :class:`IsolateCrashed`/:class:`GuestExited` if the isolate dies.
         """
+        if self._reseed_pending:  # a restored isolate: reseed before any guest code runs
+            req = {**req, "reseed": True}
+            self._reseed_pending = False
         raw = marshal.dumps(req)
         with self._entered():
-            p = self.malloc(len(raw) or 1)
-            self.mem.write(p, raw)
-            arg = self._call("PyBytes_FromStringAndSize", p, len(raw))
-            self.free(p)
-            args = self._call("PyTuple_New", 1)
-            self._call("PyTuple_SetItem", args, 0, arg)  # steals arg
-            res = self._call("PyObject_CallObject", self._dispatch, args)
-            self._call("Py_DecRef", args)
+            # 7 crossings: the argument is built in place (no malloc/free, no args tuple)
+            arg = self._call("PyBytes_FromStringAndSize", 0, len(raw))
+            if not arg:
+                self._call("PyErr_Clear")
+                raise IsolateCrashed("guest malloc failed (out of memory)")
+            self.mem.write(self._call("PyBytes_AsString", arg), raw)
+            res = self._call("PyObject_CallOneArg", self._dispatch, arg)
+            self._call("Py_DecRef", arg)
             if not res:
                 self._call("PyErr_Print")
                 out, err = self._drain()
@@ -550,9 +573,7 @@ class Isolate:
             self._call("Py_DecRef", res)
         out, err = self._drain()
         try:
-            reply = ast.literal_eval(data.decode("utf-8", "surrogatepass"))
-            if not isinstance(reply, dict):
-                raise ValueError("reply is not a dict")
+            reply = _parse_reply(data)
         except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
             raise IsolateCrashed(f"guest sent a malformed reply ({e})") from None
         return reply, out, err
@@ -585,8 +606,15 @@ class Isolate:
 
     def call(self, target: str, *args, **kwargs) -> Any:
         """Call guest function ``"module:function"`` with marshal-able arguments; returns its
-        result, which must be made of literals (str, bytes, numbers, None, list, tuple, dict)."""
-        return self._result({"op": "call", "target": target, "args": list(args), "kwargs": kwargs}).value
+        result, which must be made of literals (str, bytes, numbers, None, list, tuple, dict).
+
+        A successful ``call("_pyworkers_asgi:load", target, path)`` sets :attr:`loaded_app`."""
+        value = self._result({"op": "call", "target": target, "args": list(args), "kwargs": kwargs}).value
+        if target == ASGI_LOAD:
+            bound = dict(zip(("target", "path"), args), **kwargs)
+            if isinstance(bound.get("target"), str):
+                self.loaded_app = (bound["target"], bound.get("path"))
+        return value
 
     def set_timeout(self, seconds: float | None) -> None:
         """Interrupt guest execution after ``seconds`` of wall time from now (``None``: never).
@@ -730,6 +758,29 @@ class _I32Call:
             # 2 GiB would otherwise come back negative)
             return self.results[0].of.i32 & 0xFFFFFFFF
         return None
+
+
+#: parsed replies of the guest by their exact bytes, for short replies made only of scalars
+#: (``{'ok': True}``, ``{'ok': True, 'value': None}``, ...): ``ast.literal_eval`` compiles its
+#: input (~10 µs); a hit returns a new dict with the same immutable values
+_REPLY_CACHE: dict[bytes, dict] = {}
+_REPLY_CACHE_MAX = 256
+_SCALARS = (str, int, float, bool, bytes, type(None))
+
+
+def _parse_reply(data: bytes) -> dict:
+    """The guest's reply (``repr`` of a dict of literals) as a dict; raises ``ValueError``,
+    ``SyntaxError``, ``MemoryError`` or ``RecursionError`` for a malformed one."""
+    hit = _REPLY_CACHE.get(data)
+    if hit is not None:
+        return dict(hit)
+    reply = ast.literal_eval(data.decode("utf-8", "surrogatepass"))
+    if not isinstance(reply, dict):
+        raise ValueError("reply is not a dict")
+    if len(data) <= 160 and len(_REPLY_CACHE) < _REPLY_CACHE_MAX \
+            and all(type(k) is str and type(v) in _SCALARS for k, v in reply.items()):
+        _REPLY_CACHE[data] = dict(reply)
+    return reply
 
 
 def _explain_trap(ev: BaseException) -> str:

@@ -15,7 +15,8 @@ What is captured (see :mod:`pyworkers.snapshot.format` for the file layout):
   helper's dispatch object, the guest monotonic clock and entropy use;
 - metadata binding it to what it can run on: format version, release, the prepared module's
   hash, wasmtime version and engine fingerprint, layer and app hashes, snapshot type, the
-  runtime selection, creation time.
+  runtime selection, creation time; ``asgi_app`` (``{"main", "path"}``) when the guest ASGI
+  adapter has that app loaded (:func:`loaded_app`: a restore need not load it again).
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ def host_state(iso) -> dict:
         "monotonic_ns": host.monotonic_ns(),
         "entropy_calls": host.entropy_calls,
         "entropy_bytes": host.entropy_bytes,
+        "guest_protocol": getattr(iso, "guest_protocol", 1),
     }
 
 
@@ -137,6 +139,21 @@ def capture_state(iso) -> tuple[bytes, dict]:
     return image, state
 
 
+def loaded_app(iso) -> dict | None:
+    """``{"main": "module:attribute", "path": "/app"}`` when ``iso``'s guest ASGI adapter has
+    that app loaded (the isolate's :attr:`~pyworkers.runtime.isolate.Isolate.loaded_app`,
+    checked in the guest: the adapter's app is the object ``main`` names and ``path`` is on
+    ``sys.path``), else ``None`` (no load yet, a guest helper too old to check, or guest code
+    changed the app since)."""
+    app = getattr(iso, "loaded_app", None)
+    if app is None or getattr(iso, "guest_protocol", 1) < 2:
+        return None
+    main, path = app
+    if iso.call("_pyworkers_guest:app_loaded", main, path) is not True:
+        return None
+    return {"main": main, "path": path}
+
+
 def take_snapshot(iso, out_path: str | os.PathLike, *, snapshot_type: str = "dedicated",
                   selection: Any = None, layer_hash: str | None = None, app_hash: str | None = None,
                   layers: dict[str, str] | None = None, extra: dict | None = None,
@@ -155,6 +172,7 @@ def take_snapshot(iso, out_path: str | os.PathLike, *, snapshot_type: str = "ded
     if iso.dead:
         raise ValueError(f"cannot snapshot a dead isolate ({iso.dead})")
     t0 = time.perf_counter()
+    asgi_app = loaded_app(iso)
     reply, _out, _err = iso.request({"op": "prepare_snapshot"})
     with iso._entered():
         image, state = capture_state(iso)
@@ -180,6 +198,8 @@ def take_snapshot(iso, out_path: str | os.PathLike, *, snapshot_type: str = "ded
         "entropy": {"calls": state["host"]["entropy_calls"], "bytes": state["host"]["entropy_bytes"]},
         **(extra or {}),
     }
+    if asgi_app is not None:
+        meta["asgi_app"] = asgi_app
     if progress:
         progress(f"captured {len(image) / 2**20:.1f} MiB of linear memory in {(t1 - t0) * 1000:.0f} ms")
     meta = write_snapshot(out_path, meta, {

@@ -23,13 +23,21 @@ Around that, :meth:`Restorer.new_isolate` re-creates what the image cannot hold,
    then a check that the table has exactly the snapshot's size; an unknown slot origin is refused;
 4. host state: cwd, environment, ``/tmp`` (same inode numbers, modes, times; unlinked-but-open
    files too), open files (same nodes, offsets, flags), a monotonic clock that does not go back;
-5. entropy: ``random`` is reseeded from the host before the isolate is handed out
+5. entropy: ``random`` is reseeded from the host's entropy before any guest code runs in the
+   isolate: the isolate's first request carries a ``reseed`` flag the guest handles first (no
+   crossing of its own; snapshots of an older guest helper get a ``reseed`` request at restore)
    (``os.urandom``/``secrets`` always read the host's entropy).
+
+Optional, for the first request's latency: :meth:`Restorer.learn_hot_pages` learns from one
+isolate that has served which image pages isolates write after restore, and
+:meth:`Restorer.prefault` takes them in a later isolate in a few ``madvise`` calls, before its
+requests would fault on them one by one (:mod:`pyworkers.snapshot.hotpages`).
 """
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import threading
 import time
@@ -47,6 +55,7 @@ from pyworkers.runtime.isolate import Isolate, Runtime
 from pyworkers.runtime.trampolines import count_args_module, trampoline_call_module
 from pyworkers.runtime.wasmbin import GLOBAL_EXPORT_PREFIX, build_image_module
 from pyworkers.snapshot.format import SnapshotError, read_snapshot
+from pyworkers.snapshot.hotpages import PAGE, HotPages
 
 
 class Restorer:
@@ -112,6 +121,8 @@ class Restorer:
             self.module = self._image_module(progress)
             self.pre = self.runtime.linker.instantiate_pre(self.module)
         self.lib_modules = self._side_modules(progress)
+        #: linear-memory pages its isolates touch after restore (see :meth:`learn_hot_pages`)
+        self.hot_pages = HotPages() if copy else _load_hot_pages(self._hot_pages_path())
         self._lock = threading.Lock()
         self._lib_plans: list[list[tuple]] | None = None
         self.timings = {"prepare_ms": (time.perf_counter() - t0) * 1000}
@@ -125,6 +136,42 @@ class Restorer:
 
         return compiled_path(cache_root(self.cache_dir), _image_key(self.snap.digest),
                              "snapshot").with_suffix(".json").exists()
+
+    def _hot_pages_path(self) -> Path:
+        return image_module_path(self.snap.digest, self.cache_dir).with_suffix(HOT_PAGES_SUFFIX)
+
+    def learn_hot_pages(self, iso: Isolate, *, save: bool = True) -> bool:
+        """Learn from ``iso`` (an idle isolate of this Restorer that has done what a fresh one
+        does first: e.g. lifespan startup and a first request) which pages of the image its
+        isolates write after restore, for :meth:`prefault`. ``save``: also keep them beside
+        the cached image module (``.hotpages``, written atomically), so Restorers of the same
+        snapshot in later processes start with them. Returns False (nothing learned) in copy
+        mode (every page is private there already) or without ``/proc/self/pagemap``; raises
+        nothing else. Costs ~1 ms (reads one 8-byte pagemap entry per page of the image)."""
+        if self.copy or iso.dead:
+            return False
+        if not self.hot_pages.learn(iso, image_size=self.metadata["memory_size"]):
+            return False
+        if save:
+            _save_hot_pages(self._hot_pages_path(), self.hot_pages, self.metadata["memory_size"])
+        return True
+
+    def prefault(self, iso: Isolate, *, read: bool = False) -> dict:
+        """Pre-fault in ``iso`` the pages :meth:`learn_hot_pages` learned: one
+        ``madvise(MADV_POPULATE_WRITE)`` per run of pages (Linux >= 5.14; does nothing on older
+        kernels), so its lifespan and first request do not take a copy-on-write page fault per
+        page they write. Contents are unchanged and the isolate ends up with the private pages
+        it would have dirtied anyway. Meant for an isolate that waits idle (a pool's spare:
+        off the critical path) but safe while it runs, from any thread (it touches no wasmtime
+        store; not after :meth:`Isolate.close`); ``read=True`` also maps the pages only
+        read (measured not to pay: read faults are cheap with the kernel's fault-around).
+        Returns ``{"bytes", "read_bytes", "ranges", "ms"}`` (see
+        :meth:`pyworkers.snapshot.hotpages.HotPages.prefault`); ``bytes`` 0 when nothing is
+        learned yet."""
+        mem = iso.mem
+        if self.copy or iso.dead or mem is None:
+            return {"bytes": 0, "read_bytes": 0, "ranges": 0, "ms": 0.0}
+        return self.hot_pages.prefault(iso, read=read)
 
     def _image_module(self, progress) -> wasmtime.Module:
         key = _image_key(self.snap.digest)
@@ -183,14 +230,36 @@ class Restorer:
                     reseed: bool = True, egress: Any = None) -> Isolate:
         """A fresh isolate in the snapshot's state (raises :class:`IsolateCrashed` or
         :class:`SnapshotError` if the layout cannot be reproduced); ``egress``: its outbound
-        network policy (:class:`pyworkers.runtime.egress.Policy`, ``None``: the default)."""
+        network policy (:class:`pyworkers.runtime.egress.Policy`, ``None``: the default).
+        ``reseed``: reseed the guest's ``random`` before any guest code runs (the flag rides on
+        the isolate's first request: the restore itself makes no guest call). The isolate's
+        ``loaded_app`` is :attr:`loaded_app`."""
         h = self.state["host"]
         iso = Isolate(self.runtime, site_packages=self.site_packages, mounts=self.mounts,
                       stdout=stdout, stderr=stderr, tmp_cap=h["tmp_cap"], memory_limit=memory_limit,
                       egress=egress, _restore=self)
+        iso.loaded_app = self.loaded_app
         if reseed:
-            iso.request({"op": "reseed"})
+            if iso.guest_protocol >= 2:
+                iso._reseed_pending = True  # done by the guest at the start of the first request
+            else:  # a snapshot of an older guest helper: one request now
+                iso.request({"op": "reseed"})
         return iso
+
+    @property
+    def loaded_app(self) -> tuple[str, str | None] | None:
+        """``(main, path)`` of the ASGI app the snapshot's guest adapter already has loaded
+        (recorded by :func:`pyworkers.snapshot.capture.take_snapshot` after checking it in the
+        guest: a dedicated snapshot taken after ``_pyworkers_asgi.load(main, path)``), or
+        ``None`` (a package or baseline snapshot, or one written before this was recorded):
+        then the app must be loaded after restore. Isolates restored from it carry the same
+        value as ``Isolate.loaded_app``; a server can skip the load call when it equals what it
+        would pass, e.g. ``if iso.loaded_app != (main, "/app"): iso.call("_pyworkers_asgi:load",
+        main, "/app")``."""
+        app = self.metadata.get("asgi_app")
+        if not isinstance(app, dict) or not isinstance(app.get("main"), str):
+            return None
+        return app["main"], app.get("path")
 
     def _restore_into(self, iso: Isolate) -> None:
         st, store = self.state, iso.store
@@ -329,6 +398,7 @@ class Restorer:
         for fd, entry in h["fds"].items():
             host.fds[int(fd)] = entry["stdio"] if "stdio" in entry else opened[entry["file"]]
         iso._dispatch = h["dispatch"]
+        iso.guest_protocol = h.get("guest_protocol", 1)
         iso._cstrs = {k: int(v) for k, v in h["cstrs"].items()}
         iso._count_args_ptr = h["count_args_ptr"]
         host.mono_offset_ns = max(0, h["monotonic_ns"] - time.monotonic_ns() + 1_000_000)
@@ -342,6 +412,37 @@ class _ExportsOnly:
     def __init__(self, module: wasmtime.Module, is_global: bool):
         self.is_global = is_global
         self.exports = {e.name: FUNC_EXPORT for e in module.exports if isinstance(e.type, wasmtime.FuncType)}
+
+
+HOT_PAGES_SUFFIX = ".hotpages"
+_HOT_PAGES_VERSION = 1
+
+
+def _load_hot_pages(path: Path) -> HotPages:
+    """The learned pages saved at ``path``; empty when absent, unreadable or made for another
+    page size (they are only a hint: learning again fixes them)."""
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("version") != _HOT_PAGES_VERSION or doc.get("page_size") != PAGE:
+            return HotPages()
+        written = [(int(o), int(n)) for o, n in doc["written"]]
+        read = [(int(o), int(n)) for o, n in doc.get("read", ())]
+        if any(o < 0 or n <= 0 or o % PAGE or n % PAGE for o, n in written + read):
+            return HotPages()
+        return HotPages(written, read)
+    except (OSError, ValueError, KeyError, TypeError):
+        return HotPages()
+
+
+def _save_hot_pages(path: Path, hot: HotPages, image_size: int) -> None:
+    doc = {"version": _HOT_PAGES_VERSION, "page_size": PAGE, "image_size": image_size,
+           "written": hot.written or [], "read": hot.read or []}
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
+    try:
+        tmp.write_text(json.dumps(doc, separators=(",", ":")))
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache: keep them in memory only
+        tmp.unlink(missing_ok=True)
 
 
 def _image_key(digest: str) -> str:
@@ -386,7 +487,7 @@ def prune_image_modules(directory: Path, keep: Path | None = None, limit: int | 
     entries.sort(reverse=True)
     removed = []
     for _mtime, manifest, cw in entries[max(0, limit - 1):]:
-        for p in (manifest, cw):
+        for p in (manifest, cw, cw.with_suffix(HOT_PAGES_SUFFIX)):
             p.unlink(missing_ok=True)
         removed.append(cw)
     return removed

@@ -16,7 +16,8 @@ Requests (``op``):
 - ``prepare_snapshot``: ``gc.collect()`` then ``gc.freeze()`` (copy-on-write friendly image).
 - ``import_tracked``: ``{"target": "module:attribute"}`` -> import it (kept as
   ``__main__.__pyworkers_app__``) and report the modules whose top level used entropy.
-- ``reseed``: reseed ``random`` from the host's entropy (after a snapshot restore).
+- ``reseed``: reseed ``random`` from the host's entropy (after a snapshot restore); any request
+  with ``"reseed": True`` does that first (a restored isolate's first request carries it).
 - ``call``: ``{"target": "module:function", "args": [...], "kwargs": {...}}`` -> the result
   (literals only: str, bytes, int, float, bool, None, list, tuple, dict).
 Errors: ``{"ok": false, "type", "message", "traceback"}``; ``SystemExit``: ``{"exit": code}``.
@@ -367,7 +368,33 @@ def _import_tracked(target):
             "callable": callable(obj)}
 
 
+def _reseed():
+    # after a snapshot restore: no two isolates may share the Mersenne Twister state
+    rnd = sys.modules.get("random")
+    if rnd is not None:
+        rnd.seed()
+
+
+def app_loaded(target, path=None):
+    """Whether the guest ASGI adapter has ``target`` (``"module:attribute"``) loaded, i.e. its
+    app is the object ``target`` names and ``path`` is on ``sys.path`` (checked before a
+    snapshot records the app as loaded: a restore can then skip ``_pyworkers_asgi.load``)."""
+    adapter = sys.modules.get("_pyworkers_asgi")
+    app = getattr(adapter, "_app", None)
+    if app is None or (path and path not in sys.path):
+        return False
+    mod_name, _, attr = target.partition(":")
+    obj = sys.modules.get(mod_name)
+    if obj is None or not attr:
+        return False
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    return obj is app
+
+
 def _handle(req):
+    if req.get("reseed"):  # the first request of a restored isolate (see Isolate.request)
+        _reseed()
     op = req["op"]
     if op == "run":
         main = sys.modules["__main__"].__dict__
@@ -395,10 +422,7 @@ def _handle(req):
         gc.freeze()
         return {"ok": True, "frozen": gc.get_freeze_count()}
     if op == "reseed":
-        # after a snapshot restore: no two isolates may share the Mersenne Twister state
-        rnd = sys.modules.get("random")
-        if rnd is not None:
-            rnd.seed()
+        _reseed()
         return {"ok": True}
     raise ValueError(f"unknown request {op!r}")
 
