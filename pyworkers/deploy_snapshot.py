@@ -27,13 +27,14 @@ def package_isolate(st: Store, iso_kwargs: dict, layer_hash: str | None, layer: 
     """An isolate with the layer's packages imported but not the app, ``/app`` on ``sys.path``.
 
     The store keeps one *package snapshot* per (layer, runtime build, stdlib archive,
-    environment) in ``package-snapshots/``: when it exists the isolate is restored from it in
+    environment, pyworkers' guest code) in ``package-snapshots/``: when it exists the isolate is restored from it in
     copy mode (no per-snapshot compile; ~0.1 s) instead of booting and importing every package
     again; otherwise the isolate is booted, the packages imported, and the package snapshot
     written (atomically) for the next deploy. Returns ``(isolate, summary, info)`` where
     ``info`` is ``{"path", "reused"}`` (``None`` without a layer).
     """
     from pyworkers.runtime import Isolate, Runtime
+    from pyworkers.runtime.guestcode import guest_code_digest
     from pyworkers.snapshot import Restorer, SnapshotError, take_snapshot
     from pyworkers.snapshot.create import top_level_modules
 
@@ -45,7 +46,9 @@ def package_isolate(st: Store, iso_kwargs: dict, layer_hash: str | None, layer: 
     rt = Runtime.get(iso_kwargs["release"], cache_dir=iso_kwargs.get("cache_dir"))
     key = hashlib.sha256(json.dumps({
         "format": PACKAGE_SNAPSHOT_FORMAT, "layer": layer_hash, "build": rt.installed.wasm_sha256,
-        "stdlib": rt.stdlib_sha256, "env": iso_kwargs.get("env") or {}}, sort_keys=True).encode()).hexdigest()
+        "stdlib": rt.stdlib_sha256, "env": iso_kwargs.get("env") or {},
+        # the guest modules are imported in it: a pyworkers with other guest code takes it again
+        "guest": guest_code_digest()}, sort_keys=True).encode()).hexdigest()
     path = st.root / "package-snapshots" / f"{key[:40]}.pyws"
     info = {"path": st.rel(path), "reused": False}
     if path.is_file():

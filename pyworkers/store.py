@@ -12,7 +12,7 @@ A store is a directory (default: platformdirs' user data dir for ``pyworkers``, 
         pylock.toml               the PEP 751 lock (absent when the app has no requirements)
         snapshot.bin              the dedicated snapshot (absent when none was taken)
       layers/<sha256 hex>/        site-packages layers, content-addressed, shared by deployments
-      package-snapshots/<key>.pyws  package snapshots (one per layer/build/environment)
+      package-snapshots/<key>.pyws  package snapshots (one per layer/build/environment/guest code)
       leases/<id>/<pid>-<hex>.lease  deployments in use by a running process (see lease())
       .trash/                     what a prune is deleting (renamed there under the lock)
       workers/<name>.json         {"format": 1, "name", "current": <id>, "deployments": [<id>...],

@@ -41,13 +41,13 @@ from pyworkers.runtime import kdf
 from pyworkers.runtime import dns as _dns  # noqa: F401 - registers the DNS imports
 from pyworkers.runtime import net as _net  # registers the socket imports
 from pyworkers.runtime import tls as _tls
+from pyworkers.runtime.guestcode import GUEST_DIR
 from pyworkers.runtime.engine import get_engine, load_module
 from pyworkers.runtime.install import InstalledRelease, ensure_release
 from pyworkers.runtime.trampolines import count_args_module, trampoline_call_module
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.vfs import VFS
 
-GUEST_DIR = Path(__file__).with_name("guest")
 #: the host's time zone database, mounted read-only where zoneinfo looks first when the
 #: isolate's layer has no ``tzdata`` package (apps without requirements)
 HOST_ZONEINFO = "/usr/share/zoneinfo"

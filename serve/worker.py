@@ -445,7 +445,7 @@ class Worker:
         nothing to do)."""
         self.warmed = fut = self.loop.create_future()  # type: ignore[union-attr]
         r, iso = self._restorer(), self.iso
-        if r is None or iso is None or not getattr(r, "hot_pages", None):
+        if r is None or iso is None or not r.hot_pages.written:
             fut.set_result(None)
             return
 
@@ -465,10 +465,10 @@ class Worker:
         learn them from this isolate (``Restorer.learn_hot_pages``: reads the image's pagemap,
         ~1 ms, on a host thread; saved beside the image module for later processes)."""
         r, iso = self._restorer(), self.iso
-        if r is None or iso is None or getattr(r, "hot_pages", None) \
+        if r is None or iso is None or r.hot_pages.written \
                 or getattr(r, "_pyworkers_learning", False):
             return
-        r._pyworkers_learning = True
+        r._pyworkers_learning = True  # one isolate learns per restorer (and process)
         self._learning = self.loop.run_in_executor(  # type: ignore[union-attr]
             None, r.learn_hot_pages, iso)
 

@@ -132,3 +132,24 @@ def test_layer_hash_depends_on_the_wheel_set_only():
     assert layer_hash([a, b]).startswith("sha256:") and len(layer_hash([a])) == 71
     assert layer_hash([a, b]) != layer_hash([a, w("b", "2", "3" * 64)])
     assert layer_hash([a]) != layer_hash([a, b])
+
+
+def test_guest_code_digest_follows_the_guest_files(tmp_path, monkeypatch):
+    """Package snapshots are keyed by the guest modules' digest (they have those modules
+    imported): editing, adding or renaming a guest file changes it."""
+    from pyworkers.runtime import guestcode
+
+    monkeypatch.setattr(guestcode, "GUEST_DIR", tmp_path)
+    (tmp_path / "_pyworkers_guest.py").write_text("A = 1\n")
+    digests = []
+    for change in (lambda: None,
+                   lambda: (tmp_path / "_pyworkers_guest.py").write_text("A = 2\n"),
+                   lambda: (tmp_path / "_pyworkers_serve.py").write_text(""),
+                   lambda: (tmp_path / "_pyworkers_serve.py").rename(tmp_path / "_other.py")):
+        change()
+        guestcode.guest_code_digest.cache_clear()
+        digests.append(guestcode.guest_code_digest())
+    guestcode.guest_code_digest.cache_clear()
+    assert len(set(digests)) == 4
+    assert guestcode.guest_code_digest() == digests[-1]
+    guestcode.guest_code_digest.cache_clear()
