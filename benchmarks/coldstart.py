@@ -154,8 +154,6 @@ class InProcess:
         await app.startup()  # min_idle=1: restores one isolate + lifespan (not timed)
         try:
             pool = app.pools["bench"]
-            if min_idle and pool.workers and pool.workers[0].warmed is not None:
-                await pool.workers[0].warmed  # a pre-warmed isolate: hot pages pre-faulted
             prewarm_ms = (pool.workers[0].boot_seconds * 1000) if pool.workers else None
             transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
             async with httpx.AsyncClient(transport=transport, base_url="http://bench.localhost",

@@ -202,10 +202,13 @@ class Pool:
         # follow the deployment through swaps; the pool's own are the fallback
         source = getattr(factory, "env_source", None) or self.env_source
         env = source() if source is not None else None
-        return Worker(self.name, next(self._numbers), generation, factory,
-                      cpu_limit=self.times.cpu, env=env, on_change=self._worker_changed,
-                      bindings=getattr(factory, "bindings", None) or self.bindings,
-                      call_timeout=self.times.cpu or 30.0)
+        w = Worker(self.name, next(self._numbers), generation, factory,
+                   cpu_limit=self.times.cpu, env=env, on_change=self._worker_changed,
+                   bindings=getattr(factory, "bindings", None) or self.bindings,
+                   call_timeout=self.times.cpu or 30.0)
+        # pre-fault an isolate's hot pages only when no request waits for it (a spare)
+        w.warm_if = lambda: self._waiting == 0
+        return w
 
     async def _boot_all(self, fresh: list[Worker]) -> None:
         results = await asyncio.gather(*(w.start(self.times.startup) for w in fresh),

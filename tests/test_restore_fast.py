@@ -201,3 +201,56 @@ def test_coalesce_joins_runs():
     assert _coalesce([3]) == [(3 * PAGE, PAGE)]
     assert _coalesce([0, 1, 2, 5, 6, 9]) == [(0, 3 * PAGE), (5 * PAGE, 2 * PAGE), (9 * PAGE, PAGE)]
     assert _coalesce([0, 2, 3, 7], gap=1) == [(0, 4 * PAGE), (7 * PAGE, PAGE)]
+
+
+@pytest.mark.slow
+def test_served_isolates_skip_the_load_and_prefault_as_spares(loaded_snapshot, app_dir,
+                                                              tmp_path, monkeypatch):
+    """Through the serve layer: a restored isolate whose snapshot has the app loaded is not sent
+    the load call; the first served isolate teaches its restorer the hot pages; a spare isolate
+    started afterwards pre-faults them before it is ready; one started for a waiting request
+    does not (pre-faulting beside a running request only slows it)."""
+    import asyncio
+    from functools import partial
+
+    from pyworkers.serve import Pool, PoolTimes, ScalingPolicy, with_app
+    from pyworkers.serve.oneshot import request
+
+    path, _meta = loaded_snapshot
+    r = Restorer(path, mounts={"/app": app_dir}, cache_dir=tmp_path / "cache")
+    calls: list[str] = []
+    real_call = Isolate.call
+
+    def spy(self, target, *a, **k):
+        calls.append(target)
+        return real_call(self, target, *a, **k)
+
+    monkeypatch.setattr(Isolate, "call", spy)
+    factory = with_app(partial(r.new_isolate, memory_limit=256 << 20), "main:app")
+    factory.restorer = r
+    times = PoolTimes(startup=60, shutdown=5, drain=5, cpu=30)
+
+    async def main():
+        first = Pool("t", factory, ScalingPolicy(min_idle=1, max_isolates=1), times)
+        await first.start()
+        w = first.workers[0]
+        assert (await request(w, "GET", "/")).status == 200
+        await first.close()  # waits for the learning to finish
+        assert r.hot_pages.pages > 0
+        spare_pool = Pool("t", factory, ScalingPolicy(min_idle=1, max_isolates=1), times)
+        await spare_pool.start()
+        spare = spare_pool.workers[0].prefault
+        await spare_pool.close()
+        cold_pool = Pool("t", factory, ScalingPolicy(min_idle=0, max_isolates=1), times)
+        await cold_pool.start()
+        w = await cold_pool.acquire(60)  # no isolate yet: this request waits for one
+        cold = w.prefault
+        assert (await request(w, "GET", "/")).status == 200
+        await cold_pool.close()
+        return spare, cold
+
+    spare, cold = asyncio.run(main())
+    assert "_pyworkers_asgi:load" not in calls, calls
+    assert calls.count("_pyworkers_serve:run") == 3
+    assert spare is not None and spare["bytes"] >= r.hot_pages.pages * PAGE // 2, spare
+    assert cold is None
