@@ -283,7 +283,8 @@ class Isolate:
         return Isolate._Enter(self)
 
     def _call(self, name: str, *args) -> Any:
-        """Call exported function ``name`` with i32 arguments (fast path, see :class:`~pyworkers.runtime.capi.I32Call`)."""
+        """Call exported function ``name`` with i32 arguments (fast path, see
+        :class:`~pyworkers.runtime.capi.I32Call`)."""
         fn = self._fast.get(name)
         if fn is None:
             fn = self._fast[name] = I32Call(self, name)
