@@ -43,7 +43,8 @@ class Runtime:
             self.pre = None
         self._mutable_globals: list[int] | None = None
         self._export_names: dict[str, int] | None = None
-        #: ``{export: (nparams, nresults)}`` of i32-only C functions called through _I32Call
+        #: ``{export: (nparams, nresults)}`` of i32-only C functions called through
+        #: :class:`~pyworkers.runtime.capi.I32Call`
         self.i32_signatures: dict[str, tuple[int, int]] = {}
         #: the stdlib archive isolates mount (the bytecode one once built, see ``get``)
         self.stdlib_zip: Path = installed.stdlib_zip
