@@ -13,11 +13,15 @@ registry keeps them alive), see ``shared/ENGINE-FACTS.md``.
 
 Imports of the JavaScript bridge (``Jsv*``, ``JsProxy*``, ``hiwire*``, ``python2js*``...) are stubs
 that raise :class:`JsBridgeUnavailable` if ever called: nothing JavaScript runs in pyworkers.
+
+:class:`Host` holds the per-isolate state and the fd/stdio WASI calls; its imports are grouped in
+mixins: :mod:`~pyworkers.runtime.host_files` (file syscalls), :mod:`~pyworkers.runtime.host_poll`
+(poll, waits, host streams), :mod:`~pyworkers.runtime.host_proc` (environment, clocks, exit,
+heap); the ABI (``imp``, ``Mem``, ``current``, the exceptions) is :mod:`~pyworkers.runtime.host_abi`.
 """
 from __future__ import annotations
 
 import os
-import secrets
 import threading
 import time
 from typing import Any, Callable
@@ -28,19 +32,21 @@ from pyworkers.runtime import ffi
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.engine import get_engine
 from pyworkers.runtime.hostcall import define_raw
-from pyworkers.runtime.streams import (EAGAIN, POLLHUP, POLLIN, POLLNVAL, POLLOUT, Stream,
-                                        StreamError, Waker)
+from pyworkers.runtime.streams import POLLIN, POLLOUT, Stream, Waker
 from pyworkers.runtime.vfs import FSError
 from pyworkers.runtime.volume import VolFile
 
+# the ABI's names are re-exported: the isolate and the import modules use them through this one
 from pyworkers.runtime.host_abi import (AT_FDCWD, HEAP_MAX, WASM_PAGE,  # noqa: F401
                                          IMPLS as _IMPLS, GuestAbort, GuestExit,
                                          GuestInterrupted, JsBridgeUnavailable, Mem, current,
                                          imp, syscall, wasi)
 from pyworkers.runtime.host_files import FileSyscalls
+from pyworkers.runtime.host_poll import PollStreams
+from pyworkers.runtime.host_proc import ProcessCalls
 
 
-class Host(FileSyscalls):
+class Host(FileSyscalls, PollStreams, ProcessCalls):
     """Per-isolate host state: the VFS, the fd table, environment, stdio sinks, clocks.
 
     ``stdout``/``stderr`` are callables receiving ``bytes`` (fd 1 and 2); ``environ`` is the
@@ -118,6 +124,12 @@ class Host(FileSyscalls):
             raise FSError(V.EMFILE)
         self.fds[fd] = of
         return fd
+
+    def _ref(self, of: V.OpenFile | Stream | str) -> None:
+        if isinstance(of, V.OpenFile):
+            of.refs += 1
+        elif isinstance(of, Stream):
+            self.stream_refs[of] = self.stream_refs.get(of, 0) + 1
 
     def _write_stat(self, buf: int, s: dict) -> int:
         mtime = s.get("mtime", 0.0)
@@ -259,314 +271,6 @@ class Host(FileSyscalls):
         if isinstance(of, V.OpenFile) and isinstance(of.node, VolFile) and of.host_fd is not None:
             os.fsync(of.host_fd)  # a volume file: durable on the host
 
-    @imp("environ_sizes_get")
-    @wasi
-    def environ_sizes_get(self, pcount, psize):
-        strings = self._env_strings()
-        self.mem.set_u32(pcount, len(strings))
-        self.mem.set_u32(psize, sum(len(s) + 1 for s in strings))
-
-    def _env_strings(self) -> list[bytes]:
-        return [f"{k}={v}".encode("utf-8", "surrogateescape") for k, v in self.environ.items()]
-
-    @imp("environ_get")
-    @wasi
-    def environ_get(self, penv, pbuf):
-        off = 0
-        for i, s in enumerate(self._env_strings()):
-            self.mem.set_u32(penv + 4 * i, pbuf + off)
-            self.mem.write(pbuf + off, s + b"\0")
-            off += len(s) + 1
-
-    @imp("clock_time_get")
-    @wasi
-    def clock_time_get(self, clk, precision, ptime):
-        if clk == 0:
-            ns = time.time_ns()
-        elif clk in (1, 2, 3):
-            ns = self.monotonic_ns()
-        else:
-            raise FSError(V.EINVAL)
-        self.mem.set_u64(ptime, ns)
-
-    @imp("clock_res_get")
-    @wasi
-    def clock_res_get(self, clk, pres):
-        self.mem.set_u64(pres, 1000)
-
-    @imp("random_get")
-    @wasi
-    def random_get(self, buf, size):
-        self.entropy_calls += 1
-        self.entropy_bytes += size
-        self.mem.write(buf, secrets.token_bytes(size))
-
-    @imp("proc_exit", "exit")
-    def proc_exit(self, code):
-        self.exit_code = code
-        raise GuestExit(code)
-
-    # ----------------------------------------------------------------- time
-    @imp("emscripten_date_now")
-    def emscripten_date_now(self):
-        return time.time() * 1000.0
-
-    def monotonic_ns(self) -> int:
-        """The guest's monotonic clock (ns): the host's, shifted so it never goes backwards
-        across a snapshot restore (see ``mono_offset_ns``)."""
-        return time.monotonic_ns() + self.mono_offset_ns
-
-    @imp("emscripten_get_now")
-    def emscripten_get_now(self):
-        return self.monotonic_ns() / 1e6
-
-    def _write_tm(self, ptr, t: time.struct_time, gmtoff: int):
-        self.mem.pack("<iiiiiiiiii", ptr, t.tm_sec, t.tm_min, t.tm_hour, t.tm_mday, t.tm_mon - 1,
-                      t.tm_year - 1900, (t.tm_wday + 1) % 7, t.tm_yday - 1, max(t.tm_isdst, 0), gmtoff)
-
-    @imp("_localtime_js")
-    def _localtime_js(self, t, ptr):
-        lt = time.localtime(t)
-        self._write_tm(ptr, lt, lt.tm_gmtoff or 0)
-
-    @imp("_gmtime_js")
-    def _gmtime_js(self, t, ptr):
-        self._write_tm(ptr, time.gmtime(t), 0)
-
-    def _read_tm(self, ptr):
-        sec, mn, hour, mday, mon, year, _, _, isdst = self.mem.unpack("<iiiiiiiii", ptr)
-        return (year + 1900, mon + 1, mday, hour, mn, sec, 0, 0, isdst)
-
-    @imp("_mktime_js")
-    def _mktime_js(self, ptr):
-        try:
-            t = time.mktime(self._read_tm(ptr))
-        except (OverflowError, ValueError):
-            return -1
-        self._write_tm(ptr, time.localtime(t), time.localtime(t).tm_gmtoff or 0)
-        return int(t)
-
-    @imp("_timegm_js")
-    def _timegm_js(self, ptr):
-        import calendar
-
-        try:
-            t = calendar.timegm(self._read_tm(ptr))
-        except (OverflowError, ValueError):
-            return -1
-        self._write_tm(ptr, time.gmtime(t), 0)
-        return int(t)
-
-    @imp("_tzset_js")
-    def _tzset_js(self, ptimezone, pdaylight, std_name, dst_name):
-        # Isolates run in UTC unless TZ says otherwise; like the glue, names are "UTC+hhmm".
-        self.mem.set_u32(ptimezone, 0)
-        self.mem.set_i32(pdaylight, 0)
-        self.mem.write_cstr(std_name, "UTC", 17)
-        self.mem.write_cstr(dst_name, "UTC", 17)
-
-    # ----------------------------------------------------------------- heap, process
-    @imp("emscripten_get_heap_max")
-    def emscripten_get_heap_max(self):
-        return HEAP_MAX
-
-    @imp("emscripten_resize_heap")
-    def emscripten_resize_heap(self, requested):
-        """The glue's growth policy: over-grow by 20% (capped at +96 MiB), 64 KiB aligned."""
-        old = self.mem.memory.data_len(self.mem.store)
-        if requested > HEAP_MAX:
-            return 0
-        sizes = []
-        cut = 1
-        while cut <= 4:
-            over = min(old * (1 + 0.2 / cut), requested + 100663296)
-            sizes.append(min(HEAP_MAX, _align(max(requested, int(over)), WASM_PAGE)))
-            cut *= 2
-        # unlike the glue, finally try the exact size: under a memory limit the over-grown
-        # sizes can all fail while the request itself still fits
-        sizes.append(_align(requested, WASM_PAGE))
-        for new in sizes:
-            if new <= old:
-                return 1
-            try:
-                self.mem.memory.grow(self.mem.store, (new - old + WASM_PAGE - 1) // WASM_PAGE)
-                self.mem.refresh()
-                return 1
-            except wasmtime.WasmtimeError:
-                continue
-        return 0
-
-    @imp("_abort_js")
-    def _abort_js(self):
-        self.abort_message = "abort() called"
-        raise GuestAbort("guest called abort()")
-
-    @imp("__assert_fail")
-    def __assert_fail(self, cond, file, line, func):
-        msg = f"Assertion failed: {self.mem.cstr(cond)}, at: {self.mem.cstr(file)}:{line} {self.mem.cstr(func)}"
-        self.abort_message = msg
-        raise GuestAbort(msg)
-
-    @imp("_emscripten_get_progname")
-    def _emscripten_get_progname(self, buf, ln):
-        self.mem.write_cstr(buf, self.argv0, ln)
-
-    @imp("emscripten_runtime_keepalive_push", "emscripten_runtime_keepalive_pop",
-         "_emscripten_runtime_keepalive_clear", "emscripten_debugger")
-    def _noop(self, *args):
-        return None
-
-    @imp("_Py_CheckEmscriptenSignals_Helper")
-    def _py_signals(self):
-        return 0
-
-    @imp("__call_sighandler")
-    def __call_sighandler(self, fp, sig):
-        self.isolate._call_table(fp, sig)
-
-    @imp("_setitimer_js")
-    def _setitimer_js(self, which, timeout_ms):
-        return -V.ENOSYS if timeout_ms else 0
-
-    @imp("_emscripten_system")
-    def _emscripten_system(self, cmd):
-        return 0 if not cmd else -V.ENOSYS
-
-    @imp("__syscall_getuid32_js")
-    def _getuid(self):
-        return 0
-
-    @imp("__syscall_umask_js")
-    def _umask(self, mask):
-        return 0o022
-
-    @imp("_emscripten_log_formatted", "emscripten_log_impl_js")
-    def _log(self, flags, ptr, *rest):
-        self.stderr((self.mem.cstr(ptr) + "\n").encode())
-
-    @imp("_Py_emscripten_runtime")
-    def _py_emscripten_runtime(self):
-        return self.isolate._static_cstr("pyworkers (wasmtime)")
-
-    @imp("__syscall_poll")
-    @syscall
-    def __syscall_poll(self, fds, nfds, timeout):
-        """poll(2): files are always ready; host streams report their own readiness. When
-        nothing is ready the isolate's thread waits on the host (woken by a stream, the
-        timeout, the deadline or :meth:`interrupt`). ``timeout`` is in ms, -1 = no limit;
-        a poll that watches no stream waits at most 1 s for -1 (nothing else can wake it)."""
-        end = None if timeout < 0 else time.monotonic() + timeout / 1000.0
-        while True:
-            count, streams = self._poll_once(fds, nfds)
-            if count or timeout == 0:
-                break
-            if not streams and timeout < 0:
-                end = time.monotonic() + 1.0
-                timeout = 1000
-            remaining = None if end is None else end - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                break
-            self.waker.drain()
-            count, streams = self._poll_once(fds, nfds)
-            if count:
-                break
-            # wait for readability only where the guest asked for input (a writer waiting
-            # for POLLOUT must not spin on unread data), for writability where it asked
-            os_fds = [f for f in (st.os_fd() for st, ev in streams
-                                  if ev & POLLIN or not ev & POLLOUT) if f is not None]
-            out_fds = [f for f in (st.os_fd() for st, ev in streams if ev & POLLOUT)
-                       if f is not None]
-            self.in_poll = True
-            try:
-                self.wait(remaining, os_fds, out_fds)
-            finally:
-                self.in_poll = False
-        self.left_poll_at = time.monotonic()
-        if self.on_poll_return is not None:
-            self.on_poll_return()
-        return count
-
-    def _poll_once(self, fds: int, nfds: int) -> tuple[int, list[tuple[Stream, int]]]:
-        count = 0
-        streams = []
-        for i in range(nfds):
-            fd, events = self.mem.unpack("<ih", fds + 8 * i)
-            of = self.fds.get(fd)
-            if of is None:
-                flags = POLLNVAL
-            elif isinstance(of, Stream):
-                streams.append((of, events))
-                flags = of.revents() & (events | 8 | POLLHUP)
-            else:
-                flags = (POLLIN | POLLOUT) & (events | 8 | POLLHUP)
-            if flags:
-                count += 1
-            self.mem.pack("<h", fds + 8 * i + 6, flags)
-        return count, streams
-
-    def wait(self, seconds: float | None, os_fds: list[int] | tuple = (),
-             write_fds: list[int] | tuple = ()) -> None:
-        """Sleep on the host for ``seconds`` (``None``: until woken) or until one of
-        ``os_fds`` is readable, one of ``write_fds`` writable, or :attr:`waker` is woken; stop
-        at the isolate's deadline or when it is interrupted: then raise :class:`GuestInterrupted` (the call traps; wasm
-        code is interrupted by epochs instead, which cannot reach a host-side wait)."""
-        if self.interrupted.is_set():
-            raise GuestInterrupted("interrupted")
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if seconds is None or left < seconds:
-                self.waker.wait(max(0.0, left), os_fds, write_fds)
-                if self.interrupted.is_set():
-                    raise GuestInterrupted("interrupted")
-                if time.monotonic() >= self.deadline:
-                    raise GuestInterrupted("time limit exceeded")
-                return
-        self.waker.wait(seconds, os_fds, write_fds)
-        if self.interrupted.is_set():
-            raise GuestInterrupted("interrupted")
-
-    # ----------------------------------------------------------------- host streams
-    def _stream_fd(self, stream: Stream) -> int:
-        fd = self._new_fd(stream)
-        self.stream_refs[stream] = self.stream_refs.get(stream, 0) + 1
-        return fd
-
-    def _ref(self, of: V.OpenFile | Stream | str) -> None:
-        if isinstance(of, V.OpenFile):
-            of.refs += 1
-        elif isinstance(of, Stream):
-            self.stream_refs[of] = self.stream_refs.get(of, 0) + 1
-
-    def _stream_unref(self, stream: Stream) -> None:
-        n = self.stream_refs.get(stream, 1) - 1
-        if n <= 0:
-            self.stream_refs.pop(stream, None)
-            stream.close()
-        else:
-            self.stream_refs[stream] = n
-
-    def _stream_io(self, stream: Stream, op: Callable[[Any], Any], arg: Any, events: int) -> Any:
-        """``op(arg)``; a stream whose ``blocking`` attribute is true (a blocking guest socket)
-        waits on the host for ``events`` instead of failing with ``EAGAIN``."""
-        while True:
-            try:
-                return op(arg)
-            except StreamError as e:
-                if e.errno != EAGAIN or not getattr(stream, "blocking", False):
-                    raise FSError(e.errno) from None
-            fd = stream.os_fd()
-            if events & POLLOUT:
-                self.wait(None, (), () if fd is None else (fd,))
-            else:
-                self.wait(None, () if fd is None else (fd,))
-
-    def close_streams(self) -> None:
-        """Close every stream and the waker (the isolate is going away)."""
-        for stream in list(self.stream_refs):
-            stream.close()
-        self.stream_refs.clear()
-        self.waker.close()
-
     @imp("__syscall_statfs64", "__syscall_fstatfs64")
     @syscall
     def __syscall_statfs64(self, p, size, buf):
@@ -660,10 +364,6 @@ class Host(FileSyscalls):
     @imp("_emscripten_dlopen_js")
     def _emscripten_dlopen_js(self, handle, onsuccess, onerror, user_data):
         raise JsBridgeUnavailable("asynchronous dlopen is not supported in pyworkers")
-
-
-def _align(x: int, a: int) -> int:
-    return (x + a - 1) // a * a
 
 
 def implemented(name: str) -> Callable[..., Any] | None:

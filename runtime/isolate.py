@@ -17,34 +17,38 @@ and every later request goes through its ``dispatch`` function via the C API.
 
 Exports are looked up lazily by name (``wasmtime_instance_export_get``): wrapping all ~9,700
 exports eagerly costs ~1.8 s.
+
+Parts live beside it: :mod:`~pyworkers.runtime.loaded_release` (:class:`Runtime`, a loaded
+release), :mod:`~pyworkers.runtime.isolate_errors` (the errors), :mod:`~pyworkers.runtime.capi`
+(the fast C-API call and reply parsing) and :mod:`~pyworkers.runtime.epoch` (time limits); this
+module re-exports their public names.
 """
 from __future__ import annotations
 
-import ast
 import ctypes
 import dataclasses
 import marshal
 import os
-import threading
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import wasmtime
 from wasmtime import _ffi as ffi
 from wasmtime._extern import wrap_extern
-from wasmtime._func import enter_wasm
 
-from pyworkers.compat.releases import Release, default_release, get_release
+from pyworkers.compat.releases import Release
 from pyworkers.runtime import host as H
 from pyworkers.runtime import kdf
-from pyworkers.runtime import dns as _dns  # noqa: F401 - registers the DNS imports
-from pyworkers.runtime import net as _net  # registers the socket imports
+from pyworkers.runtime import net as _net
 from pyworkers.runtime import tls as _tls
+from pyworkers.runtime.capi import I32Call, parse_reply
+from pyworkers.runtime.engine import get_engine
+from pyworkers.runtime.epoch import (EPOCH_TICK_S, NO_DEADLINE,  # noqa: F401 - part of this module's API
+                                     deadline_ticks, ensure_epoch_ticker)
 from pyworkers.runtime.guestcode import GUEST_DIR
-from pyworkers.runtime.engine import get_engine, load_module
-from pyworkers.runtime.install import InstalledRelease, ensure_release
-from pyworkers.runtime.trampolines import count_args_module, trampoline_call_module
+from pyworkers.runtime.isolate_errors import (GuestError, GuestExited, IsolateCrashed,  # noqa: F401
+                                              IsolateError, explain_trap)
+from pyworkers.runtime.loaded_release import Runtime
 from pyworkers.runtime import vfs as V
 from pyworkers.runtime.vfs import VFS
 
@@ -52,70 +56,12 @@ from pyworkers.runtime.vfs import VFS
 #: isolate's layer has no ``tzdata`` package (apps without requirements)
 HOST_ZONEINFO = "/usr/share/zoneinfo"
 ZONEINFO_GUEST = "/usr/share/zoneinfo"
-NO_DEADLINE = 1 << 62
 #: the guest ASGI adapter's load function (see :attr:`Isolate.loaded_app`)
 ASGI_LOAD = "_pyworkers_asgi:load"
 #: what the guest helper (``_pyworkers_guest``) this host boots understands; a snapshot records
 #: its isolate's (its image holds the helper it was booted with): 1 = requests, the ``reseed``
 #: op; 2 = also a ``reseed`` flag on any request and ``app_loaded``
 GUEST_PROTOCOL = 2
-#: Epoch tick (seconds): timeouts are enforced with this granularity.
-EPOCH_TICK_S = 0.01
-_ticker_lock = threading.Lock()
-_ticker: threading.Thread | None = None
-
-
-def _ensure_epoch_ticker() -> None:
-    """Start (once per process) the daemon thread that advances the engine's epoch every
-    :data:`EPOCH_TICK_S`; running wasm checks its store's deadline against it."""
-    global _ticker
-    with _ticker_lock:
-        if _ticker is not None:
-            return
-        engine = get_engine()
-
-        def tick() -> None:
-            while True:
-                time.sleep(EPOCH_TICK_S)
-                engine.increment_epoch()
-
-        _ticker = threading.Thread(target=tick, name="pyworkers-epoch", daemon=True)
-        _ticker.start()
-
-
-class IsolateError(RuntimeError):
-    """Base of the errors an isolate raises on the host."""
-
-
-class GuestError(IsolateError):
-    """An uncaught exception in guest code. ``type_name``, ``message`` and ``traceback`` (the
-    guest's traceback text) describe it; the isolate stays usable."""
-
-    def __init__(self, type_name: str, message: str, traceback: str, stdout: bytes = b"",
-                 stderr: bytes = b""):
-        super().__init__(traceback.rstrip() or f"{type_name}: {message}")
-        self.type_name = type_name
-        self.message = message
-        self.traceback = traceback
-        self.stdout = stdout
-        self.stderr = stderr
-
-
-class IsolateCrashed(IsolateError):
-    """The isolate trapped (abort, stack exhaustion, out of memory, interrupted...) and is dead;
-    ``reason`` says why. Other isolates are unaffected."""
-
-    def __init__(self, reason: str):
-        super().__init__(f"isolate crashed: {reason}")
-        self.reason = reason
-
-
-class GuestExited(IsolateError):
-    """The guest called ``exit``/``proc_exit`` at the C level; ``code`` is its status."""
-
-    def __init__(self, code: int):
-        super().__init__(f"guest exited with status {code}")
-        self.code = code
 
 
 @dataclasses.dataclass
@@ -127,95 +73,6 @@ class RunResult:
     stderr: bytes
     exit_code: int = 0
     value: Any = None
-
-
-class Runtime:
-    """A loaded release: the compiled module and its store-independent Linker (one per release
-    per process; thread-safe to share). Get it with :meth:`Runtime.get`."""
-
-    _cache: dict[tuple[str, str], "Runtime"] = {}
-    _lock = threading.Lock()
-
-    def __init__(self, installed: InstalledRelease):
-        self.installed = installed
-        self.release: Release = installed.release
-        self.module = load_module(installed.cwasm)
-        self.linker, self.stubs = H.build_linker(self.module)
-        self.layout = installed.layout
-        self.memory_base = self.layout.get("memory_base", 0)
-        self.python_tag = "python" + self.release.python_minor.replace(".", "")
-        self.stdlib_guest_path = f"/lib/{self.python_tag}.zip"
-        self.site_packages_guest_path = f"/lib/python{self.release.python_minor}/site-packages"
-        self.trampoline = (trampoline_call_module() if "table_base" not in self.layout
-                           else count_args_module())
-        try:
-            self.pre = self.linker.instantiate_pre(self.module)
-        except Exception:  # pragma: no cover - older wasmtime-py
-            self.pre = None
-        self._mutable_globals: list[int] | None = None
-        self._export_names: dict[str, int] | None = None
-        #: ``{export: (nparams, nresults)}`` of i32-only C functions called through _I32Call
-        self.i32_signatures: dict[str, tuple[int, int]] = {}
-        #: the stdlib archive isolates mount (the bytecode one once built, see ``get``)
-        self.stdlib_zip: Path = installed.stdlib_zip
-        self._stdlib_sha256: str | None = None
-
-    @property
-    def stdlib_sha256(self) -> str:
-        """sha256 of :attr:`stdlib_zip` (snapshots record it: the guest's zipimporter caches the
-        archive's directory in linear memory, so a restore needs the identical file)."""
-        if self._stdlib_sha256 is None:
-            import hashlib
-
-            h = hashlib.sha256()
-            with open(self.stdlib_zip, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    h.update(chunk)
-            self._stdlib_sha256 = h.hexdigest()
-        return self._stdlib_sha256
-
-    def _parse_module(self) -> None:
-        """Read the prepared module once for both :attr:`export_names` and
-        :attr:`mutable_globals` (a 9-10 MB file; only snapshots and side modules need them)."""
-        from pyworkers.runtime.wasmbin import export_names, parse_globals
-
-        data = self.installed.wasm.read_bytes()
-        self._export_names = {n: k for n, (k, _i) in export_names(data).items()}
-        self._mutable_globals = [g.index for g in parse_globals(data) if g.mutable]
-
-    @property
-    def export_names(self) -> dict[str, int]:
-        """``{export name: kind}`` of the main module (kinds as in :mod:`wasmbin`)."""
-        if self._export_names is None:
-            self._parse_module()
-        return self._export_names  # type: ignore[return-value]
-
-    @property
-    def mutable_globals(self) -> list[int]:
-        """Indices of the prepared module's mutable globals (exported as ``__pyw_g<index>``)."""
-        if self._mutable_globals is None:
-            self._parse_module()
-        return self._mutable_globals  # type: ignore[return-value]
-
-    @classmethod
-    def get(cls, release: Release | str | None = None, *, cache_dir: str | os.PathLike | None = None,
-            progress: Callable[[str], None] | None = None) -> "Runtime":
-        """The runtime for ``release`` (default: the newest non-experimental release), installing
-        it on first use (see :func:`pyworkers.runtime.install.ensure_release`)."""
-        if release is None:
-            release = default_release()
-        if isinstance(release, str):
-            release = get_release(release)
-        key = (release.pyodide_version, str(cache_dir))
-        with cls._lock:
-            rt = cls._cache.get(key)
-            if rt is None:
-                rt = cls(ensure_release(release, cache_dir=cache_dir, progress=progress))
-                from pyworkers.runtime.bytecode import ensure_stdlib_bytecode
-
-                rt.stdlib_zip = ensure_stdlib_bytecode(rt, progress=progress)
-                cls._cache[key] = rt
-            return rt
 
 
 def _default_env(rt: Runtime) -> dict[str, str]:
@@ -316,7 +173,7 @@ class Isolate:
         #: isolate (or the one its snapshot recorded), ``None`` if none: see :attr:`loaded_app`
         self.loaded_app: tuple[str, str | None] | None = None
         self._exports: dict[str, Any] = {}
-        self._fast: dict[str, _I32Call] = {}
+        self._fast: dict[str, I32Call] = {}
         self._cstrs: dict[str, int] = {}
         self._count_args_ptr = 0
         #: table slots this host added after instantiation: ``[(index, origin)]`` where origin is
@@ -409,7 +266,7 @@ class Isolate:
             if isinstance(ev, (H.GuestAbort, H.JsBridgeUnavailable)):
                 crash = str(ev)
             elif isinstance(ev, (wasmtime.Trap, wasmtime.WasmtimeError)):
-                crash = _explain_trap(ev)
+                crash = explain_trap(ev)
             elif isinstance(ev, H.GuestInterrupted):
                 crash = f"wasm trap: interrupted ({ev})"
             else:
@@ -426,10 +283,11 @@ class Isolate:
         return Isolate._Enter(self)
 
     def _call(self, name: str, *args) -> Any:
-        """Call exported function ``name`` with i32 arguments (fast path, see :class:`_I32Call`)."""
+        """Call exported function ``name`` with i32 arguments (fast path, see
+        :class:`~pyworkers.runtime.capi.I32Call`)."""
         fn = self._fast.get(name)
         if fn is None:
-            fn = self._fast[name] = _I32Call(self, name)
+            fn = self._fast[name] = I32Call(self, name)
         return fn(*args)
 
     def _call_table(self, index: int, *args) -> Any:
@@ -573,7 +431,7 @@ class Isolate:
             self._call("Py_DecRef", res)
         out, err = self._drain()
         try:
-            reply = _parse_reply(data)
+            reply = parse_reply(data)
         except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
             raise IsolateCrashed(f"guest sent a malformed reply ({e})") from None
         return reply, out, err
@@ -628,8 +486,8 @@ class Isolate:
             self.store.set_epoch_deadline(NO_DEADLINE)
             self.host.deadline = None
             return
-        _ensure_epoch_ticker()
-        self.store.set_epoch_deadline(max(1, int(seconds / EPOCH_TICK_S + 0.999)))
+        ensure_epoch_ticker()
+        self.store.set_epoch_deadline(deadline_ticks(seconds))
         self.host.deadline = time.monotonic() + seconds
 
     def watch_cpu(self, seconds: float | None, also: Callable[[], None] | None = None) -> None:
@@ -642,8 +500,8 @@ class Isolate:
             self.host.on_poll_return = also
             self.store.set_epoch_deadline(NO_DEADLINE)
             return
-        _ensure_epoch_ticker()
-        ticks = max(1, int(seconds / EPOCH_TICK_S + 0.999))
+        ensure_epoch_ticker()
+        ticks = deadline_ticks(seconds)
         store = self.store
 
         def rearm() -> None:
@@ -711,95 +569,3 @@ class Isolate:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class _I32Call:
-    """A host -> guest call of a C function taking and returning only i32s, straight through
-    ``wasmtime_func_call`` with preallocated value buffers.
-
-    ``wasmtime.Func.__call__`` re-reads the function type and converts every value on each
-    call (~11 µs); the C API calls a request makes (malloc, PyBytes_*, PyObject_CallObject, ...)
-    all have i32-only signatures, so they can skip that (~2 µs). Traps and host exceptions are
-    raised exactly as wasmtime-py raises them.
-    """
-
-    __slots__ = ("ctx", "func", "params", "results", "nparams", "nresults", "store")
-
-    def __init__(self, iso: "Isolate", name: str):
-        func = iso._export(name)
-        sig = iso.runtime.i32_signatures.get(name)
-        if sig is None:  # checked once per runtime: the type does not depend on the store
-            ty = func.type(iso.store)
-            if any(str(t) != "i32" for t in (*ty.params, *ty.results)) or len(ty.results) > 1:
-                raise TypeError(f"{name} is not an i32-only function")
-            sig = iso.runtime.i32_signatures[name] = (len(ty.params), len(ty.results))
-        self.store = iso.store
-        self.ctx = iso.store._context()
-        self.func = ctypes.byref(func._func)
-        self.nparams, self.nresults = sig
-        self.params = (ffi.wasmtime_val_t * max(1, self.nparams))()
-        for i in range(self.nparams):
-            self.params[i].kind = ffi.WASMTIME_I32.value
-        self.results = (ffi.wasmtime_val_t * max(1, self.nresults))()
-
-    def __call__(self, *args: int) -> int | None:
-        if len(args) != self.nparams:
-            raise TypeError(f"expected {self.nparams} arguments, got {len(args)}")
-        params = self.params
-        for i, a in enumerate(args):
-            params[i].of.i32 = a
-        with enter_wasm(self.store) as trap:
-            error = ffi.wasmtime_func_call(self.ctx, self.func, params, self.nparams, self.results,
-                                           self.nresults, trap)
-            if error:
-                raise wasmtime.WasmtimeError._from_ptr(error)
-        if self.nresults:
-            # results are pointers, sizes or counts: read them as unsigned (a pointer above
-            # 2 GiB would otherwise come back negative)
-            return self.results[0].of.i32 & 0xFFFFFFFF
-        return None
-
-
-#: parsed replies of the guest by their exact bytes, for short replies made only of scalars
-#: (``{'ok': True}``, ``{'ok': True, 'value': None}``, ...): ``ast.literal_eval`` compiles its
-#: input (~10 µs); a hit returns a new dict with the same immutable values
-_REPLY_CACHE: dict[bytes, dict] = {}
-_REPLY_CACHE_MAX = 256
-_SCALARS = (str, int, float, bool, bytes, type(None))
-
-
-def _parse_reply(data: bytes) -> dict:
-    """The guest's reply (``repr`` of a dict of literals) as a dict; raises ``ValueError``,
-    ``SyntaxError``, ``MemoryError`` or ``RecursionError`` for a malformed one."""
-    hit = _REPLY_CACHE.get(data)
-    if hit is not None:
-        return dict(hit)
-    reply = ast.literal_eval(data.decode("utf-8", "surrogatepass"))
-    if not isinstance(reply, dict):
-        raise ValueError("reply is not a dict")
-    if len(data) <= 160 and len(_REPLY_CACHE) < _REPLY_CACHE_MAX \
-            and all(type(k) is str and type(v) in _SCALARS for k, v in reply.items()):
-        _REPLY_CACHE[data] = dict(reply)
-    return reply
-
-
-def _explain_trap(ev: BaseException) -> str:
-    """One line for a wasm trap: its trap code in words plus wasmtime's message."""
-    code = getattr(ev, "trap_code", None)
-    text = str(getattr(ev, "message", "") or ev)
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    detail = next((ln for ln in lines if not ln.startswith(("error while executing", "0:", "wasm backtrace"))
-                   and not ln[:1].isdigit()), lines[0] if lines else "trap")
-    words = {
-        "STACK_OVERFLOW": "call stack exhausted (unbounded recursion?)",
-        "MEMORY_OUT_OF_BOUNDS": "out of bounds memory access",
-        "INTERRUPT": "interrupted (time limit exceeded)",
-        "UNREACHABLE_CODE_REACHED": "unreachable code reached (abort or fatal error in the guest)",
-        "OUT_OF_FUEL": "out of fuel",
-        "INDIRECT_CALL_TO_NULL": "call to a null function pointer",
-        "BAD_SIGNATURE": "indirect call signature mismatch",
-    }
-    name = getattr(code, "name", None)
-    if name in words:
-        return f"wasm trap: {words[name]}"
-    return f"wasm trap: {detail}"
