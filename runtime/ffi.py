@@ -361,7 +361,7 @@ _KINDS = {"i32": _wffi.WASMTIME_I32.value, "i64": _wffi.WASMTIME_I64.value,
 
 class _RawCall:
     """A table entry called through ``wasmtime_func_call`` with preallocated value buffers
-    (like ``Isolate._I32Call``; ``Func.__call__`` re-reads the type and converts every value on
+    (like ``pyworkers.runtime.capi.I32Call``; ``Func.__call__`` re-reads the type and converts every value on
     each call). ``kinds``: the parameter kinds (``"i32"``, ``"i64"``, ``"f32"``, ``"f64"``)."""
 
     __slots__ = ("store", "ctx", "func", "ref", "kinds", "rkind", "params", "results", "n", "nres")

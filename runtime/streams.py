@@ -2,7 +2,7 @@
 
 A *stream* is an fd whose data comes from the host, not from the VFS: the serve channel (the
 host<->guest event pipe of ``pyworkers serve``) today, host sockets later. The guest reads,
-writes and ``poll``\\ s it like any fd; ``__syscall_poll`` (``runtime/host.py``) asks each
+writes and ``poll``\\ s it like any fd; ``__syscall_poll`` (``runtime/host_poll.py``) asks each
 stream for its readiness and, when nothing is ready, blocks the isolate's thread in
 :meth:`Waker.wait` until a stream becomes ready, the timeout passes, or the isolate is
 interrupted. That one wait is where an isolate's event loop sleeps: host events and the guest's
