@@ -199,18 +199,20 @@ class InProcess:
 MEMORY_CHILD = r"""
 import json, sys
 from pyworkers.benchmarks.coldstart import memory_child
-print(json.dumps(memory_child(sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[3:]])))
+print(json.dumps(memory_child(sys.argv[1], sys.argv[2], [int(x) for x in sys.argv[4:]],
+                              path=sys.argv[3])))
 """
 
 
-def memory_child(store_root: str, name: str, counts: list[int]) -> dict:
+def memory_child(store_root: str, name: str, counts: list[int], path: str = "/") -> dict:
     """In a fresh process: restore isolates through ``pyworkers serve``'s factory and worker
-    (each on its own thread and event loop, lifespan startup done: idle pool isolates); RSS /
-    private memory growth per added isolate."""
-    return asyncio.run(_memory_child(store_root, name, counts))
+    (each on its own thread and event loop) and have each do its lifespan startup and its first
+    request (``GET path``), as issue 13's memory target says; RSS / PSS / private memory growth
+    per added isolate."""
+    return asyncio.run(_memory_child(store_root, name, counts, path))
 
 
-async def _memory_child(store_root: str, name: str, counts: list[int]) -> dict:
+async def _memory_child(store_root: str, name: str, counts: list[int], path: str) -> dict:
     from pyworkers.serve.oneshot import request, start_worker
     from pyworkers.serve.targets import deployment_target
     from pyworkers.store import Store
@@ -226,7 +228,9 @@ async def _memory_child(store_root: str, name: str, counts: list[int]) -> dict:
     out = {"baseline_rss_bytes": base.get("Rss"), "counts": {}}
     for k in sorted(counts):
         while len(workers) < k:
-            workers.append(await start_worker(factory, "mem"))
+            w = await start_worker(factory, "mem")
+            await request(w, "GET", path)
+            workers.append(w)
         gc.collect()
         s = smaps()
         grow = lambda key: int((s.get(key, 0) - base.get(key, 0)) / k)  # noqa: E731
@@ -238,8 +242,9 @@ async def _memory_child(store_root: str, name: str, counts: list[int]) -> dict:
     return out
 
 
-def memory_per_isolate(store_root: Path, name: str, work: Path) -> dict:
-    r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(store_root), name,
+def memory_per_isolate(store_root: Path, name: str, work: Path, path: str = "/") -> dict:
+    """:func:`memory_child` in a new process (``MEMORY_COUNTS`` isolates)."""
+    r = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(store_root), name, path,
                         *map(str, MEMORY_COUNTS)], capture_output=True, text=True, timeout=900,
                        cwd=str(work))
     if r.returncode != 0:
@@ -429,7 +434,7 @@ def run(workload: str = "reference", runs: int = 20, *, warmup: int = 2,
         else:
             say(f"memory per restored isolate at {', '.join(map(str, MEMORY_COUNTS))} isolates")
             try:
-                result["memory"] = memory_per_isolate(store_root, dep.name, work)
+                result["memory"] = memory_per_isolate(store_root, dep.name, work, w["path"])
             except BenchError as e:
                 result["memory"] = {"skipped": str(e)}
         result["peers"] = peer_ratios(result)

@@ -164,7 +164,8 @@ def format_table(result: dict) -> str:
     if mem.get("skipped"):
         lines.append(f"memory per isolate: skipped: {mem['skipped']}")
     elif mem:
-        lines.append("memory per added restored isolate (after lifespan startup; growth of the "
+        lines.append("memory per added restored isolate (after lifespan startup and its first "
+                     "request; growth of the "
                      "process divided by the number of isolates):")
         lines.append(f"  {'isolates':>8} {'RSS':>10} {'PSS':>10} {'private dirty':>14}")
         for k, v in mem["counts"].items():
