@@ -14,12 +14,12 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import filelock
 
 from pyworkers.bindings import BindingsError
+from pyworkers.store_files import atomic_write_json
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WORKER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -101,24 +101,9 @@ class SecretStore:
         os.chmod(self.dir, 0o700)
 
     def _write(self, worker: str, values: dict[str, str]) -> None:
-        path = self.path(worker)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=f".{path.name}.tmp-")  # 0600
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"format": FORMAT, "secrets": values}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        # 0600 from the start (the temporary file too), atomic, fsynced with its directory
+        atomic_write_json(self.path(worker), {"format": FORMAT, "secrets": values}, mode=0o600,
+                          indent=None)
 
 
 __all__ = ["MAX_VALUE", "SecretStore"]

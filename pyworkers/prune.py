@@ -177,7 +177,8 @@ def prune_deployments(store: Store, *, keep: int = DEFAULT_KEEP, dry_run: bool =
 
 def _prune_images(snapshots: list[Path], cache_dir, dry_run: bool, notes: list[str]) -> list[dict]:
     from pyworkers.snapshot import SnapshotError
-    from pyworkers.snapshot.restore import image_module_path, image_modules_dir
+    from pyworkers.runtime.install import cache_root
+    from pyworkers.snapshot.restore import STALE_SOURCE_S, image_module_path, image_modules_dir
 
     keep: set[Path] = set()
     for s in snapshots:
@@ -190,6 +191,14 @@ def _prune_images(snapshots: list[Path], cache_dir, dry_run: bool, notes: list[s
     d = image_modules_dir(cache_dir)
     out = []
     now = time.time()
+    # sources left by processes killed while compiling an image module (never needed again)
+    src = cache_root(cache_dir) / "snapshots"
+    for p in sorted(src.glob("*.wasm")) if src.is_dir() else ():
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > STALE_SOURCE_S:
+                out.append({"path": str(p), "bytes": _size(p)})
+                if not dry_run:
+                    p.unlink()
     if not d.is_dir():
         return out
     for cw in sorted(d.glob("snapshot-*.cwasm")):

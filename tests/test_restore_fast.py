@@ -254,3 +254,22 @@ def test_served_isolates_skip_the_load_and_prefault_as_spares(loaded_snapshot, a
     assert calls.count("_pyworkers_serve:run") == 3
     assert spare is not None and spare["bytes"] >= r.hot_pages.pages * PAGE // 2, spare
     assert cold is None
+
+
+def test_stale_image_sources_are_removed(tmp_path):
+    """An image module's source left by a process killed while compiling goes after an hour;
+    one being written now (another process compiling) stays."""
+    import os
+    import time
+
+    from pyworkers.snapshot.restore import STALE_SOURCE_S, remove_stale_image_sources
+
+    old, fresh = tmp_path / "a.1.2.wasm", tmp_path / "b.3.4.wasm"
+    keep = tmp_path / "snapshot-x.cwasm"
+    for p in (old, fresh, keep):
+        p.write_bytes(b"\0asm")
+    past = time.time() - STALE_SOURCE_S - 60
+    os.utime(old, (past, past))
+    os.utime(keep, (past, past))
+    assert remove_stale_image_sources(tmp_path) == [old]
+    assert not old.exists() and fresh.exists() and keep.exists()
