@@ -457,9 +457,9 @@ class Worker:
         learn them from this isolate (``Restorer.learn_hot_pages``: reads the image's pagemap,
         ~1 ms, on a host thread; saved beside the image module for later processes)."""
         r, iso = self._restorer(), self.iso
-        if r is None or iso is None or r.hot_pages.written \
+        if r is None or iso is None or self.state != "ready" or r.hot_pages.written \
                 or getattr(r, "_pyworkers_learning", False):
-            return
+            return  # (a stopping isolate is about to be unmapped: a later one will teach it)
         r._pyworkers_learning = True  # one isolate learns per restorer (and process)
         self._learning = self.loop.run_in_executor(  # type: ignore[union-attr]
             None, r.learn_hot_pages, iso)

@@ -235,6 +235,10 @@ def test_served_isolates_skip_the_load_and_prefault_as_spares(loaded_snapshot, a
         await first.start()
         w = first.workers[0]
         assert (await request(w, "GET", "/")).status == 200
+        for _ in range(500):  # the request's G_DONE (it starts the learning) follows its body
+            if w.served:
+                break
+            await asyncio.sleep(0.01)
         await first.close()  # waits for the learning to finish
         assert r.hot_pages.pages > 0
         spare_pool = Pool("t", factory, ScalingPolicy(min_idle=1, max_isolates=1), times)
