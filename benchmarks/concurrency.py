@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 from pyworkers.benchmarks.common import (BenchError, describe_machine, pct, summary,
                                          workload_selection)
-from pyworkers.benchmarks.peers import ServerProcess
+from pyworkers.benchmarks.peers import ServerProcess, http_load
 
 HERE = Path(__file__).resolve().parent
 WORKLOAD = HERE / "workloads" / "io"
@@ -86,47 +86,13 @@ def server_argv(kind: str, max_concurrency: int | None = None) -> tuple[list[str
 async def load(port: int, path: str, total: int, clients: int, expected: bytes | None = None
                ) -> tuple[list[float], float, dict[int, int]]:
     """``total`` ``GET path`` requests from ``clients`` closed-loop keep-alive HTTP/1.1
-    connections to 127.0.0.1:``port``. Returns (latencies in ms, elapsed seconds, status
-    counts). Responses must carry Content-Length (the workload's do) and, when 200, the
-    workload's body ``ok <path>`` (or ``expected``); raises :class:`BenchError` otherwise or
-    when a connection fails."""
-    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-               "User-Agent: pyworkers-bench\r\n\r\n").encode()
+    connections to 127.0.0.1:``port`` (:func:`pyworkers.benchmarks.peers.http_load`). Returns
+    (latencies in ms, elapsed seconds, status counts). A ``200`` must carry the workload's body
+    ``ok <path>`` (or ``expected``); raises :class:`BenchError` otherwise or when a connection
+    fails."""
     if expected is None:
         expected = f"ok {path}\n".encode()
-    left = [total]
-    lat: list[float] = []
-    statuses: dict[int, int] = {}
-
-    async def client() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while left[0] > 0:
-                left[0] -= 1
-                t0 = time.perf_counter()
-                writer.write(request)
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-                status = int(head[0].split(" ", 2)[1])
-                headers = dict((k.strip().lower(), v.strip()) for k, _, v in
-                               (ln.partition(":") for ln in head[1:] if ":" in ln))
-                if "content-length" not in headers:
-                    raise BenchError(f"GET {path}: response without Content-Length")
-                body = await reader.readexactly(int(headers["content-length"]))
-                if status == 200 and body != expected:
-                    raise BenchError(f"GET {path} on port {port}: unexpected body {body[:200]!r}")
-                lat.append((time.perf_counter() - t0) * 1000)
-                statuses[status] = statuses.get(status, 0) + 1
-                if headers.get("connection", "").lower() == "close":
-                    writer.close()
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except (OSError, asyncio.IncompleteReadError) as e:
-            raise BenchError(f"GET {path} on port {port}: {type(e).__name__}: {e}") from None
-        finally:
-            writer.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(min(clients, total))))
-    return lat, time.perf_counter() - t0, statuses
+    return await http_load(port, path, f"127.0.0.1:{port}", total, clients, expect=expected)
 
 
 def load_result(lat: list[float], elapsed: float, statuses: dict[int, int]) -> dict:

@@ -223,11 +223,13 @@ class ServerProcess:
                 self.proc.wait(10)
 
 
-async def http_load(port: int, path: str, host: str, total: int, concurrency: int
-                    ) -> tuple[list[float], float, dict[int, int]]:
-    """``total`` ``GET path`` requests over ``concurrency`` keep-alive HTTP/1.1 connections
-    (a minimal asyncio client: Content-Length or chunked bodies). Returns (latencies in ms,
-    elapsed seconds, status counts)."""
+async def http_load(port: int, path: str, host: str, total: int, concurrency: int,
+                    expect: bytes | None = None) -> tuple[list[float], float, dict[int, int]]:
+    """``total`` ``GET path`` requests over ``concurrency`` keep-alive HTTP/1.1 connections to
+    127.0.0.1:``port`` (a minimal asyncio client: Content-Length or chunked bodies). Returns
+    (latencies in ms, elapsed seconds, status counts). ``expect``: the body a ``200`` must have.
+    Raises :class:`BenchError` for a failed connection, a response without a length or an
+    unexpected body."""
     request = (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pyworkers-bench\r\n"
                "Accept: */*\r\n\r\n").encode()
     left = [total]
@@ -250,25 +252,31 @@ async def http_load(port: int, path: str, host: str, total: int, concurrency: in
                         k, v = ln.split(":", 1)
                         hdrs[k.strip().lower()] = v.strip()
                 if "content-length" in hdrs:
-                    await reader.readexactly(int(hdrs["content-length"]))
+                    body = await reader.readexactly(int(hdrs["content-length"]))
                 elif hdrs.get("transfer-encoding", "").lower() == "chunked":
+                    parts = []
                     while True:
                         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                        await reader.readexactly(size + 2)
+                        parts.append((await reader.readexactly(size + 2))[:size])
                         if size == 0:
                             break
+                    body = b"".join(parts)
                 else:
-                    raise BenchError("warm load: response without a length")
+                    raise BenchError(f"GET {path}: response without a length")
+                if expect is not None and status == 200 and body != expect:
+                    raise BenchError(f"GET {path} on port {port}: unexpected body {body[:200]!r}")
                 lat.append((time.perf_counter() - t0) * 1000)
                 statuses[status] = statuses.get(status, 0) + 1
                 if hdrs.get("connection", "").lower() == "close":
                     writer.close()
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except (OSError, asyncio.IncompleteReadError) as e:
+            raise BenchError(f"GET {path} on port {port}: {type(e).__name__}: {e}") from None
         finally:
             writer.close()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(conn() for _ in range(concurrency)))
+    await asyncio.gather(*(conn() for _ in range(min(concurrency, total))))
     return lat, time.perf_counter() - t0, statuses
 
 
