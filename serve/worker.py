@@ -194,7 +194,8 @@ class Worker:
 
     def startup_phases(self) -> dict[str, float]:
         """Start-up in ms: ``restore`` (thread start to an isolate with the app loaded:
-        snapshot restore, or boot + import), ``loop`` (the guest's serve loop starting),
+        snapshot restore, or boot + import; for a spare also pre-faulting its hot pages),
+        ``loop`` (the guest's serve loop starting),
         ``lifespan`` (lifespan startup); only the steps reached."""
         t = self.timeline
         out = {}
@@ -338,7 +339,10 @@ class Worker:
                     self._learn_hot_pages()
                 if conv.trace is not None and isinstance(m.meta.get("trace"), list):
                     off = self.clock_offset_ns
-                    conv.trace.guest = [int(x) - off for x in m.meta["trace"]]
+                    try:  # guest data: a malformed trace is dropped, never raised here
+                        conv.trace.guest = [int(x) - off for x in m.meta["trace"]][:3]
+                    except (TypeError, ValueError, OverflowError):
+                        pass
                 self.last_used = time.monotonic()
                 err = m.error
                 if err and err["type"] == "MemoryError":
