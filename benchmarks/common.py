@@ -96,6 +96,13 @@ def describe_machine(selection: dict | None = None) -> dict:
     }
 
 
+def short_machine_line(m: dict) -> str:
+    """One ``machine: ...`` line of a side-by-side report from :func:`describe_machine`'s
+    dict: CPU, usable cores, OS, host Python, commit."""
+    return (f"machine: {m.get('cpu')} ({m.get('cores_usable') or m.get('cores')} cores), "
+            f"{m.get('os')}, Python {m.get('python')}, commit {m.get('commit')}")
+
+
 def _mem_total() -> int | None:
     try:
         with open("/proc/meminfo") as f:

@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pyworkers.benchmarks.common import (BenchError, describe_machine, pct, summary,
-                                         workload_selection)
+from pyworkers.benchmarks.common import (BenchError, describe_machine, pct,
+                                         short_machine_line, summary, workload_selection)
 from pyworkers.benchmarks.peers import ServerProcess, http_load
 
 HERE = Path(__file__).resolve().parent
@@ -224,8 +224,7 @@ def format_table(res: dict) -> str:
     meth = res["method"]
     lines = [f"pyworkers bench concurrency: {meth['clients']} clients, 1 isolate vs native "
              f"uvicorn, 127.0.0.1",
-             f"machine: {m.get('cpu')} ({m.get('cores_usable') or m.get('cores')} cores), "
-             f"{m.get('os')}, Python {m.get('python')}, commit {m.get('commit')}",
+             short_machine_line(m),
              "",
              f"{'endpoint':<16} {'server':<10} {'requests':>8} {'req/s':>8} {'p50 ms':>8} "
              f"{'p99 ms':>8} {'ideal':>7}  statuses"]

@@ -39,7 +39,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from pyworkers.benchmarks.common import BenchError, describe_machine, workload_selection
+from pyworkers.benchmarks.common import (BenchError, describe_machine, short_machine_line,
+                                         workload_selection)
 from pyworkers.benchmarks.concurrency import Subprocess
 from pyworkers.benchmarks.concurrency import measure as concurrency_measure
 
@@ -242,8 +243,7 @@ def format_table(res: dict) -> str:
     up = res["workload"]["upstream"]
     lines = [f"pyworkers bench proxy: {meth['clients']} clients, 1 isolate vs native uvicorn, "
              f"upstream {up['body_bytes']} B after {up['delay_ms']:g} ms, 127.0.0.1",
-             f"machine: {m.get('cpu')} ({m.get('cores_usable') or m.get('cores')} cores), "
-             f"{m.get('os')}, Python {m.get('python')}, commit {m.get('commit')}",
+             short_machine_line(m),
              "",
              f"{'server':<11} {'requests':>8} {'req/s':>8} {'p50 ms':>8} {'p90 ms':>8} "
              f"{'p99 ms':>8}  statuses"]

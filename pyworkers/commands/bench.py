@@ -9,6 +9,15 @@ import click
 from pyworkers.cli import UserError, main
 
 
+def _result_options(fn):
+    """``--json``, ``-o FILE.json`` and ``-q`` of the side-by-side benchmark subcommands
+    (their results go through :func:`_report`)."""
+    fn = click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")(fn)
+    fn = click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE.json",
+                      help="Also write the JSON result to FILE.")(fn)
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(fn)
+
+
 SKIPPABLE = ("no_snapshot", "snapshot_restore", "prewarmed", "native_uvicorn", "pyodide_node",
              "warm", "memory")
 
@@ -136,10 +145,7 @@ def snapshot_cmd(app: str, runs: int, as_json: bool) -> None:
 @click.option("--endpoint", "endpoints", multiple=True,
               type=click.Choice(["io", "def_inline", "def_threadpool"]),
               help="Measure only this endpoint (repeatable; default: all).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE.json",
-              help="Also write the JSON result to FILE.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@_result_options
 def concurrency_cmd(clients: int, requests: int, sync_requests: int, rounds: int,
                     max_concurrency: int | None, endpoints: tuple[str, ...], as_json: bool,
                     output: str | None, quiet: bool) -> None:
@@ -179,10 +185,7 @@ def concurrency_cmd(clients: int, requests: int, sync_requests: int, rounds: int
               help="The upstream waits this long before answering.")
 @click.option("--roundtrip-n", default=2000, show_default=True, type=click.IntRange(0),
               help="send+recv round trips (and n/10 connects) for the socket latency; 0 skips.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE.json",
-              help="Also write the JSON result to FILE.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@_result_options
 def proxy_cmd(clients: int, requests: int, rounds: int, body_bytes: int, delay_ms: float,
               roundtrip_n: int, as_json: bool, output: str | None, quiet: bool) -> None:
     """A proxying endpoint (httpx.AsyncClient to a local upstream) vs native uvicorn.
@@ -215,10 +218,7 @@ def proxy_cmd(clients: int, requests: int, rounds: int, body_bytes: int, delay_m
               help="Concurrent closed-loop clients (one keep-alive connection each).")
 @click.option("--rounds", default=2, show_default=True, type=click.IntRange(1),
               help="Interleaved rounds the counted requests are split into.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE.json",
-              help="Also write the JSON result to FILE.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@_result_options
 def workers_cmd(requests: int, clients: int, rounds: int, as_json: bool, output: str | None,
                 quiet: bool) -> None:
     """pyworkers serve --workers 1|2 vs uvicorn --workers 1|2, side by side (req/s, p99)."""
