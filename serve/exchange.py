@@ -51,8 +51,7 @@ class HttpExchange:
         self.fault: str | None = None
         #: the app's exception (guest data) when it raised before responding
         self.error: dict | None = None
-        self.deadline = time.monotonic() + request_timeout
-        #: the same deadline on the loop's clock: one timer covers the whole exchange
+        #: the request deadline on the loop's clock: one timer covers the whole exchange
         self._loop_deadline = asyncio.get_running_loop().time() + request_timeout
         self.watcher: asyncio.Task | None = None
         self._watch_later: asyncio.TimerHandle | None = None

@@ -436,8 +436,8 @@ class Worker:
 
     # ------------------------------------------------------------------ hot pages
     def _restorer(self):
-        r = getattr(self.factory, "restorer", None)
-        return r if r is not None and hasattr(r, "prefault") else None
+        """The snapshot ``Restorer`` this worker's isolates come from (``None``: booted)."""
+        return getattr(self.factory, "restorer", None)
 
     def _prefault(self, iso: Isolate) -> None:
         """On the isolate's thread, before its loop starts: pre-fault the snapshot image pages
