@@ -11,7 +11,9 @@ wait for the log. :class:`LineLimiter` sits between an isolate's stdout/stderr s
   bytes (the classic token bucket, e.g. RFC 2697's single-rate scheme without colours). A line
   that does not fit is dropped whole, and so is everything after it until the bucket is half
   full again; then one line ``"[pyworkers] N bytes of output dropped (rate limit R bytes/s)"``
-  precedes the next line (one notice per episode, like journald's rate limiting). While
+  precedes the next line (one notice per episode, like journald's rate limiting), or comes at
+  the end of the request that flooded (:meth:`LineLimiter.announce`), whichever is first, so a
+  drop is reported even when the isolate never prints again. While
   dropping, a write costs O(1) Python steps (no per-line work), so a flood costs little CPU;
 - **never blocking**: :meth:`LineLimiter.write` only calls ``emit`` for finished lines; give it a
   :class:`QueueSink` to make the emitting itself non-blocking (a bounded queue drained by a
@@ -114,14 +116,25 @@ class LineLimiter:
         has not refilled to half its size yet (so one notice covers a whole episode)."""
         return self.tokens < 1 or (self._suppressed and self.tokens < self.burst / 2)
 
+    def _notice(self) -> bytes:
+        return (f"[pyworkers] {self._unreported} bytes of output dropped "
+                f"(rate limit {int(self.rate)} bytes/s)").encode()
+
+    def announce(self) -> None:
+        """Emit the pending drop notice now, if any (call at the end of a request): the drops
+        are reported even if this isolate never prints again (it may be idle for hours, or
+        retired), and the notice sits next to the request that flooded. Costs no tokens and
+        keeps the gate closed: lines are still dropped until the bucket is half full again."""
+        if self._unreported:
+            notice = self._notice()
+            self._unreported = 0
+            self.emit(notice)
+
     def _send(self, line: bytes) -> bool:
         """Emit ``line`` if the bucket allows (announcing earlier drops first), else drop it;
         True if emitted."""
         self._refill()
-        notice = b""
-        if self._unreported:
-            notice = (f"[pyworkers] {self._unreported} bytes of output dropped "
-                      f"(rate limit {int(self.rate)} bytes/s)").encode()
+        notice = self._notice() if self._unreported else b""
         cost = len(line) + 1 + (len(notice) + 1 if notice else 0)
         if self.tokens < cost or self._closed_gate():
             self._drop(len(line) + 1)
@@ -198,8 +211,7 @@ class LineLimiter:
             self._finish()
         if self._unreported:
             self._refill()
-            notice = (f"[pyworkers] {self._unreported} bytes of output dropped "
-                      f"(rate limit {int(self.rate)} bytes/s)").encode()
+            notice = self._notice()
             if self.tokens >= len(notice) + 1:
                 self.tokens -= len(notice) + 1
                 self._unreported = 0

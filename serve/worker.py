@@ -70,7 +70,8 @@ limit_malloc_arenas()
 class LineLog:
     """``bytes -> None`` sink for a guest's fd 1/2, logging whole lines as
     ``[<worker> <stream>] <line>`` through :class:`pyworkers.runtime.output.LineLimiter` (lines
-    cut at 16 KiB, a per-isolate rate limit with one "N bytes dropped" line per episode;
+    cut at 16 KiB, a per-isolate rate limit with one "N bytes dropped" line per episode, logged
+    at the latest when a request ends;
     ``PYWORKERS_LOG_LINE_MAX``/``_RATE``/``_BURST``)."""
 
     def __init__(self, tag: str, level: int = logging.INFO):
@@ -83,6 +84,10 @@ class LineLog:
 
     def flush(self) -> None:
         self._limiter.flush()
+
+    def announce(self) -> None:
+        """Log the pending "N bytes of output dropped" notice now (a request ended)."""
+        self._limiter.announce()
 
     def _emit(self, line: bytes) -> None:
         guest_log.log(self.level, "[%s] %s", self.tag, line.decode("utf-8", "replace").rstrip("\r"))
@@ -302,6 +307,11 @@ class Worker:
         writing garbage to its channel can cause it)."""
         msgs = self._decoder.feed(data)
         if msgs:
+            if any(m[0] == wire.G_DONE for m in msgs):
+                # a request ended: its output drops are reported now, not at the isolate's
+                # next printed line (the limiter lives on this thread)
+                self.out.announce()
+                self.err.announce()
             with self._inbox_lock:
                 self._inbox.extend(msgs)
                 if self._inbox_pending:

@@ -60,6 +60,29 @@ def test_rate_limit_drops_whole_lines_and_announces_them_once():
     assert 10_000 - 500 <= lim.emitted - passed <= 10_000 + 2000
 
 
+
+def test_drops_are_announced_at_the_end_of_a_request_without_reopening_the_gate():
+    """``announce()`` (serve calls it when a request ends) logs the pending notice at once, so
+    a flood is reported even if the isolate never prints again; lines stay dropped until the
+    bucket is half full, and the next episode gets its own notice."""
+    clock = Clock()
+    lim, lines = limiter(rate=1000, burst=2000, max_line=1000, clock=clock)
+    lim.announce()
+    assert lines == []  # nothing dropped, nothing to say
+    for i in range(10):
+        lim.write(b"%d" % i + b"a" * 499 + b"\n")
+    assert len(lines) == 3
+    lim.announce()
+    assert lines[3:] == [f"[pyworkers] {7 * 501} bytes of output dropped (rate limit 1000 bytes/s)".encode()]
+    lim.announce()
+    assert len(lines) == 4  # once
+    clock.t += 0.5  # 500 tokens: still under half the bucket, the gate stays closed
+    lim.write(b"x\n")
+    assert len(lines) == 4 and lim.dropped == 7 * 501 + 2
+    clock.t += 10
+    lim.write(b"hello\n")
+    assert lines[4:] == [b"[pyworkers] 2 bytes of output dropped (rate limit 1000 bytes/s)", b"hello"]
+
 def test_flood_costs_little_host_cpu_and_memory():
     clock = Clock()
     lim, lines = limiter(clock=clock)
