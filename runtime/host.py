@@ -80,6 +80,8 @@ class Host(FileSyscalls, PollStreams, ProcessCalls):
         self.pending_exc: BaseException | None = None
         #: wall-clock deadline (``time.monotonic()`` seconds) of the current call, or None
         self.deadline: float | None = None
+        #: the isolate's :class:`~pyworkers.runtime.epoch.EpochClaim`, parked while it waits here
+        self.epoch: Any = None
         #: set from any thread by ``Isolate.interrupt()``; host-side waits stop at once
         self.interrupted = threading.Event()
         self.abort_message: str | None = None

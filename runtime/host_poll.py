@@ -84,16 +84,23 @@ class PollStreams:
         code is interrupted by epochs instead, which cannot reach a host-side wait)."""
         if self.interrupted.is_set():
             raise GuestInterrupted("interrupted")
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if seconds is None or left < seconds:
-                self.waker.wait(max(0.0, left), os_fds, write_fds)
-                if self.interrupted.is_set():
-                    raise GuestInterrupted("interrupted")
-                if time.monotonic() >= self.deadline:
-                    raise GuestInterrupted("time limit exceeded")
-                return
-        self.waker.wait(seconds, os_fds, write_fds)
+        claim = self.epoch
+        if claim is not None:
+            claim.park()  # no wasm runs while we wait: the epoch ticker may sleep
+        try:
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                if seconds is None or left < seconds:
+                    self.waker.wait(max(0.0, left), os_fds, write_fds)
+                    if self.interrupted.is_set():
+                        raise GuestInterrupted("interrupted")
+                    if time.monotonic() >= self.deadline:
+                        raise GuestInterrupted("time limit exceeded")
+                    return
+            self.waker.wait(seconds, os_fds, write_fds)
+        finally:
+            if claim is not None:
+                claim.unpark()
         if self.interrupted.is_set():
             raise GuestInterrupted("interrupted")
 

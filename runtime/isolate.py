@@ -30,6 +30,7 @@ import dataclasses
 import marshal
 import os
 import time
+import weakref
 from typing import Any, Callable
 
 import wasmtime
@@ -44,7 +45,7 @@ from pyworkers.runtime import tls as _tls
 from pyworkers.runtime.capi import I32Call, parse_reply
 from pyworkers.runtime.engine import get_engine
 from pyworkers.runtime.epoch import (EPOCH_TICK_S, NO_DEADLINE,  # noqa: F401 - part of this module's API
-                                     deadline_ticks, ensure_epoch_ticker)
+                                     EpochClaim, deadline_ticks)
 from pyworkers.runtime.guestcode import GUEST_DIR
 from pyworkers.runtime.isolate_errors import (GuestError, GuestExited, IsolateCrashed,  # noqa: F401
                                               IsolateError, explain_trap)
@@ -184,6 +185,11 @@ class Isolate:
         self.table_log: list[tuple[int, tuple]] = []
         self.store = wasmtime.Store(get_engine())
         self.store.set_epoch_deadline(NO_DEADLINE)
+        #: this store's claim on the epoch ticker (armed by set_timeout/watch_cpu, parked by
+        #: the host while the guest waits); released at close, or when the isolate is collected
+        self.epoch = EpochClaim(self.store)
+        self._release_epoch = weakref.finalize(self, self.epoch.release)
+        self.host.epoch = self.epoch
         self.memory_limit = memory_limit
         if memory_limit:
             self.store.set_limits(memory_size=memory_limit)
@@ -273,6 +279,7 @@ class Isolate:
                 crash = None
             if crash is not None:
                 iso.dead = crash
+                iso.epoch.release()  # a dead store needs no ticks
                 raise IsolateCrashed(crash) from None
             if isinstance(ev, (IsolateError, KeyboardInterrupt)):
                 return False
@@ -483,12 +490,11 @@ class Isolate:
         thread that runs the isolate.
         """
         if seconds is None:
-            self.store.set_epoch_deadline(NO_DEADLINE)
+            self.epoch.disarm()
             self.host.deadline = None
             return
-        ensure_epoch_ticker()
-        self.store.set_epoch_deadline(deadline_ticks(seconds))
-        self.host.deadline = time.monotonic() + seconds
+        self.host.deadline = deadline = time.monotonic() + seconds
+        self.epoch.arm(deadline_ticks(seconds), deadline)
 
     def watch_cpu(self, seconds: float | None, also: Callable[[], None] | None = None) -> None:
         """CPU watchdog for an isolate that runs its own event loop: trap (epoch interruption)
@@ -498,19 +504,18 @@ class Isolate:
         turns the watchdog off. Call from the thread that runs the isolate."""
         if seconds is None:
             self.host.on_poll_return = also
-            self.store.set_epoch_deadline(NO_DEADLINE)
+            self.epoch.disarm()
             return
-        ensure_epoch_ticker()
         ticks = deadline_ticks(seconds)
-        store = self.store
+        claim = self.epoch
 
         def rearm() -> None:
-            store.set_epoch_deadline(ticks)
+            claim.rearm(ticks)
             if also is not None:
                 also()
 
         self.host.on_poll_return = rearm
-        store.set_epoch_deadline(ticks)
+        claim.arm(ticks)
 
     def interrupt(self) -> None:
         """Stop the isolate's current host-side wait (``poll``/sleep timeouts) from any thread:
@@ -539,6 +544,9 @@ class Isolate:
         (which would otherwise unmap memory in the middle of some other isolate's work).
         """
         self.dead = self.dead or "closed"
+        if getattr(self, "_release_epoch", None) is not None:
+            self._release_epoch()
+            self.epoch.store = None
         self._exports.clear()
         self._fast.clear()
         if getattr(self, "host", None) is not None:
