@@ -39,6 +39,11 @@ def runtimes() -> None:
     """Runtime releases (Pyodide builds): list, select, install."""
 
 
+@main.group("deployments")
+def deployments() -> None:
+    """Deployments in the store: list, show, verify, rollback."""
+
+
 # Command modules register themselves on the groups above.
 from pyworkers.commands import engine as _engine  # noqa: E402,F401
 from pyworkers.commands import compat as _compat  # noqa: E402,F401

@@ -32,24 +32,9 @@ from pathlib import Path
 
 import click
 
-from pyworkers.cli import UserError, main
+from pyworkers.cli import UserError, deployments, main
 from pyworkers.commands.registry_options import push_to, registry_options
-
-
-def _store(path: Path | None):
-    from pyworkers.store import Store, StoreError
-
-    try:
-        return Store(path)
-    except StoreError as e:
-        raise UserError(str(e)) from None
-
-
-_store_option = click.option(
-    "--store", "store_dir", type=click.Path(path_type=Path, dir_okay=True, file_okay=False),
-    default=None, envvar="PYWORKERS_STORE", show_envvar=True,
-    help="Deployment store directory (default: the user data directory, "
-         "pyworkers/deployments).")
+from pyworkers.commands.store_options import open_store, pick_deployment, store_option
 
 
 def _parse_vars(values: tuple[str, ...]) -> dict[str, str]:
@@ -78,7 +63,7 @@ def _with_store(record: dict, store, **extra) -> dict:
 @click.option("--var", "vars_", multiple=True, metavar="KEY=VALUE",
               help="Environment variable for the app (repeatable; merged over the config's "
                    "[vars]).")
-@_store_option
+@store_option
 @click.option("--cache-dir", metavar="DIR", help="Cache root for runtimes and wheels (default: "
               "PYWORKERS_CACHE_DIR or the user cache directory).")
 @click.option("--index-url", metavar="URL", help="Package index (default: pip's configuration).")
@@ -103,7 +88,7 @@ def deploy_cmd(app_dir: Path, name: str | None, main_: str | None, date: str | N
     to a registry (pyworkers push)."""
     from pyworkers.deploy import DeployError, DeployProgress, RichDeployProgress, deploy
 
-    store = _store(store_dir)
+    store = open_store(store_dir)
     vars_d = _parse_vars(vars_)
     if push_ref:
         from pyworkers.commands.registry_options import parse_ref
@@ -144,11 +129,6 @@ class _Null:
         return False
 
 
-@main.group("deployments")
-def deployments() -> None:
-    """Deployments in the store: list, show, verify, rollback."""
-
-
 def _summary_row(d, current: bool) -> dict:
     r = d.record
     snap = r.get("snapshot")
@@ -161,14 +141,14 @@ def _summary_row(d, current: bool) -> dict:
 
 @deployments.command("list", short_help="Every deployment, oldest first.")
 @click.option("--name", help="Only this worker's deployments.")
-@_store_option
+@store_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(name: str | None, store_dir: Path | None, as_json: bool) -> None:
     """Every deployment in the store, oldest first; * marks each worker's current one."""
     from pyworkers.deploy_progress import fmt_bytes
     from pyworkers.store import StoreError
 
-    store = _store(store_dir)
+    store = open_store(store_dir)
     try:
         deps = store.list(name)
         cur = {n: store.current_id(n) for n in {d.name for d in deps}}
@@ -193,24 +173,9 @@ def list_cmd(name: str | None, store_dir: Path | None, as_json: bool) -> None:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
 
 
-def _pick(store, ref: str | None):
-    from pyworkers.store import StoreError
-
-    try:
-        if ref is None:
-            names = store.names()
-            if len(names) != 1:
-                raise UserError("give a deployment id or a worker name (" + (
-                    ", ".join(names) if names else f"the store {store.root} is empty") + ")")
-            return store.current(names[0])
-        return store.get(ref)
-    except StoreError as e:
-        raise UserError(str(e)) from None
-
-
 @deployments.command("show", short_help="One deployment in detail.")
 @click.argument("ref", required=False)
-@_store_option
+@store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
     """Show deployment REF (an id, a unique id prefix, or a worker name for its current
@@ -218,8 +183,8 @@ def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
     from pyworkers.deploy import STAGES
     from pyworkers.deploy_progress import fmt_bytes
 
-    store = _store(store_dir)
-    d = _pick(store, ref)
+    store = open_store(store_dir)
+    d = pick_deployment(store, ref)
     current = store.current_id(d.name) == d.id
     if as_json:
         click.echo(json.dumps(_with_store(d.to_json(), store, current=current), indent=2))
@@ -283,7 +248,7 @@ def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
 @deployments.command("rollback", short_help="Make an earlier deployment current.")
 @click.argument("deployment_id", required=False, metavar="[ID]")
 @click.option("--name", help="Worker name (default: ID's worker, or the only worker).")
-@_store_option
+@store_option
 @click.option("--no-verify", is_flag=True,
               help="Do not verify the target's files and checksums first.")
 @click.option("--json", "as_json", is_flag=True,
@@ -294,7 +259,7 @@ def rollback_cmd(deployment_id: str | None, name: str | None, store_dir: Path | 
     the worker's current one. Deployments themselves never change."""
     from pyworkers.store import StoreError
 
-    store = _store(store_dir)
+    store = open_store(store_dir)
     try:
         if name is None:
             if deployment_id is not None:
@@ -316,7 +281,7 @@ def rollback_cmd(deployment_id: str | None, name: str | None, store_dir: Path | 
 
 @deployments.command("verify", short_help="Check deployments' files and checksums.")
 @click.argument("ref", required=False, metavar="[ID|NAME]")
-@_store_option
+@store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def verify_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
     """Check deployment REF (an id, a unique id prefix, or a worker name for its current
@@ -325,8 +290,8 @@ def verify_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
     go to stdout; exit status 1 if any deployment fails."""
     from pyworkers.verify import verify_deployment
 
-    store = _store(store_dir)
-    deps = [_pick(store, ref)] if ref is not None else _all(store)
+    store = open_store(store_dir)
+    deps = [pick_deployment(store, ref)] if ref is not None else _all(store)
     results = []
     for d in deps:
         problems = verify_deployment(store, d.id)

@@ -1,7 +1,6 @@
 """CLI commands for the engine: ``pyworkers python`` and ``pyworkers runtimes install``."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path

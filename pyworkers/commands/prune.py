@@ -16,8 +16,8 @@ from pathlib import Path
 
 import click
 
-from pyworkers.cli import UserError, main
-from pyworkers.commands.deploy import _store, _store_option, deployments
+from pyworkers.cli import UserError, deployments, main
+from pyworkers.commands.store_options import open_store, store_option
 
 
 def _fmt(n: int) -> str:
@@ -30,7 +30,7 @@ def _fmt(n: int) -> str:
 @click.option("--keep", type=click.IntRange(min=0), default=5, show_default=True,
               help="Most recent deployments kept per worker (the current one is always kept).")
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
-@_store_option
+@store_option
 @click.option("--cache-dir", metavar="DIR", help="Cache root holding the snapshot image modules "
               "(default: PYWORKERS_CACHE_DIR or the user cache directory).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -43,7 +43,7 @@ def prune_cmd(keep: int, dry_run: bool, store_dir: Path | None, cache_dir: str |
     from pyworkers.prune import prune_deployments
     from pyworkers.store import StoreError
 
-    store = _store(store_dir)
+    store = open_store(store_dir)
     try:
         rep = prune_deployments(store, keep=keep, dry_run=dry_run, cache_dir=cache_dir)
     except StoreError as e:
@@ -88,7 +88,7 @@ def cache_prune_cmd(stores: tuple[Path, ...], dry_run: bool, cache_dir: str | No
     deployment of the given stores uses and that nothing used in the last 10 minutes."""
     from pyworkers.prune import prune_cache
 
-    sts = [_store(p) for p in stores] or [_store(None)]
+    sts = [open_store(p) for p in stores] or [open_store(None)]
     rep = prune_cache(sts, dry_run=dry_run, cache_dir=cache_dir)
     if as_json:
         click.echo(json.dumps({**rep, "stores": [str(s.root) for s in sts]}, indent=2))

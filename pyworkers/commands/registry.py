@@ -22,13 +22,13 @@ import json
 import click
 
 from pyworkers.cli import UserError, main
-from pyworkers.commands.deploy import _pick, _store, _store_option
+from pyworkers.commands.store_options import open_store, pick_deployment, store_option
 from pyworkers.commands.registry_options import parse_ref, push_to, make_client, registry_options
 
 
 @main.command("push", short_help="Push a deployment to an OCI registry.")
 @click.argument("args", nargs=-1, required=True, metavar="[DEPLOYMENT] oci://HOST/REPO[:TAG]")
-@_store_option
+@store_option
 @registry_options
 @click.option("--json", "as_json", is_flag=True, help="Print what was pushed as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -42,7 +42,7 @@ def push_cmd(args: tuple[str, ...], store_dir, username, password_stdin, ca_file
         raise UserError("give at most a deployment and a reference: pyworkers push [DEPLOYMENT] "
                         "oci://HOST/REPO[:TAG]")
     ref_text = args[-1]
-    dep = _pick(_store(store_dir), args[0] if len(args) == 2 else None)
+    dep = pick_deployment(open_store(store_dir), args[0] if len(args) == 2 else None)
     out = push_to(dep, ref_text, username, password_stdin, ca_file, quiet or as_json)
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -55,7 +55,7 @@ def push_cmd(args: tuple[str, ...], store_dir, username, password_stdin, ca_file
 
 @main.command("pull", short_help="Pull a deployment from an OCI registry into the store.")
 @click.argument("reference", metavar="oci://HOST/REPO:TAG|@sha256:...")
-@_store_option
+@store_option
 @click.option("--current/--no-current", default=True, show_default=True,
               help="Make it its worker's current deployment.")
 @click.option("--prepare/--no-prepare", default=True, show_default=True,
@@ -74,7 +74,7 @@ def pull_cmd(reference: str, store_dir, current: bool, prepare: bool, cache_dir,
     from pyworkers.store import StoreError
 
     ref = parse_ref(reference)
-    store = _store(store_dir)
+    store = open_store(store_dir)
     say = (lambda _m: None) if (quiet or as_json) else (lambda m: click.echo(f"  {m}", err=True))
     with make_client(ref, username, password_stdin, ca_file) as client:
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from pyworkers.cli import UserError, main
-from pyworkers.commands.deploy import _store, _store_option
+from pyworkers.commands.store_options import open_store, store_option
 
 
 @main.group("secret")
@@ -49,13 +49,13 @@ def _secrets(store):
 @click.argument("secret_name", metavar="NAME")
 @click.option("--name", help="Worker name (default: ./pyworkers.toml's, else the store's only "
                              "worker).")
-@_store_option
+@store_option
 def put_cmd(secret_name: str, name: str | None, store_dir: Path | None) -> None:
     """Set secret NAME of a worker to the value read from stdin (one trailing newline is
     dropped). Isolates started afterwards see it; no redeploy needed."""
     from pyworkers.bindings import BindingsError
 
-    store = _store(store_dir)
+    store = open_store(store_dir)
     worker = _worker(store, name)
     if sys.stdin.isatty():
         click.echo(f"value of {secret_name} (end with Ctrl-D):", err=True)
@@ -78,13 +78,13 @@ def put_cmd(secret_name: str, name: str | None, store_dir: Path | None) -> None:
 @secret.command("list", short_help="Names of a worker's secrets (never values).")
 @click.option("--name", help="Worker name (default: ./pyworkers.toml's, else every worker "
                              "with secrets).")
-@_store_option
+@store_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_cmd(name: str | None, store_dir: Path | None, as_json: bool) -> None:
     """Secret names per worker (values are never shown)."""
     from pyworkers.bindings import BindingsError
 
-    store = _store(store_dir)
+    store = open_store(store_dir)
     sec = _secrets(store)
     try:
         workers = [name] if name else sec.workers()
@@ -103,12 +103,12 @@ def list_cmd(name: str | None, store_dir: Path | None, as_json: bool) -> None:
 @click.argument("secret_name", metavar="NAME")
 @click.option("--name", help="Worker name (default: ./pyworkers.toml's, else the store's only "
                              "worker).")
-@_store_option
+@store_option
 def delete_cmd(secret_name: str, name: str | None, store_dir: Path | None) -> None:
     """Remove secret NAME of a worker (isolates started afterwards no longer see it)."""
     from pyworkers.bindings import BindingsError
 
-    store = _store(store_dir)
+    store = open_store(store_dir)
     worker = _worker(store, name)
     try:
         _secrets(store).delete(worker, secret_name)
