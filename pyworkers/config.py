@@ -7,6 +7,7 @@ File format (every key optional)::
     compatibility_date = "2026-11-21"     # YYYY-MM-DD (a quoted string or a bare TOML date)
     compatibility_flags = ["python_entropy_at_import_error"]
     dependency_groups = ["templates"]     # optional-dependency groups of pyproject.toml to add
+    warmup = ["/items/1", "HEAD /"]       # requests run before the snapshot (GET/HEAD only)
     [vars]                                # environment variables, string values only
     GREETING = "hello"
     [outbound]                            # outbound network (see pyworkers.runtime.egress)
@@ -47,12 +48,15 @@ __all__ = ["ConfigError", "WorkerConfig", "load_worker_config", "DEFAULT_MAIN", 
 
 DEFAULT_MAIN = "main:app"
 KEYS = ("name", "main", "compatibility_date", "compatibility_flags", "dependency_groups", "vars",
-        "max_concurrency", "outbound", "kv", "sql", "objects", "crons", "volumes")
+        "max_concurrency", "outbound", "kv", "sql", "objects", "crons", "volumes", "warmup")
 OUTBOUND_KEYS = ("allow", "deny", "ca_certificates", "max_sockets")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DOTTED_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CLI = "command line"
+#: most ``warmup`` requests a worker may declare, and the methods allowed (safe, RFC 9110 9.2.1)
+MAX_WARMUP = 16
+WARMUP_METHODS = ("GET", "HEAD")
 
 
 class ConfigError(ValueError):
@@ -77,6 +81,9 @@ class WorkerConfig:
         dependency_groups: names of ``pyproject.toml`` optional-dependency groups
             (``[project.optional-dependencies]`` or PEP 735 ``[dependency-groups]``) installed
             with ``[project] dependencies`` (see :mod:`pyworkers.packages.inputs`).
+        warmup: ``((method, target), ...)``: requests deploy sends to the app before the
+            snapshot (``"GET"``/``"HEAD"``, ``target`` = path with an optional ``?query``); at
+            most :data:`MAX_WARMUP`.
         outbound: the ``[outbound]`` table, validated: ``{"allow": (str, ...), "deny": (str,
             ...), "ca_certificates": str | None (relative to app_dir), "max_sockets": int}``
             with only the keys given (read-only mapping).
@@ -92,6 +99,7 @@ class WorkerConfig:
     vars: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     max_concurrency: int | None = None
     dependency_groups: tuple[str, ...] = ()
+    warmup: tuple[tuple[str, str], ...] = ()
     outbound: Mapping[str, object] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
     #: ``{"kv": [{"binding", "url"?}], "sql": [...], "objects": [{"binding"}]}`` (only the
     #: kinds declared; :mod:`pyworkers.bindings.spec`)
@@ -211,6 +219,8 @@ def _check(values: dict, where: str) -> dict:
                 raise _fail(where, key, f"must be an array of group names, got {v!r}: write "
                                         'e.g. dependency_groups = ["templates"]')
             v = tuple(v)
+        if key == "warmup":
+            v = _check_warmup(v, where)
         if key == "vars":
             if not isinstance(v, Mapping):
                 raise _fail(where, key, f"must be a table of strings, got {_type_name(v)}")
@@ -234,6 +244,30 @@ def _check(values: dict, where: str) -> dict:
                 raise ConfigError(str(e)) from None
         out[key] = v
     return out
+
+
+def _check_warmup(v, where: str) -> tuple[tuple[str, str], ...]:
+    """``warmup = ["/path?q", "HEAD /path"]`` -> ``(("GET", "/path?q"), ("HEAD", "/path"))``."""
+    example = 'e.g. warmup = ["/items/1", "HEAD /"]'
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        raise _fail(where, "warmup", f"must be an array of request strings, got {v!r}: {example}")
+    if len(v) > MAX_WARMUP:
+        raise _fail(where, "warmup", f"{len(v)} requests: at most {MAX_WARMUP} (each runs at "
+                                     "every deploy)")
+    out = []
+    for x in v:
+        parts = x.split()
+        method, target = ("GET", parts[0]) if len(parts) == 1 else (parts + ["", ""])[:2]
+        if len(parts) not in (1, 2) or not target.startswith("/"):
+            raise _fail(where, "warmup", f"{x!r} is not a request: write a path starting with "
+                                         f"'/' or METHOD PATH, {example}")
+        if method.upper() not in WARMUP_METHODS:
+            raise _fail(where, "warmup", f"{x!r}: only {' and '.join(WARMUP_METHODS)} warm up "
+                                         "(what a warm-up request leaves in memory goes into "
+                                         "the snapshot; a request that changes data must not "
+                                         "run at deploy)")
+        out.append((method.upper(), target))
+    return tuple(out)
 
 
 def _check_outbound(v, where: str) -> dict:
@@ -357,6 +391,7 @@ def load_worker_config(app_dir: Path, overrides: dict | None = None) -> WorkerCo
         vars=MappingProxyType(values.get("vars", {})),
         max_concurrency=values.get("max_concurrency"),
         dependency_groups=values.get("dependency_groups", ()),
+        warmup=values.get("warmup", ()),
         outbound=MappingProxyType(values.get("outbound", {})),
         bindings=MappingProxyType(bindings),
         crons=tuple(values.get("crons", ())),

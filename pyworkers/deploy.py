@@ -61,6 +61,7 @@ Deployment record (``deployment.json``; paths relative to the store root)::
                       "package_snapshot": {"path": "package-snapshots/<key>.pyws",
                                            "reused": bool}},
      "entropy_at_import": [[module, calls], ...],  # top-level entropy use (not `random`)
+     "warmup": [{"method", "target", "status", "bytes", "ms"}],  # run before the snapshot
      "snapshot": {"path": "deployments/<id>/snapshot.bin", "type": "dedicated" | "package",
                   "bytes": int, "sha256": "sha256:<hex>", "metadata": {...}},
      "asgi": {"object": "<module.qualname of the app's type>", "adapter": "guest"},
@@ -109,7 +110,8 @@ from pyworkers import app_files as _app_files
 from pyworkers.app_files import IGNORED_DIRS, IGNORED_FILES, IGNORED_SUFFIXES, AppDirError, AppLimits
 from pyworkers.deploy_config import check_platform, egress_policy  # noqa: F401 - re-exported
 from pyworkers.deploy_errors import DeployError, GuestOutput, as_deploy_error
-from pyworkers.deploy_guest import entropy_at_import, format_calls, in_app, load_app
+from pyworkers.deploy_guest import (entropy_at_import, format_calls, in_app, load_app,
+                                    warm_up)
 from pyworkers.deploy_layer import Layer, build_layer, layer_hash, tree_size
 from pyworkers.deploy_progress import (DeployProgress, RenamedProgress, RichDeployProgress,
                                        as_progress, fmt_bytes, fmt_seconds)
@@ -378,6 +380,7 @@ def deploy(app_dir: str | os.PathLike, *,
                                           getattr(installed, "lock_json", None),
                                           sel.release.pyodide_version)
                 record["entropy_at_import"] = entropy
+                record["warmup"] = []
                 info["summary"] = f"{cfg.main} is an ASGI app ({record['asgi']['object']})"
                 ours = [(m, n) for m, n in entropy if in_app(app_copy, m)]
                 libs = [(m, n) for m, n in entropy if not in_app(app_copy, m)]
@@ -394,11 +397,15 @@ def deploy(app_dir: str | os.PathLike, *,
 
             with stages("snapshot") as info:
                 if sel.enabled("python_dedicated_snapshot"):
+                    record["warmup"] = warm_up(iso, cfg, out, prog)
                     check_no_open_connections(iso, app_copy)
                     snap = take_deploy_snapshot(
                         iso, ddir / SNAPSHOT_FILE, selection=sel, layer_hash=lh,
                         app_hash=record["app"]["hash"], progress=prog)
                 else:  # no_python_dedicated_snapshot: packages imported, the app is not
+                    if cfg.warmup:
+                        prog.warn("warmup is ignored under no_python_dedicated_snapshot (the "
+                                  "snapshot does not hold the app)")
                     iso.close()
                     iso, _summary, _info = package_isolate(st, iso_kwargs, lh, layer_mount, prog)
                     iso.call("_pyworkers_asgi:configure",

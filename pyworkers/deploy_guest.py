@@ -1,6 +1,7 @@
 """The deploy's import stage inside the sandbox: the guest harness that imports the app and
 checks it is an ASGI 3 application (:data:`GUEST_HARNESS`, :func:`load_app`) and the
-attribution of import-time entropy use to modules (:func:`entropy_at_import`)."""
+attribution of import-time entropy use to modules (:func:`entropy_at_import`), and the
+warm-up requests run before the snapshot (:func:`warm_up`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -207,3 +208,56 @@ def load_app(iso, cfg, out: GuestOutput, inline_sync: bool = True, release_lock:
     iso.call("_pyworkers_asgi:configure", inline_sync=inline_sync)
     iso.call("_pyworkers_asgi:load", cfg.main, "/app")
     return {"object": rep["object"], "adapter": "guest"}
+
+
+#: seconds a warm-up request may take (awaits: the guest's own timeout; CPU: the isolate's)
+WARMUP_TIMEOUT_S = 30.0
+
+
+def warm_up(iso, cfg, out: GuestOutput, progress) -> list[dict]:
+    """Send the config's ``warmup`` requests to the app loaded in ``iso`` (before the
+    snapshot: see ``_pyworkers_asgi.warm``), one progress note each. Returns the record's
+    ``warmup`` entry, ``[{"method", "target", "status", "bytes", "ms"}]``. A 4xx answer is a
+    warning (the code path ran, up to the refusal). Raises :class:`DeployError` (stage
+    ``snapshot``) naming the request for an exception, a 5xx, no response or a request past
+    :data:`WARMUP_TIMEOUT_S`; the deploy then writes nothing."""
+    from pyworkers.runtime.isolate_errors import GuestError, IsolateCrashed
+
+    if not cfg.warmup:
+        return []
+    where = f"{cfg.origins.get('warmup', 'pyworkers.toml')}: warmup"
+    iso.set_timeout(WARMUP_TIMEOUT_S * len(cfg.warmup) + 5)
+    try:
+        results = iso.call("_pyworkers_asgi:warm", [list(r) for r in cfg.warmup], WARMUP_TIMEOUT_S)
+    except IsolateCrashed as e:
+        raise DeployError("snapshot", f"{where}: the app crashed the isolate while warming up "
+                                      f"({e}); remove the request or fix the endpoint",
+                          with_output("", out)) from None
+    except GuestError as e:
+        raise DeployError("snapshot", f"{where}: warming up failed: {e.type_name}: {e.message}",
+                          with_output(e.traceback, out)) from None
+    finally:
+        if not iso.dead:
+            iso.set_timeout(None)
+    record = []
+    for r in results:
+        what = f"{r['method']} {r['target']}"
+        status = r["status"]
+        if r["error"] or status is None or status >= 500:
+            why = (r["error"].strip().splitlines()[-1] if r["error"] else
+                   "no response" if status is None else f"status {status}")
+            raise DeployError(
+                "snapshot", f"{where}: {what} failed before the snapshot ({why}); no lifespan "
+                "has run and no binding exists at deploy: warm up endpoints that need neither, "
+                "or remove it from warmup",
+                with_output(r["error"] or "", out))
+        if status >= 400:
+            progress.warn(f"warm-up {what} answered {status}: only the code up to the refusal "
+                          "was warmed")
+        else:
+            progress.note(f"warm-up {what} -> {status}, {r['bytes']} bytes in {r['ms']:.1f} ms")
+        if r["left_tasks"]:
+            progress.warn(f"warm-up {what} left task(s) running, cancelled before the snapshot: "
+                          + ", ".join(r["left_tasks"]))
+        record.append({k: r[k] for k in ("method", "target", "status", "bytes", "ms")})
+    return record

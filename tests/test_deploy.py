@@ -29,8 +29,8 @@ pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data" / "deploy"
 RECORD_KEYS = {"format", "id", "name", "created", "pyworkers_version", "config", "selection",
-               "lock", "wheels", "layer", "app", "asgi", "entropy_at_import", "snapshot", "smoke",
-               "timings_ms"}
+               "lock", "wheels", "layer", "app", "asgi", "entropy_at_import", "warmup", "snapshot",
+               "smoke", "timings_ms"}
 
 
 def fixture_app(name: str, tmp_path: Path) -> Path:

@@ -191,3 +191,81 @@ def _prime_fastapi_endpoints(app):
         except Exception:  # noqa: BLE001 - left to the first request, as without priming
             pass
     return n
+
+
+# ---------------------------------------------------------------------------- warm-up
+#: the ASGI version of an HTTP scope (as the serve loop sends it)
+HTTP_ASGI = {"version": "3.0", "spec_version": "2.3"}
+
+
+def warm(requests, timeout=30.0):
+    """Warm-up requests before the snapshot (``warmup`` in pyworkers.toml).
+
+    Each ``[method, target]`` (``GET``/``HEAD``; ``target`` = path, optionally ``?query``) is
+    sent to the loaded app on the isolate's event loop as the serve loop would send it
+    (``user-agent: pyworkers-warmup``), except that no lifespan has run (``scope["state"]`` is
+    empty) and there are no bindings (``scope["env"]`` holds vars only). What the calls leave
+    in memory (caches, specialised bytecode, lazily built objects) every restored isolate
+    starts with: the point of warming up, and the reason only safe methods are allowed.
+    ``timeout``: seconds per request (awaits; a CPU loop is stopped by the host's deadline).
+    Tasks the app leaves running are cancelled (named in ``left_tasks``). Returns one dict
+    per request: ``{"method", "target", "status" (None: no response), "bytes", "ms",
+    "error" (traceback text, "timeout after N s", or None), "left_tasks"}``."""
+    import asyncio
+    import time
+    import traceback
+
+    import _pyworkers_serve
+
+    if _app is None:
+        raise RuntimeError("no ASGI app loaded: call _pyworkers_asgi.load first")
+    loop = _pyworkers_serve.prepare_loop()
+    env = _pyworkers_serve._env()
+    results = []
+    for method, target in requests:
+        path, _, query = target.partition("?")
+        scope = {"type": "http", "asgi": dict(HTTP_ASGI), "http_version": "1.1",
+                 "method": method, "scheme": "http", "path": path,
+                 "raw_path": path.encode("latin-1", "replace"),
+                 "query_string": query.encode("latin-1", "replace"), "root_path": "",
+                 "headers": [(b"host", b"localhost"), (b"user-agent", b"pyworkers-warmup")],
+                 "client": ("127.0.0.1", 0), "server": ("localhost", 80), "state": {},
+                 "env": env}
+        res = {"method": method, "target": target, "status": None, "bytes": 0, "ms": 0.0,
+               "error": None, "left_tasks": []}
+        done = loop.create_future()
+        asked = []
+
+        async def receive(done=done, asked=asked):
+            if not asked:
+                asked.append(True)
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await done  # the response is complete: the client goes away
+            return {"type": "http.disconnect"}
+
+        async def send(message, res=res, done=done):
+            if message["type"] == "http.response.start":
+                res["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                res["bytes"] += len(message.get("body", b""))
+                if not message.get("more_body", False) and not done.done():
+                    done.set_result(None)
+
+        t0 = time.perf_counter()
+        try:
+            loop.run_until_complete(asyncio.wait_for(_app(scope, receive, send), timeout))
+        except asyncio.TimeoutError:
+            res["error"] = f"timeout after {timeout:g} s"
+        except Exception as exc:  # noqa: BLE001 - reported to the deploy, which fails on it
+            res["error"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        res["ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        if not done.done():
+            done.set_result(None)
+        left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        if left:
+            res["left_tasks"] = sorted(t.get_name() for t in left)
+            for t in left:
+                t.cancel()
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        results.append(res)
+    return results
