@@ -216,11 +216,12 @@ def warm(requests, timeout=30.0):
     import traceback
 
     import _pyworkers_serve
+    import pyworkers_env
 
     if _app is None:
         raise RuntimeError("no ASGI app loaded: call _pyworkers_asgi.load first")
     loop = _pyworkers_serve.prepare_loop()
-    env = _pyworkers_serve._env()
+    env = pyworkers_env.env  # scope["env"] as served; no bindings outside pyworkers serve
     results = []
     for method, target in requests:
         path, _, query = target.partition("?")
