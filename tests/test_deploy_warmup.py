@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from pyworkers.cli import main as cli
 from pyworkers.config import ConfigError, load_worker_config
 from pyworkers.deploy import DeployError, deploy
 from pyworkers.serve.oneshot import request, start_worker
@@ -56,6 +58,10 @@ def test_warmup_requests_run_before_the_snapshot(tmp_path):
     text = "\n".join(lines)
     assert "warm-up GET /count?n=1 -> 200" in text
     assert "lingering-task" in text and "cancelled before the snapshot" in text
+    shown = CliRunner().invoke(cli, ["deployments", "show", dep.id, "--store", str(st.root)])
+    assert shown.exit_code == 0, shown.output
+    assert "warm-up      GET /count?n=1 -> 200 in" in shown.output
+    assert "             HEAD /count -> 200 in" in shown.output
 
     async def first_request() -> bytes:
         w = await start_worker(deployment_factory(dep, memory_limit=None))

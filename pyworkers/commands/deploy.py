@@ -229,6 +229,9 @@ def show_cmd(ref: str | None, store_dir: Path | None, as_json: bool) -> None:
                                   + f"  ({store.root / snap['path']})"))
     else:
         lines.append(("snapshot", "none (pyworkers.snapshot was not available)"))
+    for i, wu in enumerate(r.get("warmup") or ()):
+        lines.append(("warm-up" if i == 0 else "", f"{wu['method']} {wu['target']} -> "
+                                                  f"{wu['status']} in {wu['ms']:.1f} ms"))
     s = r["smoke"]
     prep = (f" + {s['prepare_ms'] / 1000:.1f} s image preparation" if s.get("prepare_ms")
             else "")
