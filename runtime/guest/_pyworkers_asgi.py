@@ -194,7 +194,7 @@ def _prime_fastapi_endpoints(app):
 
 
 # ---------------------------------------------------------------------------- warm-up
-#: the ASGI version of an HTTP scope (as the serve loop sends it)
+#: the ASGI version of an HTTP scope (the serve loop's and the warm-up's; copy it per scope)
 HTTP_ASGI = {"version": "3.0", "spec_version": "2.3"}
 
 

@@ -283,8 +283,9 @@ class _Server:
         self.stop = None
         self.lifespan = None
         self.lifespan_said = None
-        self.versions = ({"version": "3.0", "spec_version": "2.3"},
-                         {"version": "3.0", "spec_version": "2.4"})
+        import _pyworkers_asgi as A
+
+        self.versions = (A.HTTP_ASGI, {"version": "3.0", "spec_version": "2.4"})
         self.pending = []         # frames not written yet (see emit)
         self.calls = {}           # call id -> future of (meta, body)
         self.next_call = 0
